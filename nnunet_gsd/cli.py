@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from nnunet_gsd.errors import UserError
+
 #: (module, description) of every sub-command, in the order ``--help`` lists them.
 SUBCOMMANDS = [
     ("dataset_conversion.cli", "convert a public dataset (or generate a synthetic one) to nnU-Net raw format"),
@@ -19,10 +21,6 @@ SUBCOMMANDS = [
     ("nnunet_gsd.tools.search_tau", "choose the forget rate tau by short trainings (paper Eq. 20)"),
     ("nnunet_gsd.tools.overlay", "PNG overlays of image, ground-truth and prediction contours"),
 ]
-
-
-class UserError(Exception):
-    """A problem with the user's input; printed without a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
