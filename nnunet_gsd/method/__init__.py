@@ -1,0 +1,7 @@
+"""Pure, tested GSD-Net method functions (torch; dimension-agnostic; sync-free per step).
+
+Modules: ``selection`` (Eq. 1–6), ``gda`` (Eq. 7–10), ``superpixels`` (Eq. 11–14),
+``transfer`` (Eq. 15), ``losses`` (Eq. 16–19), ``views`` (weak view x'), ``noise_rate``
+(Eq. 20), ``diagnostics`` (truth diagnostics, never in the loss). Nothing is imported here so
+that ``import nnunet_gsd.method`` stays cheap.
+"""

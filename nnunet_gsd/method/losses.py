@@ -1,0 +1,58 @@
+"""Knowledge-transfer and correlation losses (paper Eq. 16–19, SPEC §2.5–2.6)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from .selection import symmetric_kl
+
+__all__ = ["weighted_ce", "kt_loss", "correlation_loss"]
+
+_EPS = 1e-8
+
+
+def weighted_ce(logits: Tensor, target: Tensor, weights: Tensor) -> Tensor:
+    """W-weighted mean cross-entropy ``Σ W·CE / Σ W`` (the CE part of Eq. 17).
+
+    Args:
+        logits: ``(B, C, *spatial)`` (raw logits: softmax is applied once, inside CE — the
+            authors' code applied it twice, SPEC §7).
+        target: ``(B, *spatial)`` long (mixed refined labels y_mix).
+        weights: ``(B, *spatial)`` (mixed GDA weights W_mix, ≥ 1).
+
+    Returns:
+        Scalar; the denominator is clamped at 1e-8.
+    """
+    ce = F.cross_entropy(logits, target.long(), reduction="none")
+    w = weights.to(ce.dtype)
+    return (w * ce).sum() / w.sum().clamp_min(_EPS)
+
+
+def kt_loss(logits: Tensor, target: Tensor, weights: Tensor, dice: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """One network's KT loss: weighted CE + soft Dice on the mixed batch (Eq. 17).
+
+    Args:
+        logits, target, weights: as in :func:`weighted_ce`.
+        dice: nnU-Net's ``MemoryEfficientSoftDiceLoss(apply_nonlin=softmax_helper_dim1,
+            batch_dice=..., do_bg=False, smooth=1e-5)`` (SPEC: nnU-Net's Dice); it returns the
+            negative Dice, as in nnU-Net's DC_and_CE_loss. Called as ``dice(logits, target[:, None])``.
+
+    Returns:
+        Scalar.
+    """
+    return weighted_ce(logits, target, weights) + dice(logits, target.long()[:, None])
+
+
+def correlation_loss(logits1: Tensor, logits2: Tensor, weights: Tensor) -> Tensor:
+    """W-weighted mean symmetric KL between the two networks on the mixes (Eq. 18).
+
+    Args:
+        logits1: f1 on the x-mixes, ``(B, C, *spatial)``.
+        logits2: f2 on the x'-mixes (same masks and partners).
+        weights: ``(B, *spatial)`` W_mix.
+    """
+    kl = symmetric_kl(logits1, logits2)
+    w = weights.to(kl.dtype)
+    return (w * kl).sum() / w.sum().clamp_min(_EPS)

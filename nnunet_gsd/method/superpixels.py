@@ -1,0 +1,237 @@
+"""Superpixel-guided label refinement, SGLR (paper Eq. 11–14, SPEC §2.4).
+
+:func:`slic_superpixels` and :func:`encode_ids` run on the host (NumPy, at preprocessing or in the
+data loader); everything taking tensors runs per training step without host-device
+synchronisation and without gradient.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "slic_superpixels",
+    "encode_ids",
+    "decode_ids",
+    "ID_BASE",
+    "fuse_probabilities",
+    "superpixel_argmax",
+    "pixel_argmax",
+    "refine_labels",
+]
+
+#: ids are split as ``id = hi · ID_BASE + lo`` so both parts fit nnU-Net's int16 segmentation.
+ID_BASE = 32768
+
+
+def slic_superpixels(
+    image: np.ndarray,
+    n_segments_per_256sq: int = 1024,
+    compactness: float = 10.0,
+    sigma: float = 1.0,
+    spacing: Sequence[float] | None = None,
+    convert2lab: bool | None = None,
+) -> np.ndarray:
+    """SLIC superpixels S of one image (SPEC §2.4; Eq. 12's Ω_s).
+
+    Args:
+        image: ``(C, *spatial)`` float array, spatial ``(H, W)`` or ``(X, Y, Z)``. nnU-Net's 2D
+            data ``(C, 1, H, W)`` is accepted: the singleton axis is dropped for SLIC (2D
+            superpixels) and restored in the output.
+        n_segments_per_256sq: superpixels per 256² pixels (paper: 1024 at 256²); the count scales
+            with the number of pixels (voxels in 3D): ``round(n · n_pixels / 65536)``, ≥ 1.
+        compactness, sigma: SLIC parameters (paper: 10 and 1).
+        spacing: voxel spacing per spatial axis (of the input, including a singleton axis), or
+            None for isotropic.
+        convert2lab: passed to skimage. The default (None) converts 3-channel images to Lab as
+            skimage does for RGB; pass False for 3-channel non-RGB data (e.g. three MRI
+            sequences).
+
+    Returns:
+        int32 ids ≥ 1, shaped like ``image.shape[1:]``. 0 is reserved for "no superpixel"
+        (padding added later by the data loader).
+
+    Each channel is min–max rescaled to [0, 1] first (constant channels become 0) because
+    nnU-Net's inputs are z-scored per channel; skimage then rescales the whole array to [0, 1]
+    again, so ``compactness`` has its usual skimage meaning.
+    """
+    from skimage.segmentation import slic  # local: skimage import is slow, and host-only
+
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim not in (3, 4):
+        raise ValueError(f"image must be (C, H, W) or (C, X, Y, Z), got shape {img.shape}")
+    out_shape = img.shape[1:]
+    squeezed = img.ndim == 4 and img.shape[1] == 1
+    sp = None if spacing is None else [float(s) for s in spacing]
+    if squeezed:
+        img = img[:, 0]
+        if sp is not None and len(sp) == 3:
+            sp = sp[1:]
+    lo = img.reshape(img.shape[0], -1).min(axis=1)
+    hi = img.reshape(img.shape[0], -1).max(axis=1)
+    rng = hi - lo
+    bshape = (-1,) + (1,) * (img.ndim - 1)
+    scaled = np.where(rng.reshape(bshape) > 0, (img - lo.reshape(bshape)) / np.where(rng > 0, rng, 1).reshape(bshape), 0.0)
+    n_pixels = int(np.prod(img.shape[1:]))
+    n_segments = max(1, int(round(n_segments_per_256sq * n_pixels / 65536.0)))
+    kwargs = dict(
+        n_segments=n_segments,
+        compactness=float(compactness),
+        sigma=float(sigma),
+        start_label=1,
+        enforce_connectivity=True,
+        channel_axis=-1,
+        convert2lab=convert2lab if scaled.shape[0] == 3 else False,
+    )
+    if sp is not None:
+        kwargs["spacing"] = np.asarray(sp, dtype=np.float64)
+    seg = slic(np.moveaxis(scaled, 0, -1), **kwargs).astype(np.int32)
+    if squeezed:
+        seg = seg[None]
+    assert seg.shape == out_shape
+    return seg
+
+
+def encode_ids(ids: np.ndarray) -> np.ndarray:
+    """Split superpixel ids into two int16 channels ``(hi, lo)`` with ``id = hi·32768 + lo``.
+
+    nnU-Net casts segmentation arrays to int16 and 3D volumes can hold more than 32767
+    superpixels, so the ids ride through the data loader as two extra segmentation channels.
+    Both channels are transformed with the same nearest-neighbour spatial transform, so they
+    stay consistent. nnU-Net pads segmentations with −1 and maps −1 → 0 afterwards; (0, 0)
+    decodes to id 0 ("no superpixel"), and every real id ≥ 1 has (hi, lo) ≠ (0, 0).
+
+    Args:
+        ids: integer array of ids in ``[0, 32768² − 1]``, any shape.
+
+    Returns:
+        int16 array ``(2, *ids.shape)``.
+    """
+    a = np.asarray(ids).astype(np.int64)
+    if a.size and (a.min() < 0 or a.max() >= ID_BASE * ID_BASE):
+        raise ValueError("superpixel ids must lie in [0, 2^30)")
+    return np.stack([a // ID_BASE, a % ID_BASE]).astype(np.int16)
+
+
+def decode_ids(encoded: Tensor) -> Tensor:
+    """Inverse of :func:`encode_ids` for a batch: ``(B, 2, *spatial)`` → long ``(B, *spatial)``.
+
+    Negative values (nnU-Net's −1 padding, if not yet mapped to 0) are treated as 0.
+    """
+    enc = encoded.long().clamp_min(0)
+    return enc[:, 0] * ID_BASE + enc[:, 1]
+
+
+def fuse_probabilities(logits1: Tensor, logits2: Tensor, alpha: float | Tensor) -> Tensor:
+    """``p̂ = α·σ(p1) + (1 − α)·σ(p2)`` (Eq. 11).
+
+    Args:
+        logits1, logits2: ``(B, C, *spatial)`` logits of f1 (on x) and f2 (on x').
+        alpha: α ∈ [0, 1], a float, a 0-d tensor, or a ``(B,)`` tensor (one α per sample).
+
+    Returns:
+        ``(B, C, *spatial)`` probabilities (no gradient).
+    """
+    with torch.no_grad():
+        p1 = torch.softmax(logits1.float(), dim=1)
+        p2 = torch.softmax(logits2.float(), dim=1)
+        if isinstance(alpha, Tensor):
+            a = alpha.to(device=p1.device, dtype=p1.dtype)
+            if a.ndim == 1:
+                a = a.view(-1, *([1] * (p1.ndim - 1)))
+        else:
+            a = float(alpha)
+        return a * p1 + (1 - a) * p2
+
+
+def _compact_ids(ids: Tensor) -> Tensor:
+    """Relabel (sample, id) pairs to dense indices in ``[0, B·N)`` without synchronisation.
+
+    ``torch.unique(return_inverse=True)`` would sync on CUDA (its output size is data
+    dependent). Instead: build one int64 key per pixel, ``b · 2^31 + id`` (ids < 2^31), sort the
+    keys, flag each position where the key differs from its predecessor, and take the cumulative
+    sum of the flags minus 1 as the dense index; scatter it back through the sort permutation.
+    All shapes are B·N, known from the input shape, so nothing waits on the device.
+    """
+    b = ids.shape[0]
+    flat = ids.reshape(b, -1).long()
+    n = flat.shape[1]
+    keys = (torch.arange(b, device=ids.device, dtype=torch.long).unsqueeze(1) << 31) + flat
+    keys = keys.reshape(-1)
+    sorted_keys, perm = torch.sort(keys)
+    new = torch.ones_like(sorted_keys, dtype=torch.long)
+    if sorted_keys.numel() > 1:
+        new[1:] = (sorted_keys[1:] != sorted_keys[:-1]).long()
+    dense_sorted = torch.cumsum(new, dim=0) - 1
+    dense = torch.empty_like(dense_sorted)
+    dense.scatter_(0, perm, dense_sorted)
+    return dense.view(b, n)
+
+
+def superpixel_argmax(probs: Tensor, ids: Tensor, max_id: int | None = None) -> Tensor:
+    """Superpixel-level pseudo-label ŷ (Eq. 12–13).
+
+    Per sample and superpixel s, ``p̄_s`` = mean of ``probs`` over s (Eq. 12); every pixel of s gets
+    ``argmax_c p̄_s`` (Eq. 13). Pixels with id 0 ("no superpixel", e.g. padding) get their own
+    per-pixel argmax.
+
+    Args:
+        probs: ``(B, C, *spatial)`` fused probabilities p̂.
+        ids: ``(B, *spatial)`` integer superpixel ids, per sample (the same id in two samples
+            denotes two different superpixels), 0 ≤ id < 2^31.
+        max_id: optional host-known upper bound on the ids (e.g. the case's superpixel count
+            stored at preprocessing). With it the ids index a ``B·(max_id+1)`` buffer directly,
+            skipping the sort. Ids above it would be silently wrong, so pass it only if sure.
+
+    Returns:
+        long ``(B, *spatial)``.
+
+    The argmax of a mean equals the argmax of the sum (one count per superpixel for all
+    classes), so one ``index_add_`` of the probabilities into a per-(sample, superpixel) buffer
+    suffices. Ids after cropping can be anything up to ~2^30, so by default they are first
+    compacted to dense indices < B·N (see :func:`_compact_ids`) — sync-free, buffer size B·N.
+    """
+    with torch.no_grad():
+        b, c = probs.shape[:2]
+        spatial = probs.shape[2:]
+        if tuple(ids.shape) != (b, *spatial):
+            raise ValueError(f"ids shape {tuple(ids.shape)} does not match probs {tuple(probs.shape)}")
+        ids = ids.long().clamp_min(0)
+        n = ids[0].numel()
+        if max_id is None:
+            dense = _compact_ids(ids)  # (B, N), values < B·N
+            n_slots = b * n
+        else:
+            per = int(max_id) + 1
+            dense = (ids.reshape(b, n) + torch.arange(b, device=ids.device).unsqueeze(1) * per)
+            n_slots = b * per
+        p = probs.reshape(b, c, n).float().transpose(1, 2).reshape(b * n, c)  # (B·N, C)
+        sums = torch.zeros(n_slots, c, dtype=p.dtype, device=p.device)
+        sums.index_add_(0, dense.reshape(-1), p)
+        sp_label = sums.argmax(dim=1)  # (n_slots,)
+        out = sp_label.gather(0, dense.reshape(-1)).view(b, *spatial)
+        return torch.where(ids == 0, probs.argmax(dim=1), out)
+
+
+def pixel_argmax(probs: Tensor) -> Tensor:
+    """Per-pixel pseudo-label ``argmax_c p̂`` — the "LR" ablation of Table 7 (no superpixels)."""
+    with torch.no_grad():
+        return probs.argmax(dim=1)
+
+
+def refine_labels(noisy: Tensor, clean_mask: Tensor, proposal: Tensor) -> Tensor:
+    """Refined label ``y = D_clean ⊙ nGT + (1 − D_clean) ⊙ ŷ`` (Eq. 14).
+
+    Args:
+        noisy: ``(B, *spatial)`` nGT.
+        clean_mask: ``(B, *spatial)`` bool D_clean.
+        proposal: ``(B, *spatial)`` ŷ from :func:`superpixel_argmax` or :func:`pixel_argmax`.
+
+    Returns:
+        long ``(B, *spatial)``, without gradient.
+    """
+    with torch.no_grad():
+        return torch.where(clean_mask, noisy.long(), proposal.long())
