@@ -1,0 +1,322 @@
+"""nnUNetTrainerGSD: GSD-Net (SPEC §2–§3) composed from ``nnunet_gsd.method`` in nnU-Net's lifecycle.
+
+Everything nnU-Net does stays nnU-Net's: plans, preprocessing, augmentation, data loading, the
+optimizer, poly LR schedule, gradient clipping, validation, checkpoints, the logger. This class adds
+the second network (:class:`DualNetwork`), the per-pixel maps the method needs (superpixels and, when
+the dataset ships them, clean labels — :mod:`nnunet_gsd.training.data`), and the GSD training step.
+Ablation variants switch components through the ``gsd_*`` class attributes (:mod:`.variants`).
+"""
+from __future__ import annotations
+
+import os
+from os.path import isfile, join
+from typing import List, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from nnunetv2.configuration import default_num_processes
+from nnunetv2.paths import nnUNet_raw
+from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.collate_outputs import collate_outputs
+from nnunetv2.utilities.helpers import dummy_context, softmax_helper_dim1
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+from torch import autocast
+from torch._dynamo import OptimizedModule
+
+from nnunet_gsd.dual_network import DualNetwork
+from nnunet_gsd.errors import UserError
+from nnunet_gsd.method.diagnostics import truth_diagnostics
+from nnunet_gsd.method.gda import clipped_boundary_distance, default_threshold, gda_loss, gda_weights
+from nnunet_gsd.method.losses import correlation_loss, kt_loss
+from nnunet_gsd.method.selection import pick_loss, retention_rate, small_loss_mask
+from nnunet_gsd.method.superpixels import (decode_ids, fuse_probabilities, pixel_argmax, refine_labels,
+                                           superpixel_argmax)
+from nnunet_gsd.method.transfer import derangement, mix, transfer_masks
+from nnunet_gsd.method.views import weak_intensity_view
+from nnunet_gsd.settings import GSDSettings, resolve_settings
+from nnunet_gsd.training.budget import BudgetMixin
+from nnunet_gsd.training.data import (AuxChannelDataset, TargetLayout, build_clean_label_cache,
+                                      build_superpixel_cache, has_clean_labels, with_aux_spatial_transform)
+from nnunet_gsd.training.plots import plot_gsd_progress
+from nnunet_gsd.training.profiling import PhaseTimer, profiling_enabled
+
+#: figures reported by every training step, in this order (one host transfer per step)
+STEP_FIGURES = ("loss", "loss_gda", "loss_kt", "loss_cor", "mean_weight", "kept_fraction")
+TRUTH_FIGURES = ("selection_precision", "noise_rate_selected", "noise_rate_rejected", "noise_rate",
+                 "refined_accuracy", "noisy_accuracy")
+
+
+class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
+    """GSD-Net: two co-trained networks, small-loss selection, GDA, SGLR and Knowledge Transfer."""
+
+    # --- settings (SPEC §2, §5); see nnunet_gsd.settings for environment overrides and validation
+    gsd_tau: Optional[float] = None        # None: nnUNet_GSD_TAU, then dataset.json "gsd"/"tau", then 0.05
+    gsd_lam: float = 0.5
+    gsd_ramp_fraction: float = 0.1
+    gsd_threshold: Optional[float] = None  # None: T = 10 · (in-plane patch edge) / 256, at least 2
+    gsd_use_gda: bool = True
+    gsd_refinement: str = "superpixel"
+    gsd_use_kt: bool = True
+    gsd_warmup_fraction: float = 0.3
+    gsd_rho: float = 0.5
+    gsd_slic_segments_per_256sq: int = 1024
+    gsd_slic_compactness: float = 10.0
+    gsd_slic_sigma: float = 1.0
+    gsd_keep_last_k: int = 0
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        # Validate before nnU-Net creates output folders and log files: a bad setting or an unsupported
+        # dataset should stop the run with one line, not a traceback after preprocessing-sized work.
+        try:
+            self.gsd: GSDSettings = resolve_settings(lambda name: getattr(self, "gsd_" + name), dataset_json)
+            self._check_labels(PlansManager(plans).get_label_manager(dataset_json))
+        except UserError as e:
+            raise SystemExit(f"{self.__class__.__name__}: {e}") from None
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        # The GSD terms are defined at full resolution (SPEC §2, deep supervision).
+        self.enable_deep_supervision = False
+        self.layout: Optional[TargetLayout] = None
+        self._dice = None
+        self._timer = PhaseTimer(self.device, profiling_enabled())
+        for key in ("retention",) + STEP_FIGURES[1:] + TRUTH_FIGURES:
+            self.logger.local_logger.my_fantastic_logging.setdefault("gsd_" + key, [])
+
+    @staticmethod
+    def _check_labels(label_manager) -> None:
+        if label_manager.has_regions:
+            raise UserError("region-based labels (dataset.json 'labels' with tuples) are not supported by GSD: "
+                            "its per-pixel terms need one class per pixel. Use plain integer labels.")
+        if label_manager.has_ignore_label:
+            raise UserError("datasets with an 'ignore' label are not supported by GSD yet: remove the ignore "
+                            "label from dataset.json (or map it to background) to train with nnUNetTrainerGSD.")
+
+    # ------------------------------------------------------------------ network
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True) -> DualNetwork:
+        """Two independently initialised copies of the planned network (the predictor calls this too)."""
+        nets = [nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                         num_output_channels, enable_deep_supervision)
+                for _ in range(2)]
+        return DualNetwork(*nets)
+
+    def _unwrapped_network(self) -> DualNetwork:
+        mod = self.network.module if self.is_ddp else self.network
+        return mod._orig_mod if isinstance(mod, OptimizedModule) else mod
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        self._unwrapped_network().set_deep_supervision(enabled)
+
+    def initialize(self):
+        super().initialize()
+        self._dice = MemoryEfficientSoftDiceLoss(apply_nonlin=softmax_helper_dim1,
+                                                 batch_dice=self.configuration_manager.batch_dice,
+                                                 do_bg=False, smooth=1e-5, ddp=self.is_ddp)
+
+    # ------------------------------------------------------------------ data
+    @property
+    def _raw_dataset_folder(self) -> Optional[str]:
+        return join(nnUNet_raw, self.plans_manager.dataset_name) if nnUNet_raw.is_set() else None
+
+    def _aux_folder(self, kind: str) -> str:
+        return join(self.preprocessed_dataset_folder_base,
+                    f"gsd_{kind}_{self.configuration_manager.data_identifier}")
+
+    @property
+    def _threshold(self) -> float:
+        return self.gsd.threshold or default_threshold(self.configuration_manager.patch_size)
+
+    @property
+    def _warmup_epochs(self) -> int:
+        return int(round(self.gsd.warmup_fraction * self.num_epochs))
+
+    def _prepare_aux_maps(self) -> None:
+        """Build (or reuse) the cached superpixels and clean labels before the data loaders start."""
+        uses_superpixels = self.gsd.refinement == "superpixel" and self._warmup_epochs < self.num_epochs
+        self.layout = TargetLayout(has_clean=has_clean_labels(self._raw_dataset_folder),
+                                   has_superpixels=uses_superpixels)
+        if self.local_rank == 0:
+            identifiers = self.dataset_class.get_identifiers(self.preprocessed_dataset_folder)
+            if self.layout.has_superpixels:
+                build_superpixel_cache(self.preprocessed_dataset_folder, self._aux_folder("superpixels"),
+                                       self.dataset_class, identifiers,
+                                       {"n_segments_per_256sq": self.gsd.slic_segments_per_256sq,
+                                        "compactness": self.gsd.slic_compactness, "sigma": self.gsd.slic_sigma},
+                                       default_num_processes)
+            if self.layout.has_clean:
+                build_clean_label_cache(self._raw_dataset_folder, self._aux_folder("clean_labels"), identifiers,
+                                        self.plans_manager.plans, self.configuration_name, self.dataset_json,
+                                        default_num_processes)
+        if self.is_ddp:
+            dist.barrier()
+
+    def get_tr_and_val_datasets(self):
+        datasets = super().get_tr_and_val_datasets()
+        return tuple(AuxChannelDataset(d, self.layout, self._aux_folder("clean_labels"),
+                                       self._aux_folder("superpixels")) for d in datasets)
+
+    def get_training_transforms(self, *args, **kwargs):
+        transforms = super().get_training_transforms(*args, **kwargs)
+        return with_aux_spatial_transform(transforms, self.layout) if self.layout.has_superpixels else transforms
+
+    # ------------------------------------------------------------------ training
+    def on_train_start(self):
+        if not self.was_initialized:
+            self.initialize()
+        self._prepare_aux_maps()
+        super().on_train_start()
+        self.print_to_log_file(f"GSD settings: {self.gsd.summary()}; T={self._threshold}; "
+                               f"warm-up epochs={self._warmup_epochs} of {self.num_epochs}; "
+                               f"truth diagnostics={'on' if self.layout.has_clean else 'off (no labelsTr_clean/)'}; "
+                               f"batch size={self.batch_size}; patch size={self.configuration_manager.patch_size}")
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        self._timer.reset()
+
+    def train_step(self, batch: dict) -> dict:
+        timer, settings = self._timer, self.gsd
+        epoch, num_epochs = self.current_epoch, self.num_epochs
+        with timer.phase("to_device"):
+            data = batch["data"].to(self.device, non_blocking=True)
+            target = batch["target"].to(self.device, non_blocking=True)
+            noisy = target[:, 0].long()
+            view = weak_intensity_view(data)
+        threshold = self._threshold
+        keep = retention_rate(epoch, num_epochs, settings.tau, settings.ramp_fraction)
+        after_warmup = epoch >= self._warmup_epochs
+        refine = after_warmup and settings.refinement != "none"
+        transfer = after_warmup and settings.use_kt
+
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            with timer.phase("passes_1_2"):
+                logits1, logits2 = self.network(data, view)
+            with timer.phase("selection"):
+                # the per-pixel terms are computed in float32: CE/KL of fp16 logits lose the small losses
+                logits1, logits2 = logits1.float(), logits2.float()
+                pick = pick_loss(logits1, logits2, noisy, settings.lam)
+                clean_mask = small_loss_mask(pick.detach(), keep)
+            with timer.phase("gda"):
+                if settings.use_gda:
+                    weights = gda_weights(clipped_boundary_distance(noisy, threshold), epoch, num_epochs, threshold)
+                else:
+                    weights = torch.ones_like(pick)
+                loss_gda = gda_loss(pick, clean_mask, weights)
+            refined = noisy
+            if refine:
+                with timer.phase("refinement"), torch.no_grad():
+                    alpha = torch.rand((), device=self.device)
+                    fused = fuse_probabilities(logits1.detach(), logits2.detach(), alpha)
+                    if settings.refinement == "superpixel":
+                        proposal = superpixel_argmax(fused, decode_ids(target[:, self.layout.superpixel_channels]))
+                    else:
+                        proposal = pixel_argmax(fused)
+                    refined = refine_labels(noisy, clean_mask, proposal)
+            zero = loss_gda.new_zeros(())
+            loss_kt, loss_cor = zero, zero
+            if transfer:
+                with timer.phase("kt_mixing"):
+                    partner = derangement(data.shape[0], device=self.device)
+                    masks = transfer_masks(refined, self.label_manager.num_segmentation_heads, settings.rho)
+                    data_mix, view_mix = mix(data, masks, partner), mix(view, masks, partner)
+                    refined_mix, weights_mix = mix(refined, masks[:, 0], partner), mix(weights, masks[:, 0], partner)
+                with timer.phase("passes_3_4"):
+                    mixed1, mixed2 = self.network(data_mix, view_mix)
+                with timer.phase("kt_losses"):
+                    mixed1, mixed2 = mixed1.float(), mixed2.float()
+                    loss_kt = (kt_loss(mixed1, refined_mix, weights_mix, self._dice)
+                               + kt_loss(mixed2, refined_mix, weights_mix, self._dice))
+                    loss_cor = correlation_loss(mixed1, mixed2, weights_mix)
+            elif refine:
+                # Without KT the refined labels supervise the unmixed passes (ablation rows +LR / +SGLR),
+                # with the same weighted CE + Dice form as L_KT and no extra network pass.
+                with timer.phase("kt_losses"):
+                    loss_kt = (kt_loss(logits1, refined, weights, self._dice)
+                               + kt_loss(logits2, refined, weights, self._dice))
+            loss = loss_gda + loss_kt + loss_cor
+
+        with timer.phase("backward_step"):
+            if self.grad_scaler is not None:
+                self.grad_scaler.scale(loss).backward()
+                self.grad_scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+                self.grad_scaler.step(self.optimizer)
+                self.grad_scaler.update()
+            else:
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+                self.optimizer.step()
+
+        figures = [loss, loss_gda, loss_kt, loss_cor, weights.mean(), clean_mask.float().mean()]
+        if self.layout.has_clean:
+            truth = truth_diagnostics(noisy, target[:, self.layout.clean_channel].long(), clean_mask, refined)
+            figures += [truth[k] for k in TRUTH_FIGURES]
+        # one device→host transfer per step, as in nnU-Net's own train_step
+        values = torch.stack([f.detach().float() for f in figures]).cpu().numpy()
+        names = STEP_FIGURES + (TRUTH_FIGURES if self.layout.has_clean else ())
+        return dict(zip(names, values))
+
+    def _epoch_mean(self, values: np.ndarray) -> float:
+        if self.is_ddp:
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, values)
+            values = np.concatenate([np.atleast_1d(v) for v in gathered])
+        return float(np.nanmean(values)) if np.any(np.isfinite(values)) else float("nan")
+
+    def on_train_epoch_end(self, train_outputs: List[dict]):
+        super().on_train_epoch_end(train_outputs)
+        outputs = collate_outputs(train_outputs)
+        epoch = self.current_epoch
+        self.logger.log("gsd_retention", retention_rate(epoch, self.num_epochs, self.gsd.tau,
+                                                        self.gsd.ramp_fraction), epoch)
+        for key in STEP_FIGURES[1:] + (TRUTH_FIGURES if self.layout.has_clean else ()):
+            self.logger.log("gsd_" + key, self._epoch_mean(outputs[key]), epoch)
+        line = ", ".join(f"{k}={self.logger.get_value('gsd_' + k, step=-1):.4f}"
+                         for k in ("retention",) + STEP_FIGURES[1:])
+        self.print_to_log_file(f"GSD: {line}")
+        if self.layout.has_clean:
+            self.print_to_log_file("GSD truth: " + ", ".join(
+                f"{k}={self.logger.get_value('gsd_' + k, step=-1):.4f}" for k in TRUTH_FIGURES))
+        if self._timer.enabled:
+            self.print_to_log_file("GSD phase ms/iteration: " + ", ".join(
+                f"{k}={v:.1f}" for k, v in self._timer.mean_ms().items()))
+
+    def validation_step(self, batch: dict) -> dict:
+        # nnU-Net's validation loss and pseudo Dice use the noisy label only (channel 0)
+        batch = dict(batch, target=batch["target"][:, :1])
+        return super().validation_step(batch)
+
+    def on_epoch_end(self):
+        epoch = self.current_epoch
+        if self.gsd.keep_last_k and epoch >= self.num_epochs - self.gsd.keep_last_k:
+            self._save_weights_only(join(self.output_folder, "last_k", f"checkpoint_epoch_{epoch:04d}.pth"))
+        super().on_epoch_end()
+        if self.local_rank == 0:
+            plot_gsd_progress(self.logger.local_logger.my_fantastic_logging, self.output_folder)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint, written to a temporary file and renamed: a crash never leaves half a file."""
+        tmp = filename + ".tmp"
+        super().save_checkpoint(tmp)
+        if isfile(tmp):
+            os.replace(tmp, filename)
+
+    def _save_weights_only(self, filename: str) -> None:
+        """A checkpoint ``nnUNetv2_predict -chk`` can load, without optimizer state (cheap to keep K of)."""
+        if self.local_rank != 0 or self.disable_checkpointing:
+            return
+        os.makedirs(os.path.dirname(filename), exist_ok=True)
+        checkpoint = {
+            "network_weights": self._unwrapped_network().state_dict(),
+            "current_epoch": self.current_epoch + 1,
+            "init_args": self.my_init_kwargs,
+            "trainer_name": self.__class__.__name__,
+            "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
+        }
+        torch.save(checkpoint, filename + ".tmp")
+        os.replace(filename + ".tmp", filename)

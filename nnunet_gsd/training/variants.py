@@ -1,0 +1,81 @@
+"""Trainer variants: the paper's ablation family (Table 7), budgets, and the benchmark baseline.
+
+Each variant only flips class attributes of :class:`nnUNetTrainerGSD` (or of the budget); the
+training step is shared. Table 7 rows (Kvasir, S_R): JoCoR 71.05 → +GDA 76.76 → +LR 78.74 →
++SGLR 78.84 → +KT (= GSD) 80.04.
+"""
+import torch
+from nnunetv2.training.nnUNetTrainer.variants.network_architecture.nnUNetTrainerNoDeepSupervision import \
+    nnUNetTrainerNoDeepSupervision
+
+from nnunet_gsd.training.budget import BudgetMixin
+from nnunet_gsd.training.trainer import nnUNetTrainerGSD
+
+
+# --- ablation family (paper Table 7) -------------------------------------------------------------
+class nnUNetTrainerJoCoR(nnUNetTrainerGSD):
+    """Table 7 row 1: two networks, small-loss selection, co-regularisation (L_pick) only."""
+    gsd_use_gda = False
+    gsd_refinement = "none"
+    gsd_use_kt = False
+
+
+class nnUNetTrainerJoCoRGDA(nnUNetTrainerJoCoR):
+    """Table 7 row 2: + Geometric Distance-Aware weights."""
+    gsd_use_gda = True
+
+
+class nnUNetTrainerJoCoRGDALR(nnUNetTrainerJoCoRGDA):
+    """Table 7 row 3: + label refinement per pixel (no superpixels)."""
+    gsd_refinement = "pixel"
+
+
+class nnUNetTrainerJoCoRGDASGLR(nnUNetTrainerJoCoRGDA):
+    """Table 7 row 4: + superpixel-guided label refinement."""
+    gsd_refinement = "superpixel"
+
+
+class nnUNetTrainerJoCoRGDALRKT(nnUNetTrainerJoCoRGDALR):
+    """+GDA +LR +KT: Knowledge Transfer with per-pixel refinement (full GSD is +SGLR +KT)."""
+    gsd_use_kt = True
+
+
+# --- budgets, in nnU-Net's style --------------------------------------------------------------------
+class nnUNetTrainerGSD_5epochs(nnUNetTrainerGSD):
+    budget_num_epochs = 5
+
+
+class nnUNetTrainerGSD_50epochs(nnUNetTrainerGSD):
+    budget_num_epochs = 50
+
+
+class nnUNetTrainerGSD_100epochs(nnUNetTrainerGSD):
+    """The paper's 100 epochs (with nnU-Net's 250 iterations per epoch and optimiser)."""
+    budget_num_epochs = 100
+
+
+class nnUNetTrainerGSD_paper(nnUNetTrainerGSD_100epochs):
+    """The paper's optimisation (SPEC §2.7): SGD lr 5e-3, weight decay 1e-5, 100 epochs.
+
+    The paper's batch size 16 is a plans choice: set ``batch_size`` in a plans variant.
+    """
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = 5e-3
+        self.weight_decay = 1e-5
+
+
+class nnUNetTrainerGSD_tiny(nnUNetTrainerGSD):
+    """For tests and the demo: 4 epochs of 4 iterations, SGLR and KT from epoch 1 on."""
+    budget_num_epochs = 4
+    budget_num_iterations_per_epoch = 4
+    budget_num_val_iterations_per_epoch = 2
+    gsd_warmup_fraction = 0.25
+
+
+# --- benchmark baseline ---------------------------------------------------------------------------
+class nnUNetTrainerNoDeepSupervisionBudget(BudgetMixin, nnUNetTrainerNoDeepSupervision):
+    """nnU-Net's nnUNetTrainerNoDeepSupervision (Dice + CE, one network) with the budget environment
+    variables, so benchmark baselines train exactly as long as the GSD arms."""
