@@ -34,6 +34,7 @@ def slic_superpixels(
     sigma: float = 1.0,
     spacing: Sequence[float] | None = None,
     convert2lab: bool | None = None,
+    intensity_range: float = 100.0,
 ) -> np.ndarray:
     """SLIC superpixels S of one image (SPEC §2.4; Eq. 12's Ω_s).
 
@@ -49,6 +50,14 @@ def slic_superpixels(
         convert2lab: passed to skimage. The default (None) converts 3-channel images to Lab as
             skimage does for RGB; pass False for 3-channel non-RGB data (e.g. three MRI
             sequences).
+        intensity_range: the intensity span that ``compactness`` refers to for images that are
+            not converted to Lab. skimage rescales every image to [0, 1] before SLIC, while a
+            Lab image (RGB, or grayscale loaded as RGB as in typical 2D pipelines) spans
+            L* ∈ [0, 100]; at compactness 10 a [0, 1] image gives an almost regular grid that
+            ignores edges. The default 100 makes compactness 10 mean for grayscale / multi-modal
+            data what it means for RGB (effective compactness ``compactness / 100``); we
+            checked that grayscale-as-RGB through Lab at 10 and grayscale at 0.1 give the same
+            superpixel statistics. Pass 1 for skimage's raw behaviour.
 
     Returns:
         int32 ids ≥ 1, shaped like ``image.shape[1:]``. 0 is reserved for "no superpixel"
@@ -77,14 +86,15 @@ def slic_superpixels(
     scaled = np.where(rng.reshape(bshape) > 0, (img - lo.reshape(bshape)) / np.where(rng > 0, rng, 1).reshape(bshape), 0.0)
     n_pixels = int(np.prod(img.shape[1:]))
     n_segments = max(1, int(round(n_segments_per_256sq * n_pixels / 65536.0)))
+    use_lab = scaled.shape[0] == 3 and convert2lab is not False
     kwargs = dict(
         n_segments=n_segments,
-        compactness=float(compactness),
+        compactness=float(compactness) if use_lab else float(compactness) / float(intensity_range),
         sigma=float(sigma),
         start_label=1,
         enforce_connectivity=True,
         channel_axis=-1,
-        convert2lab=convert2lab if scaled.shape[0] == 3 else False,
+        convert2lab=use_lab,
     )
     if sp is not None:
         kwargs["spacing"] = np.asarray(sp, dtype=np.float64)
