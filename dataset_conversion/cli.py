@@ -1,0 +1,144 @@
+"""``nnunet_gsd convert DATASET``: a public dataset (or a synthetic one) → nnU-Net raw format.
+
+One sub-parser per dataset, so ``nnunet_gsd convert kvasir --help`` shows that dataset's expected
+source tree and noise presets. The dataset modules only discover their files; the work is in
+:mod:`dataset_conversion.core`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from nnunet_gsd.errors import UserError
+
+#: DATASET → (module, one-line summary), in the order of the paper's Table 2.
+DATASETS: dict[str, tuple[str, str]] = {
+    "kvasir": ("dataset_conversion.kvasir", "Kvasir-SEG polyps (RGB endoscopy), 700/300"),
+    "shenzhen": ("dataset_conversion.shenzhen", "Shenzhen chest X-ray lungs, 453/113"),
+    "bu_suc": ("dataset_conversion.bu_suc", "BU_SUC breast ultrasound tumours, 568/243"),
+    "brats2020": ("dataset_conversion.brats2020", "BraTS2020 glioma (3D, 4 MRI sequences), 296/73"),
+    "lidc": ("dataset_conversion.lidc", "LIDC 128x128 nodule crops, 4 raters, 1287/322"),
+    "mmis2024": ("dataset_conversion.mmis2024", "MMIS-2024 NPC MRI (D-Persona h5), 4 raters"),
+    "synthetic": ("dataset_conversion.synthetic", "generated blobs for demos and tests"),
+}
+
+_COMMON = ("dataset_id", "out", "noise", "noise_at", "raters", "seed", "size", "subset", "overwrite", "preview")
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a fraction: {text!r} (use e.g. 0.25 or 25%)") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1] (or 1%..100%), got {text!r}")
+    return value
+
+
+def _preset_epilog(key: str, module: ModuleType) -> str:
+    from dataset_conversion import noise
+    lines = ["expected source tree:", *("  " + l for l in module.EXPECTED_TREE.rstrip().splitlines())]
+    if key in noise.PRESETS:
+        lines += ["", "noise presets (Table 3; default --noise-at in brackets):"]
+        lines += [f"  {n:5s} {p.describe():18s} [{p.noise_at}]" for n, p in noise.PRESETS[key].items()]
+    elif key == "synthetic":
+        lines += ["", "noise presets: the 2D (3D: BraTS) presets with steps and radii scaled by size/256 (3D: /128)"]
+    return "\n".join(lines)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "convert", help="convert a public dataset (or generate a synthetic one) to nnU-Net raw format",
+        description="Convert a dataset of the GSD-Net paper into an nnU-Net v2 raw dataset "
+                    "($nnUNet_raw/DatasetNNN_Name) with simulated noisy (or multi-rater) training labels "
+                    "and clean test labels. 'nnunet_gsd convert DATASET --help' shows the expected source "
+                    "tree and the noise presets of each dataset.")
+    sub = parser.add_subparsers(dest="dataset", metavar="DATASET")
+    for key, (module_name, summary) in DATASETS.items():
+        module = importlib.import_module(module_name)
+        dp = sub.add_parser(key, help=summary, description=(module.__doc__ or "").strip(),
+                            epilog=_preset_epilog(key, module), formatter_class=argparse.RawDescriptionHelpFormatter)
+        multi = getattr(getattr(module, "SPEC", None), "multi_rater", False)
+        _add_common(dp, key, multi)
+        if hasattr(module, "add_arguments"):
+            module.add_arguments(dp)
+        dp.set_defaults(func=run, dataset_module=module)
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    return parser
+
+
+def _add_common(p: argparse.ArgumentParser, key: str, multi: bool) -> None:
+    if key != "synthetic":
+        p.add_argument("--source", type=Path, required=True, metavar="PATH",
+                       help="the downloaded dataset (see the expected tree below); never modified")
+    p.add_argument("--id", dest="dataset_id", type=int, required=True, metavar="N",
+                   help="nnU-Net dataset id (1-999): writes DatasetNNN_<Name>")
+    p.add_argument("--noise", default="none", choices=("none", "S_R", "S_E", "S_DE"),
+                   help="simulated training-label noise (SPEC §4): S_R shrinks (under-annotation), S_E grows "
+                        "(over-annotation), S_DE erodes or dilates; clean labels go to labelsTr_clean/"
+                        + (" (not offered for multi-rater sets)" if multi else "") + " (default none)")
+    p.add_argument("--noise-at", choices=("source", "output"), default=None,
+                   help="apply the noise at the source resolution (then resize) or at the output size "
+                        "(default: the preset's, chosen to reproduce Table 3)")
+    if multi:
+        p.add_argument("--raters", default="sample", metavar="A1..An|sample",
+                       help="training labels from one rater (A1, A2, …) or 'sample': one rater drawn per image "
+                            "with the seed (default sample). Test labels: labelsTs_<rater>/ for every rater, "
+                            "labelsTs/ = majority vote")
+    p.add_argument("--seed", type=int, default=0, help="seed of split, subset, rater sampling and noise (default 0)")
+    p.add_argument("--size", type=int, default=64 if key == "synthetic" else None, metavar="PX",
+                   help="generated image edge (default 64)" if key == "synthetic" else
+                   "resize to PX per spatial axis (images bilinear, masks nearest); the paper uses 256 "
+                   "(LIDC/MMIS 128, BraTS 128). Default: native size, as nnU-Net prefers")
+    if key != "synthetic":
+        p.add_argument("--subset", type=_fraction, default=1.0, metavar="FRACTION",
+                       help="keep this fraction of the training images (e.g. 0.25 or 25%%; nested for one seed; "
+                            "default 1)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="raw root to write into instead of $nnUNet_raw (or the DatasetNNN_Name folder itself)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset with the same id")
+    p.add_argument("--preview", action="store_true",
+                   help="also write gsd_preview.png (image, clean and noisy contours) into the dataset folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataset_conversion.core import ConvertOptions, convert
+    module: ModuleType = args.dataset_module
+    key = args.dataset
+    extra = {name: getattr(args, name) for name in inspect.signature(module.discover).parameters
+             if name not in ("source", "seed", "size") and hasattr(args, name)}
+    start = time.perf_counter()
+    if key == "synthetic":
+        disc = module.discover(size=args.size, seed=args.seed, **extra)
+        size = None
+    else:
+        if not args.source.exists():
+            raise UserError(f"--source {args.source} does not exist")
+        disc = module.discover(args.source, **extra)
+        size = args.size
+    opts = ConvertOptions(dataset_id=args.dataset_id, out=args.out, noise=args.noise, noise_at=args.noise_at,
+                          raters=getattr(args, "raters", None), seed=args.seed, size=size,
+                          subset=getattr(args, "subset", 1.0), overwrite=args.overwrite, preview=args.preview)
+    target = convert(disc, opts, dataset_key=key)
+    _summary(target, time.perf_counter() - start)
+    return 0
+
+
+def _summary(target: Path, seconds: float) -> None:
+    import json
+    gsd = json.loads((target / "dataset.json").read_text())["gsd"]
+    parts = [f"wrote {target}", f"{len(gsd['split']['train'])} train / {len(gsd['split']['test'])} test"]
+    if gsd.get("noise"):
+        n = gsd["noise"]
+        parts.append(f"{n['preset']} {n['notation']} at {n['noise_at']}: Dice(nGT, GT) {100 * n['dice_vs_clean']:.2f}, "
+                     f"pixel noise rate {100 * n['pixel_noise_rate']:.2f} %")
+    if gsd.get("raters"):
+        parts.append(f"raters: {gsd['raters']['mode']}")
+    parts.append(f"tau {gsd['tau']:.4f}")
+    parts.append(f"{seconds:.1f} s")
+    print("; ".join(parts))

@@ -1,0 +1,104 @@
+"""MMIS-2024 nasopharyngeal carcinoma (NPC) MRI with four raters, as preprocessed by D-Persona
+(Wu et al. 2024): 2D training slices and 3D test volumes in HDF5 files.
+
+Training is slice-wise 2D, evaluation per volume (Table 2, note 3): training slices become 2D
+NIfTI images (nnU-Net's 2D convention, spacing 999 × 1 × 1), test volumes 3D NIfTI images. Train
+with nnU-Net's ``2d`` configuration; ``nnUNetv2_predict -c 2d`` predicts the volumes slice by slice
+and ``nnUNetv2_evaluate_folder`` then scores whole volumes. The split is the one of the folders.
+Images are float MR (t1, t1c, t2 as three channels), which PNG could not hold without loss.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from dataset_conversion.core import (Case, Discovery, DatasetSpec, Sample, binary_mask, check_same_shape,
+                                     list_files, missing_tree_error, safe_case_id)
+from nnunet_gsd.errors import UserError
+
+EXPECTED_TREE = """\
+SOURCE/                      (or SOURCE/MMIS2024/, SOURCE/NPC/)
+    training_2d/*.h5         one slice each:   t1, t1c, t2 (H×W), label_a1 … label_aN (H×W)
+    testing/*.h5             one volume each:  t1, t1c, t2 (D×H×W), label_a1 … label_aN (D×H×W)
+    validation/*.h5          (optional; used with --test-split validation|both)
+    labels {0, 1} (or {0, 255}); the number of raters is read from the label_a* keys
+"""
+
+CHANNELS = ("t1", "t1c", "t2")
+
+SPEC = DatasetSpec(
+    key="mmis2024", name="MMIS2024NPC", dim=2, file_ending=".nii.gz", paper_split=None, multi_rater=True, test_volumes=True,
+    channel_names={"0": "T1", "1": "T1c", "2": "T2"}, labels={"background": 0, "tumour": 1},
+    description="MMIS-2024 NPC MRI, four raters; 2D training slices, 3D test volumes (GSD-Net conversion)",
+    reference="Luo et al. 2023; Wu et al. 2024 (D-Persona preprocessing)",
+)
+
+_RATER_KEY = re.compile(r"label_a(\d+)$", re.IGNORECASE)
+_LAYOUTS = [".", "MMIS2024", "MMIS-2024", "NPC", "data"]
+
+
+def _raters_of(path: Path) -> list[str]:
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            keys = list(f.keys())
+    except Exception as e:
+        raise UserError(f"cannot read HDF5 file {path}: {e}") from None
+    nums = sorted(int(m.group(1)) for k in keys if (m := _RATER_KEY.fullmatch(k)))
+    if not nums:
+        raise UserError(f"{path} has no label_a1 … keys (found {keys}). Expected:\n{EXPECTED_TREE.rstrip()}")
+    return [f"A{n}" for n in nums]
+
+
+def _case(path: Path, role: str, raters: list[str], volume: bool) -> Case:
+    def load() -> Sample:
+        import h5py
+        try:
+            with h5py.File(path, "r") as f:
+                keys = {k.lower(): k for k in f.keys()}
+                missing = [k for k in CHANNELS + tuple(f"label_a{r[1:]}" for r in raters) if k not in keys]
+                if missing:
+                    raise UserError(f"{path} lacks key(s) {missing}. Expected:\n{EXPECTED_TREE.rstrip()}")
+                chans = [np.asarray(f[keys[c]][()], dtype=np.float32) for c in CHANNELS]
+                labels = {r: np.asarray(f[keys[f"label_a{r[1:]}"]][()]) for r in raters}
+        except UserError:
+            raise
+        except Exception as e:
+            raise UserError(f"cannot read HDF5 file {path}: {e}") from None
+        want = 3 if volume else 2
+        chans = [c.squeeze() if c.ndim > want else c for c in chans]
+        if chans[0].ndim != want:
+            raise UserError(f"{path}: expected {'D×H×W volumes' if volume else 'H×W slices'}, got {chans[0].shape}")
+        for c, a in zip(CHANNELS[1:], chans[1:]):
+            check_same_shape(chans[0].shape, a.shape, f"{path}[t1]", f"{path}[{c}]")
+        masks = {}
+        for r, m in labels.items():
+            m = m.squeeze() if m.ndim > want else m
+            check_same_shape(chans[0].shape, m.shape, f"{path}[t1]", f"{path}[label_a{r[1:]}]")
+            masks[r] = binary_mask(m, f"{path}[label_a{r[1:]}]", "strict")
+        return Sample(image=np.stack(chans), raters=masks)
+
+    return Case(case_id=safe_case_id(path.stem), load=load, source=str(path), role=role)  # type: ignore[arg-type]
+
+
+def discover(source: Path, test_split: str = "testing") -> Discovery:
+    root = next((source / l for l in _LAYOUTS if (source / l / "training_2d").is_dir()), None)
+    if root is None:
+        raise missing_tree_error("no training_2d/ folder", source, EXPECTED_TREE)
+    train_files = list_files(root / "training_2d", (".h5", ".hdf5"))
+    folders = {"testing": ["testing"], "validation": ["validation"], "both": ["validation", "testing"]}[test_split]
+    test_files = []
+    for name in folders:
+        if not (root / name).is_dir():
+            raise missing_tree_error(f"no {name}/ folder", root, EXPECTED_TREE)
+        test_files += list_files(root / name, (".h5", ".hdf5"))
+    if not train_files or not test_files:
+        raise missing_tree_error("no .h5 files in training_2d/ or the test folder", root, EXPECTED_TREE)
+    raters = _raters_of(train_files[0])
+    cases = [_case(p, "train", raters, volume=False) for p in train_files]
+    cases += [_case(p, "test", raters, volume=True) for p in test_files]
+    # The test volumes are 3D while the training slices are 2D; the spec's dim is that of training.
+    return Discovery(spec=SPEC, cases=cases, raters=raters, source=str(root.absolute()),
+                     notes=[f"test volumes from {'+'.join(folders)}/; training slices from training_2d/"])

@@ -1,0 +1,53 @@
+"""Shenzhen chest X-ray (NLM) with the public lung masks (Stirenko et al. 2018); 453/113 split.
+
+The masks cover 566 of the 662 Shenzhen images; images without a mask are skipped (and counted in
+the provenance notes). When the folder also holds Montgomery images (``MCUCXR_*``, as in the
+Kaggle "Chest X-ray masks and labels" bundle), only the Shenzhen ones (``CHNCXR_*``) are used.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from dataset_conversion.core import (Discovery, DatasetSpec, find_dir, list_files, paired_2d_case, pair_by_stem,
+                                     safe_case_id)
+
+EXPECTED_TREE = """\
+SOURCE/                      (or SOURCE/Lung Segmentation/, SOURCE/data/)
+    CXR_png/CHNCXR_0001_0.png …           grey (or grey-as-RGB) chest X-rays
+    masks/CHNCXR_0001_0_mask.png …        (or mask/; also accepted: the same stem without _mask)
+                                          lung masks, values {0, 255} or {0, 1}
+"""
+
+SPEC = DatasetSpec(
+    key="shenzhen", name="ShenzhenCXR", dim=2, file_ending=".png", paper_split=(453, 113),
+    channel_names={"0": "X-ray"}, labels={"background": 0, "lungs": 1},
+    description="Shenzhen chest X-ray lung segmentation (GSD-Net conversion)",
+    reference="Jaeger et al. 2014; Candemir et al. 2013; masks: Stirenko et al. 2018",
+)
+
+_LAYOUTS = [".", "Lung Segmentation", "data", "Lung Segmentation/Lung Segmentation"]
+
+
+def _mask_stem(stem: str) -> str:
+    return stem[: -len("_mask")] if stem.endswith("_mask") else stem
+
+
+def discover(source: Path) -> Discovery:
+    root = next((source / l for l in _LAYOUTS if (source / l / "CXR_png").is_dir()), None)
+    if root is None:
+        root = find_dir(source, [l + "/CXR_png" for l in _LAYOUTS], EXPECTED_TREE, "CXR_png").parent
+    images = list_files(root / "CXR_png", (".png",))
+    masks = list_files(find_dir(root, ["masks", "mask"], EXPECTED_TREE, "masks"), (".png",))
+    notes = []
+    if any(p.name.startswith("CHNCXR_") for p in images):
+        n_before = len(images), len(masks)
+        images = [p for p in images if p.name.startswith("CHNCXR_")]
+        masks = [p for p in masks if p.name.startswith("CHNCXR_")]
+        if (len(images), len(masks)) != n_before:
+            notes.append(f"kept only Shenzhen (CHNCXR_*) files: {len(images)} of {n_before[0]} images, "
+                         f"{len(masks)} of {n_before[1]} masks")
+    pairs, unlabelled = pair_by_stem(images, masks, mask_stem=_mask_stem, allow_unlabelled_images=True)
+    if unlabelled:
+        notes.append(f"skipped {len(unlabelled)} image(s) without a lung mask")
+    cases = [paired_2d_case(safe_case_id(im.stem), im, m, channels=1, mask_rule="strict") for im, m in pairs]
+    return Discovery(spec=SPEC, cases=cases, notes=notes, source=str(root.absolute()))

@@ -1,0 +1,106 @@
+"""Synthetic dataset generator for the demo and the tests: smooth blob-like "lesions" on textured
+backgrounds, binary or multi-class, 2D (PNG) or 3D (NIfTI), any size, 1 or 3 channels.
+
+Lesions are thresholded Gaussian-filtered noise (several smooth blobs, 10–30 % foreground in all),
+and the image is brighter inside them (class c: +c·0.9 background standard deviations) under a
+texture and a slow shading, so a tiny network learns the task in a few epochs but not trivially.
+
+Noise presets are the paper's 2D presets (3D: BraTS presets) with the step count and the S_DE radii
+scaled linearly with the image edge (edge/256 in 2D, edge/128 in 3D): 200 Markov steps or a
+radius-10 erosion would wipe out the lesions of a 48-pixel image. At 64 px: S_R = M(50, 0.2, 0.05),
+S_E = M(50, 0.8, 0.05), S_DE = K(2–3).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from dataset_conversion.core import Case, ConvertOptions, Discovery, DatasetSpec, Sample, convert, rng_for
+
+EXPECTED_TREE = "(none: the synthetic data are generated, --source is not used)\n"
+
+_TAG_SYNTH = 5
+
+
+def make_spec(dim: int, classes: int, channels: int) -> DatasetSpec:
+    if dim == 2 and channels == 3:
+        names = {"0": "R", "1": "G", "2": "B"}
+    else:
+        names = {str(i): f"synthetic{i}" for i in range(channels)}
+    labels = {"background": 0, **({"lesion": 1} if classes == 1 else {f"lesion_{c}": c for c in range(1, classes + 1)})}
+    return DatasetSpec(key="synthetic", name="Synthetic", dim=dim, file_ending=".png" if dim == 2 else ".nii.gz",
+                       paper_split=None, channel_names=names, labels=labels,
+                       description=f"synthetic blobs, {dim}D, {classes} class(es), {channels} channel(s)",
+                       reference="nnunet_gsd dataset_conversion.synthetic", licence="public domain")
+
+
+def _blobs(rng: np.random.Generator, shape: tuple[int, ...], fraction: float) -> np.ndarray:
+    field = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma=max(shape) / 10,
+                                    mode="wrap")
+    return field > np.quantile(field, 1.0 - fraction)
+
+
+def make_sample(rng: np.random.Generator, size: int, dim: int, classes: int, channels: int) -> Sample:
+    """One synthetic case: (C, *spatial) image (uint8 in 2D, float32 in 3D) and its label map."""
+    shape = (size,) * dim
+    total = rng.uniform(0.10, 0.30)
+    label = np.zeros(shape, np.uint8)
+    for c in range(1, classes + 1):
+        label[_blobs(rng, shape, total / classes) & (label == 0)] = c
+    texture = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 1.0)
+    texture /= texture.std() + 1e-6
+    grid = np.meshgrid(*[np.linspace(-1, 1, size, dtype=np.float32)] * dim, indexing="ij")
+    shading = sum(rng.uniform(-0.5, 0.5) * g for g in grid)
+    signal = ndimage.gaussian_filter(label.astype(np.float32) * 0.9, 0.7)  # soft edges, like real lesions
+    chans = []
+    for k in range(channels):
+        gain = 1.0 if k == 0 else rng.uniform(0.5, 1.0)
+        chans.append(texture * 0.5 + shading + gain * signal * 2.0 + rng.normal(0, 0.2, shape).astype(np.float32))
+    image = np.stack(chans)
+    if dim == 2:
+        image = np.clip(np.rint(96 + 28 * image), 0, 255).astype(np.uint8)
+    return Sample(image=image.astype(np.float32) if dim == 3 else image, label=label)
+
+
+def discover(num_train: int = 8, num_test: int = 4, size: int = 64, dim: int = 2, classes: int = 1,
+             channels: int = 1, seed: int = 0) -> Discovery:
+    spec = make_spec(dim, classes, channels)
+    cases = []
+    for i in range(num_train + num_test):
+        cid = f"synth_{i:04d}"
+
+        def load(cid: str = cid) -> Sample:
+            return make_sample(rng_for(seed, _TAG_SYNTH, cid), size, dim, classes, channels)
+
+        cases.append(Case(case_id=cid, load=load, source=f"synthetic case {cid}",
+                          role="train" if i < num_train else "test"))
+    return Discovery(spec=spec, cases=cases, source=None, preset_size=size,
+                     notes=[f"synthetic: {num_train} train / {num_test} test, {size}px, {dim}D, "
+                            f"{classes} class(es), {channels} channel(s)"])
+
+
+def generate(out_dir: Path, dataset_id: int = 901, num_train: int = 8, num_test: int = 4, size: int = 64,
+             dim: int = 2, classes: int = 1, channels: int = 1, noise: str = "none", seed: int = 0,
+             overwrite: bool = False, noise_at: str | None = None, preview: bool = False) -> Path:
+    """Write a synthetic nnU-Net raw dataset; returns its folder.
+
+    ``out_dir`` is a raw root (``DatasetNNN_Synthetic`` is created in it) or, if its name already
+    is ``DatasetNNN_…``, the dataset folder itself. With ``noise`` other than "none" the clean
+    training labels go to ``labelsTr_clean/``.
+    """
+    disc = discover(num_train, num_test, size, dim, classes, channels, seed)
+    opts = ConvertOptions(dataset_id=dataset_id, out=Path(out_dir), noise=noise, noise_at=noise_at, seed=seed,
+                          overwrite=overwrite, preview=preview)
+    return convert(disc, opts)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--num-train", type=int, default=8, help="training cases (default 8)")
+    parser.add_argument("--num-test", type=int, default=4, help="test cases (default 4)")
+    parser.add_argument("--dim", type=int, choices=(2, 3), default=2, help="2D (PNG) or 3D (NIfTI) (default 2)")
+    parser.add_argument("--classes", type=int, choices=(1, 2, 3), default=1, help="foreground classes (default 1)")
+    parser.add_argument("--channels", type=int, choices=(1, 3), default=1,
+                        help="image channels; 3 in 2D gives an RGB PNG (default 1)")
