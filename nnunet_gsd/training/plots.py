@@ -12,6 +12,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def plot_gsd_progress(logged: Dict[str, List[float]], output_folder: str) -> None:
     """Loss terms; R(e) and the mean GDA weight; truth diagnostics when the dataset has clean labels."""
+    # nnU-Net's own plot sets a global seaborn style with huge fonts; do not inherit it
+    with plt.style.context("default"):
+        _plot(logged, output_folder)
+
+
+def _plot(logged: Dict[str, List[float]], output_folder: str) -> None:
     epochs = range(len(logged.get("gsd_retention", [])))
     if len(epochs) == 0:
         return
@@ -40,7 +46,7 @@ def plot_gsd_progress(logged: Dict[str, List[float]], output_folder: str) -> Non
         for key in truth_keys:
             ax.plot(epochs, logged[key], label=key.removeprefix("gsd_"))
         ax.set_ylabel("vs clean labels")
-        ax.legend(loc="center right")
+        ax.legend(loc="center right", fontsize="small")
     axes[-1].set_xlabel("epoch")
     fig.tight_layout()
     tmp = os.path.join(output_folder, "progress_gsd.tmp.png")

@@ -1,0 +1,93 @@
+"""End to end through nnU-Net's real console commands on a tiny generated 2D dataset.
+
+convert (synthetic, S_E noise, clean labels kept) → nnUNetv2_plan_and_preprocess →
+nnUNetv2_train -tr nnUNetTrainerGSD_tiny (past the warm-up, so SGLR and KT run) → continue with --c →
+nnUNetv2_predict → nnUNetv2_evaluate_folder; and every ablation trainer trains and predicts.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import clean_env, run, run_failing
+
+pytestmark = pytest.mark.e2e
+DATASET_ID = 901
+
+
+@pytest.fixture(scope="module")
+def dataset(nnunet_root: Path) -> dict:
+    env = clean_env(nnunet_root)
+    run(["nnunet_gsd", "convert", "synthetic", "--id", str(DATASET_ID), "--num-train", "12", "--num-test", "4",
+         "--size", "48", "--noise", "S_E", "--seed", "0"], env)
+    raw = next((nnunet_root / "nnUNet_raw").glob(f"Dataset{DATASET_ID}_*"))
+    assert (raw / "labelsTr_clean").is_dir()
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "-np", "1",
+         "--verify_dataset_integrity"], env)
+    return {"raw": raw, "name": raw.name}
+
+
+def train_env(root: Path, **extra: str) -> dict:
+    # 0 workers is fastest for tiny runs (it would crash planning, which is why only training uses it)
+    return clean_env(root, nnUNet_n_proc_DA="0", **extra)
+
+
+def test_gsd_trains_continues_predicts_and_evaluates(dataset, nnunet_root: Path, tmp_path: Path):
+    env = train_env(nnunet_root)
+    log = run(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", "nnUNetTrainerGSD_tiny", "-device", "cpu"], env)
+    assert "Using trainer 'nnUNetTrainerGSD_tiny'" in log
+    fold = nnunet_root / "nnUNet_results" / dataset["name"] / "nnUNetTrainerGSD_tiny__nnUNetPlans__2d" / "fold_0"
+    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    keys = checkpoint["network_weights"].keys()
+    assert any(k.startswith("net1.") for k in keys) and any(k.startswith("net2.") for k in keys)
+    assert len([k for k in keys if k.startswith("net1.")]) == len([k for k in keys if k.startswith("net2.")])
+    assert checkpoint["current_epoch"] == 4
+    assert not list(fold.glob("*.tmp"))
+    assert (fold / "progress.png").is_file() and (fold / "progress_gsd.png").is_file()
+    training_log = next(fold.glob("training_log_*.txt")).read_text()
+    # warm-up is 1 of 4 epochs: KT runs afterwards, so its loss term is logged as non-zero
+    kt_values = [float(line.split("loss_kt=")[1].split(",")[0]) for line in training_log.splitlines()
+                 if "GSD: retention" in line]
+    assert kt_values[0] == 0.0 and all(v != 0.0 for v in kt_values[1:])
+    assert "GSD truth: selection_precision=" in training_log
+
+    # --c restores both networks, the optimizer and the epoch; a larger budget trains one more epoch
+    log = run(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", "nnUNetTrainerGSD_tiny", "-device", "cpu",
+               "--c"], train_env(nnunet_root, nnUNet_GSD_NUM_EPOCHS="5"))
+    assert "Epoch 4" in log and "Epoch 3" not in log
+    continued = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert continued["current_epoch"] == 5
+    assert continued["network_weights"]["net1.encoder.stages.0.0.convs.0.conv.weight"].ne(
+        checkpoint["network_weights"]["net1.encoder.stages.0.0.convs.0.conv.weight"]).any()
+
+    predictions = tmp_path / "pred"
+    run(["nnUNetv2_predict", "-i", str(dataset["raw"] / "imagesTs"), "-o", str(predictions), "-d", str(DATASET_ID),
+         "-c", "2d", "-tr", "nnUNetTrainerGSD_tiny", "-f", "0", "-device", "cpu", "--save_probabilities"], env)
+    assert len(list(predictions.glob("*.png"))) == 4 and len(list(predictions.glob("*.npz"))) == 4
+    run(["nnUNetv2_evaluate_folder", str(dataset["raw"] / "labelsTs"), str(predictions),
+         "-djfile", str(predictions / "dataset.json"), "-pfile", str(predictions / "plans.json")], env)
+    dice = json.loads((predictions / "summary.json").read_text())["foreground_mean"]["Dice"]
+    assert dice > 0.5, f"Dice {dice} against clean test labels after a tiny run is implausibly low"
+
+
+@pytest.mark.parametrize("trainer", ["nnUNetTrainerJoCoR", "nnUNetTrainerJoCoRGDA", "nnUNetTrainerJoCoRGDALR",
+                                     "nnUNetTrainerJoCoRGDASGLR", "nnUNetTrainerJoCoRGDALRKT"])
+def test_ablation_trainers_train_and_predict(trainer: str, dataset, nnunet_root: Path, tmp_path: Path):
+    env = train_env(nnunet_root, nnUNet_GSD_NUM_EPOCHS="2", nnUNet_GSD_NUM_ITERATIONS="2",
+                    nnUNet_GSD_NUM_VAL_ITERATIONS="1", nnUNet_GSD_WARMUP="0.5")
+    log = run(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", trainer, "-device", "cpu"], env)
+    assert f"Using trainer '{trainer}'" in log
+    run(["nnUNetv2_predict", "-i", str(dataset["raw"] / "imagesTs"), "-o", str(tmp_path), "-d", str(DATASET_ID),
+         "-c", "2d", "-tr", trainer, "-f", "0", "-device", "cpu"], env)
+    assert len(list(tmp_path.glob("*.png"))) == 4
+
+
+def test_bad_setting_stops_before_training(dataset, nnunet_root: Path):
+    env = train_env(nnunet_root, nnUNet_GSD_TAU="1.5")
+    proc = run_failing(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", "nnUNetTrainerGSD_tiny", "-device", "cpu"],
+                       env)
+    assert "nnUNet_GSD_TAU" in proc.stderr and "[0, 1)" in proc.stderr
+    assert "Traceback" not in proc.stderr
