@@ -1,0 +1,220 @@
+"""Noise module (SPEC §4): hand-computed steps, seeding, grow/shrink direction, multi-class, 3D."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from dataset_conversion import noise
+from dataset_conversion.noise import (apply_noise, dice, erode_dilate, get_preset, markov_chain, markov_perturb,
+                                      smooth_threshold)
+from nnunet_gsd.errors import UserError
+
+
+def _square(n: int = 5, lo: int = 1, hi: int = 4) -> np.ndarray:
+    m = np.zeros((n, n), bool)
+    m[lo:hi, lo:hi] = True
+    return m
+
+
+def _disk(shape: tuple[int, ...], radius: float) -> np.ndarray:
+    grid = np.meshgrid(*[np.arange(s) - (s - 1) / 2 for s in shape], indexing="ij")
+    return sum(g ** 2 for g in grid) <= radius ** 2
+
+
+def test_one_grow_step_with_theta2_one_gives_the_cross():
+    out = markov_chain(_square(), 1, theta1=1.0, theta2=1.0, rng=np.random.default_rng(0))
+    expected = np.array([[0, 1, 1, 1, 0],
+                         [1, 1, 1, 1, 1],
+                         [1, 1, 1, 1, 1],
+                         [1, 1, 1, 1, 1],
+                         [0, 1, 1, 1, 0]], bool)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_one_shrink_step_with_theta2_one_keeps_only_the_centre():
+    out = markov_chain(_square(), 1, theta1=0.0, theta2=1.0, rng=np.random.default_rng(0))
+    expected = np.zeros((5, 5), bool)
+    expected[2, 2] = True
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_theta2_zero_changes_nothing():
+    m = _disk((40, 40), 12)
+    np.testing.assert_array_equal(markov_chain(m, 50, 0.5, 0.0, np.random.default_rng(1)), m)
+
+
+def test_3d_grow_step_uses_6_adjacency():
+    m = np.zeros((3, 3, 3), bool)
+    m[1, 1, 1] = True
+    out = markov_chain(m, 1, 1.0, 1.0, np.random.default_rng(0))
+    assert out.sum() == 7
+    assert out[1, 1, 1] and out[0, 1, 1] and out[1, 0, 1] and out[1, 1, 2]
+    assert not out[0, 0, 1] and not out[0, 0, 0]
+
+
+def test_smoothing_removes_isolated_pixels_and_keeps_solid_regions():
+    m = np.zeros((20, 20), bool)
+    m[2, 2] = True          # speck
+    m[8:16, 8:16] = True    # 8×8 square
+    out = smooth_threshold(m)
+    assert not out[2, 2]
+    assert out[9:15, 9:15].all()
+    assert out.sum() == pytest.approx(64, abs=8)
+
+
+def test_cropping_equals_the_whole_array_computation():
+    m = np.zeros((120, 90), bool)
+    m[40:70, 30:55] = True
+    steps = 60
+    a = markov_perturb(m, steps, 0.5, 0.3, np.random.default_rng(7))
+    b = smooth_threshold(markov_chain(m, steps, 0.5, 0.3, np.random.default_rng(7)))
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("radius, dilate, expected_sum", [(1, True, 5), (2, True, 13)])
+def test_dilation_of_a_point_is_the_euclidean_disk(radius, dilate, expected_sum):
+    m = np.zeros((9, 9), bool)
+    m[4, 4] = True
+    assert erode_dilate(m, radius, dilate).sum() == expected_sum
+
+
+def test_erosion_of_a_square_by_one():
+    m = np.zeros((9, 9), bool)
+    m[2:7, 2:7] = True
+    expected = np.zeros((9, 9), bool)
+    expected[3:6, 3:6] = True
+    np.testing.assert_array_equal(erode_dilate(m, 1, dilate=False), expected)
+
+
+def test_erosion_does_not_eat_from_the_image_border():
+    m = np.zeros((9, 9), bool)
+    m[0:5, 0:5] = True      # touches the top-left corner
+    out = erode_dilate(m, 1, dilate=False)
+    expected = np.zeros((9, 9), bool)
+    expected[0:4, 0:4] = True
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("preset_name", ["S_R", "S_E", "S_DE"])
+def test_same_seed_same_mask_bit_for_bit(preset_name):
+    m = _disk((96, 96), 25).astype(np.uint8)
+    p = get_preset("shenzhen", preset_name)
+    a = apply_noise(m, p, np.random.default_rng(123))
+    b = apply_noise(m, p, np.random.default_rng(123))
+    np.testing.assert_array_equal(a, b)
+    others = [apply_noise(m, p, np.random.default_rng(s)) for s in range(1, 6)]
+    assert any(not np.array_equal(a, o) for o in others)
+
+
+@pytest.mark.parametrize("dataset", ["kvasir", "shenzhen", "bu_suc"])
+def test_s_r_shrinks_and_s_e_grows_the_foreground(dataset):
+    m = _disk((256, 256), 60).astype(np.uint8)
+    for seed in range(3):
+        shrunk = apply_noise(m, get_preset(dataset, "S_R"), np.random.default_rng(seed))
+        grown = apply_noise(m, get_preset(dataset, "S_E"), np.random.default_rng(seed))
+        assert shrunk.sum() < 0.9 * m.sum()
+        assert grown.sum() > 1.1 * m.sum()
+        assert 0.5 < dice(shrunk, m) < 0.98
+        assert 0.5 < dice(grown, m) < 0.98
+
+
+def test_s_de_erodes_or_dilates_by_a_radius_in_range():
+    m = _disk((128, 128), 30).astype(np.uint8)
+    p = get_preset("shenzhen", "S_DE")
+    areas = set()
+    for seed in range(12):
+        out = apply_noise(m, p, np.random.default_rng(seed)).astype(bool)
+        # A disk of radius 30 eroded/dilated by r is the disk of radius 30 ∓ r (up to pixelation).
+        r_eff = np.sqrt(out.sum() / np.pi) - np.sqrt(m.sum() / np.pi)
+        assert 8.5 <= abs(r_eff) <= 11.5
+        areas.add(np.sign(r_eff))
+    assert areas == {-1.0, 1.0}  # both coin outcomes occur
+
+
+def test_multiclass_labels_stay_valid_and_one_label_per_pixel():
+    lab = np.zeros((80, 80), np.uint8)
+    lab[10:40, 10:40] = 1
+    lab[40:70, 25:60] = 2   # touches class 1
+    for name in ("S_R", "S_E", "S_DE"):
+        out = apply_noise(lab, get_preset("bu_suc", name), np.random.default_rng(0))
+        assert out.dtype == lab.dtype and out.shape == lab.shape
+        assert set(np.unique(out)) <= {0, 1, 2}
+        assert (out == 1).any() and (out == 2).any()
+    grown = apply_noise(lab, get_preset("bu_suc", "S_E"), np.random.default_rng(3))
+    # Where both grown classes compete, the correct class keeps its pixels.
+    assert np.all(grown[lab == 2] != 1)
+
+
+def test_multiclass_overlap_resolution_prefers_the_correct_class():
+    lab = np.zeros((7, 7), np.uint8)
+    lab[1:6, 1:3] = 1
+    lab[1:6, 3:6] = 2
+    # One dilation by 1 of each class: class 1 claims column 3, class 2 column 2; each keeps its own.
+    p = noise.NoisePreset(name="S_DE", kind="morph", k1=1, k2=1)
+
+    class Always:  # rng stub: dilation (draw < 0.5) with radius 1
+        def random(self, *a):
+            return 0.0
+
+        def integers(self, lo, hi):
+            return 1
+
+    out = apply_noise(lab, p, Always())  # type: ignore[arg-type]
+    np.testing.assert_array_equal(out[1:6, 1:3], 1)
+    np.testing.assert_array_equal(out[1:6, 3:6], 2)
+    assert out[0, 1] == 1 and out[0, 4] == 2 and out[3, 0] == 1 and out[3, 6] == 2
+
+
+def test_3d_presets_shrink_and_grow():
+    m = _disk((32, 32, 32), 9).astype(np.uint8)
+    shrunk = apply_noise(m, get_preset("brats2020", "S_R"), np.random.default_rng(0))
+    grown = apply_noise(m, get_preset("brats2020", "S_E"), np.random.default_rng(0))
+    de = apply_noise(m, get_preset("brats2020", "S_DE"), np.random.default_rng(0))
+    assert shrunk.sum() < m.sum() < grown.sum()
+    assert de.sum() != m.sum()
+    assert shrunk.shape == m.shape and shrunk.ndim == 3
+
+
+def test_empty_and_full_masks_are_left_alone():
+    for name in ("S_R", "S_E", "S_DE"):
+        p = get_preset("kvasir", name)
+        assert not apply_noise(np.zeros((30, 30), np.uint8), p, np.random.default_rng(0)).any()
+
+
+def test_fast_enough_256_at_200_steps():
+    m = _disk((256, 256), 80)
+    t = time.perf_counter()
+    markov_perturb(m, 200, 0.8, 0.05, np.random.default_rng(0))
+    assert time.perf_counter() - t < 1.0
+
+
+def test_presets_match_table_3():
+    k = noise.PRESETS["kvasir"]
+    assert (k["S_R"].steps, k["S_R"].theta1, k["S_R"].theta2, k["S_R"].noise_at) == (200, 0.2, 0.05, "source")
+    assert (k["S_E"].steps, k["S_E"].theta1, k["S_E"].noise_at) == (200, 0.8, "source")
+    assert (k["S_DE"].k1, k["S_DE"].k2, k["S_DE"].noise_at) == (9, 11, "output")
+    b = noise.PRESETS["brats2020"]
+    assert (b["S_R"].steps, b["S_R"].theta1) == (200, 0.4)
+    assert (b["S_E"].steps, b["S_E"].theta1) == (50, 0.6)
+    assert (b["S_DE"].k1, b["S_DE"].k2) == (2, 4)
+    for ds in ("shenzhen", "bu_suc"):
+        assert all(p.noise_at == "output" for p in noise.PRESETS[ds].values())
+    s = noise.synthetic_presets(64, 2)
+    assert s["S_R"].steps == 50 and (s["S_DE"].k1, s["S_DE"].k2) == (2, 3)
+
+
+def test_unknown_preset_and_multi_rater_dataset_are_user_errors():
+    with pytest.raises(UserError, match="unknown noise preset"):
+        get_preset("kvasir", "S_X")
+    with pytest.raises(UserError, match="raters"):
+        get_preset("lidc", "S_R")
+
+
+def test_dice_hand_values():
+    a = np.array([1, 1, 0, 0])
+    b = np.array([1, 0, 1, 0])
+    assert dice(a, b) == pytest.approx(0.5)
+    assert dice(np.zeros(4), np.zeros(4)) == 1.0
+    assert dice(np.array([1, 2, 0]), np.array([1, 0, 2])) == pytest.approx(0.5)  # class 1: 1, class 2: 0
