@@ -189,7 +189,8 @@ def superpixel_argmax(probs: Tensor, ids: Tensor, max_id: int | None = None) -> 
             denotes two different superpixels), id ≥ 0.
         max_id: optional host-known upper bound on the ids (e.g. the case's superpixel count
             stored at preprocessing). With it the ids index a ``B·(max_id+1)`` buffer directly,
-            skipping the sort. Ids above it would be silently wrong, so pass it only if sure.
+            skipping the sort. Ids above it are clamped to it (merged into one superpixel), so
+            pass it only when it is a true bound.
 
     Returns:
         long ``(B, *spatial)``.
@@ -211,7 +212,8 @@ def superpixel_argmax(probs: Tensor, ids: Tensor, max_id: int | None = None) -> 
             n_slots = b * n
         else:
             per = int(max_id) + 1
-            dense = (ids.reshape(b, n) + torch.arange(b, device=ids.device).unsqueeze(1) * per)
+            flat = ids.reshape(b, n).clamp_max(per - 1)  # never index past this sample's slots
+            dense = flat + torch.arange(b, device=ids.device).unsqueeze(1) * per
             n_slots = b * per
         # class-major layout: index_add_ along the last axis is markedly faster on CPU than
         # adding C-wide rows
