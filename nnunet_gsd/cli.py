@@ -14,6 +14,7 @@ from nnunet_gsd.errors import UserError
 
 #: (module, description) of every sub-command, in the order ``--help`` lists them.
 SUBCOMMANDS = [
+    ("nnunet_gsd.tools.demo", "the whole pipeline on a small generated noisy dataset (CPU, minutes)"),
     ("dataset_conversion.cli", "convert a public dataset (or generate a synthetic one) to nnU-Net raw format"),
     ("dataset_conversion.preview", "PNG grid of image, clean and noisy contours of a converted dataset"),
     ("nnunet_gsd.tools.evaluate_raters", "Dice of predictions against every rater's test labels"),

@@ -36,6 +36,7 @@ class GSDSettings:
     slic_compactness: float
     slic_sigma: float
     keep_last_k: int            # keep the weights of the last K epochs (paper's protocol); 0 = off
+    log_search_loss: bool       # also log L_search (Eq. 20) per epoch, for the τ search
 
     def summary(self) -> str:
         return ", ".join(f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self))
@@ -49,7 +50,16 @@ ENVIRONMENT = {
     "warmup_fraction": ("nnUNet_GSD_WARMUP", float),
     "rho": ("nnUNet_GSD_RHO", float),
     "keep_last_k": ("nnUNet_GSD_KEEP_LAST", int),
+    "log_search_loss": ("nnUNet_GSD_LOG_SEARCH_LOSS", lambda raw: _parse_bool("nnUNet_GSD_LOG_SEARCH_LOSS", raw)),
 }
+
+
+def _parse_bool(var: str, raw: str) -> bool:
+    if raw.lower() in ("1", "true", "t", "yes"):
+        return True
+    if raw.lower() in ("0", "false", "f", "no"):
+        return False
+    raise ValueError(raw)
 
 
 def _from_env(name: str, env: Mapping[str, str]) -> Any:
@@ -60,7 +70,7 @@ def _from_env(name: str, env: Mapping[str, str]) -> Any:
     try:
         return parse(raw)
     except ValueError:
-        kind = "an integer" if parse is int else "a number"
+        kind = {int: "an integer", float: "a number"}.get(parse, "a boolean (0 or 1)")
         raise UserError(f"environment variable {var}={raw!r} is not {kind}; fix or unset it "
                         f"(e.g. `export {var}={'10' if parse is int else '0.1'}`)") from None
 

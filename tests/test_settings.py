@@ -8,7 +8,7 @@ from nnunet_gsd.settings import DEFAULT_TAU, resolve_settings
 
 DEFAULTS = dict(tau=None, lam=0.5, ramp_fraction=0.1, threshold=None, use_gda=True, refinement="superpixel",
                 use_kt=True, warmup_fraction=0.3, rho=0.5, slic_segments_per_256sq=1024, slic_compactness=10.0,
-                slic_sigma=1.0, keep_last_k=0)
+                slic_sigma=1.0, keep_last_k=0, log_search_loss=False)
 
 
 def resolve(dataset_json=None, env=None, **overrides):
@@ -35,6 +35,7 @@ def test_environment_overrides_class_attributes():
     ({"nnUNet_GSD_TAU": "-0.1"}, "[0, 1)"),
     ({"nnUNet_GSD_KEEP_LAST": "2.5"}, "nnUNet_GSD_KEEP_LAST='2.5' is not an integer"),
     ({"nnUNet_GSD_RHO": "0"}, "rho=0.0"),
+    ({"nnUNet_GSD_LOG_SEARCH_LOSS": "maybe"}, "is not a boolean"),
 ])
 def test_bad_environment_values_name_the_setting(env, message):
     with pytest.raises(UserError, match=None) as info:

@@ -30,6 +30,7 @@ from nnunet_gsd.errors import UserError
 from nnunet_gsd.method.diagnostics import truth_diagnostics
 from nnunet_gsd.method.gda import clipped_boundary_distance, default_threshold, gda_loss, gda_weights
 from nnunet_gsd.method.losses import correlation_loss, kt_loss
+from nnunet_gsd.method.noise_rate import search_loss
 from nnunet_gsd.method.selection import pick_loss, retention_rate, small_loss_mask
 from nnunet_gsd.method.superpixels import (decode_ids, fuse_probabilities, pixel_argmax, refine_labels,
                                            superpixel_argmax)
@@ -65,6 +66,7 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
     gsd_slic_compactness: float = 10.0
     gsd_slic_sigma: float = 1.0
     gsd_keep_last_k: int = 0
+    gsd_log_search_loss: bool = False
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -81,8 +83,6 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
         self.layout: Optional[TargetLayout] = None
         self._dice = None
         self._timer = PhaseTimer(self.device, profiling_enabled())
-        for key in ("retention",) + STEP_FIGURES[1:] + TRUTH_FIGURES:
-            self.logger.local_logger.my_fantastic_logging.setdefault("gsd_" + key, [])
 
     @staticmethod
     def _check_labels(label_manager) -> None:
@@ -167,6 +167,9 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
         if not self.was_initialized:
             self.initialize()
         self._prepare_aux_maps()
+        # only keys logged every epoch: nnU-Net's progress plot stops at the shortest logged list
+        for key in ("retention",) + self._step_figure_names[1:]:
+            self.logger.local_logger.my_fantastic_logging.setdefault("gsd_" + key, [])
         super().on_train_start()
         self.print_to_log_file(f"GSD settings: {self.gsd.summary()}; T={self._threshold}; "
                                f"warm-up epochs={self._warmup_epochs} of {self.num_epochs}; "
@@ -252,13 +255,19 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
                 self.optimizer.step()
 
         figures = [loss, loss_gda, loss_kt, loss_cor, weights.mean(), clean_mask.float().mean()]
+        if settings.log_search_loss:
+            figures.append(search_loss(logits1.detach(), logits2.detach(), noisy, clean_mask))
         if self.layout.has_clean:
             truth = truth_diagnostics(noisy, target[:, self.layout.clean_channel].long(), clean_mask, refined)
             figures += [truth[k] for k in TRUTH_FIGURES]
         # one device→host transfer per step, as in nnU-Net's own train_step
         values = torch.stack([f.detach().float() for f in figures]).cpu().numpy()
-        names = STEP_FIGURES + (TRUTH_FIGURES if self.layout.has_clean else ())
-        return dict(zip(names, values))
+        return dict(zip(self._step_figure_names, values))
+
+    @property
+    def _step_figure_names(self) -> tuple:
+        return (STEP_FIGURES + (("search_loss",) if self.gsd.log_search_loss else ())
+                + (TRUTH_FIGURES if self.layout.has_clean else ()))
 
     def _epoch_mean(self, values: np.ndarray) -> float:
         if self.is_ddp:
@@ -273,10 +282,11 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
         epoch = self.current_epoch
         self.logger.log("gsd_retention", retention_rate(epoch, self.num_epochs, self.gsd.tau,
                                                         self.gsd.ramp_fraction), epoch)
-        for key in STEP_FIGURES[1:] + (TRUTH_FIGURES if self.layout.has_clean else ()):
+        for key in self._step_figure_names[1:]:
             self.logger.log("gsd_" + key, self._epoch_mean(outputs[key]), epoch)
         line = ", ".join(f"{k}={self.logger.get_value('gsd_' + k, step=-1):.4f}"
-                         for k in ("retention",) + STEP_FIGURES[1:])
+                         for k in ("retention",) + STEP_FIGURES[1:] + (("search_loss",) if self.gsd.log_search_loss
+                                                                       else ()))
         self.print_to_log_file(f"GSD: {line}")
         if self.layout.has_clean:
             self.print_to_log_file("GSD truth: " + ", ".join(
