@@ -153,3 +153,14 @@ def test_slic_3d_and_rgb():
     rgb = rng.random((3, 32, 32)).astype(np.float32)
     assert slic_superpixels(rgb).shape == (32, 32)
     assert slic_superpixels(rgb, convert2lab=False).shape == (32, 32)
+
+
+@pytest.mark.parametrize("c", [1, 2, 3, 5, 40])
+def test_class_argmax_matches_torch_argmax_including_ties(c):
+    from nnunet_gsd.method.superpixels import _class_argmax
+
+    g = torch.Generator().manual_seed(c)
+    t = torch.randint(0, 3, (2, c, 7, 5), generator=g).float()  # many ties
+    assert torch.equal(_class_argmax(t, 1), t.argmax(dim=1))
+    assert torch.equal(_class_argmax(t[0], 0), t[0].argmax(dim=0))
+    assert torch.equal(pixel_argmax(t), t.argmax(dim=1))
