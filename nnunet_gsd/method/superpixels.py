@@ -172,8 +172,9 @@ def _class_argmax(t: Tensor, dim: int) -> Tensor:
     for c in range(1, n):
         cur = t.select(dim, c)
         better = cur > best
-        best = torch.where(better, cur, best)
-        idx = torch.where(better, torch.full_like(idx, c), idx)
+        idx = better.long() if c == 1 else idx.masked_fill(better, c)
+        if c < n - 1:
+            best = torch.maximum(best, cur)
     return idx
 
 
