@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     masks = {}
     for c in cases:
         path = Path(c.source).parent.parent / "masks" / Path(c.source).name
-        masks[c.case_id] = core.binary_mask(core.read_2d(path), path, "threshold")
+        masks[c.case_id] = core.binary_mask(core.to_grey(core.read_2d(path)), path, "threshold")
     shape = (args.size, args.size)
     print(f"Kvasir-SEG, {len(masks)} masks ({args.split}), Dice(nGT, GT) at {args.size}², seed {args.seed}")
     print(f"{'preset':6s} {'notation':18s} {'noise_at':8s} {'Dice %':>7s} {'Table 3':>8s} {'diff':>6s} "

@@ -247,13 +247,11 @@ def to_grey(arr: np.ndarray) -> np.ndarray:
 
 
 def binary_mask(arr: np.ndarray, path: Path | str, rule: Literal["strict", "threshold"]) -> np.ndarray:
-    """A mask file's array → {0, 1} uint8.
+    """A mask array (already single-channel: 2D or 3D) → {0, 1} uint8.
 
     ``threshold``: > 127 (JPEG masks, whose edges hold compression noise). ``strict``: values must
     be {0, 1} or {0, 255} (lossless masks: anything else means a wrong file, which we report).
     """
-    if arr.ndim == 3:
-        arr = to_grey(arr)
     if rule == "threshold":
         return (arr > 127).astype(np.uint8)
     values = np.unique(arr)
@@ -642,7 +640,7 @@ def paired_2d_case(case_id: str, image: Path, mask: Path, channels: Literal[1, 3
 
     def load() -> Sample:
         img = read_2d(image)
-        msk = binary_mask(read_2d(mask), mask, mask_rule)
+        msk = binary_mask(to_grey(read_2d(mask)), mask, mask_rule)
         check_same_shape(img.shape[:2], msk.shape, image, mask)
         if channels == 1:
             arr = to_grey(img)[None]

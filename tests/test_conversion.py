@@ -1,0 +1,450 @@
+"""Converters on tiny fixtures that mimic each dataset's real source tree (generated in tmp_path).
+
+The real Kvasir fidelity check (Table 3) lives in bench/noise_fidelity.py, not here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dataset_conversion import bu_suc, brats2020, core, kvasir, lidc, mmis2024, shenzhen, synthetic
+from dataset_conversion.core import ConvertOptions, convert
+from nnunet_gsd import cli as umbrella
+from nnunet_gsd.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixture trees
+# ----------------------------------------------------------------------------------------------
+def _ellipse(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    cy, cx = rng.uniform(0.35, 0.65) * shape[0], rng.uniform(0.35, 0.65) * shape[1]
+    ry, rx = rng.uniform(0.15, 0.3) * shape[0], rng.uniform(0.15, 0.3) * shape[1]
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+
+
+def make_kvasir(root: Path, n: int = 10, empty: int | None = None) -> Path:
+    src = root / "Kvasir-SEG"
+    (src / "images").mkdir(parents=True)
+    (src / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        shape = (40 + 2 * i, 48)  # sizes differ between cases, as in the real release
+        img = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
+        m = _ellipse(shape, rng) if i != empty else np.zeros(shape, bool)
+        Image.fromarray(img).save(src / "images" / f"cju{i:03d}.jpg")
+        Image.fromarray(np.stack([m.astype(np.uint8) * 255] * 3, -1)).save(src / "masks" / f"cju{i:03d}.jpg",
+                                                                           quality=90)
+    return src
+
+
+def make_shenzhen(root: Path, n: int = 6) -> Path:
+    src = root / "Lung Segmentation"
+    (src / "CXR_png").mkdir(parents=True)
+    (src / "masks").mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(n + 1):
+        img = rng.integers(0, 256, (36, 36), dtype=np.uint8)
+        Image.fromarray(img).save(src / "CXR_png" / f"CHNCXR_{i:04d}_{i % 2}.png")
+        if i < n:  # the last image has no mask, as 96 real ones
+            m = _ellipse((36, 36), rng).astype(np.uint8) * 255
+            Image.fromarray(m).save(src / "masks" / f"CHNCXR_{i:04d}_{i % 2}_mask.png")
+    Image.fromarray(rng.integers(0, 256, (36, 36), dtype=np.uint8)).save(src / "CXR_png" / "MCUCXR_0001_0.png")
+    Image.fromarray(np.zeros((36, 36), np.uint8)).save(src / "masks" / "MCUCXR_0001_0_mask.png")
+    return root
+
+
+def make_bu_suc(root: Path, n: int = 4) -> Path:
+    src = root / "BUS_UC" / "BUS_UC"
+    rng = np.random.default_rng(2)
+    for cls in ("Benign", "Malignant"):
+        (src / cls / "images").mkdir(parents=True)
+        (src / cls / "masks").mkdir()
+        for i in range(n):  # equal names in both classes, as in the release
+            Image.fromarray(np.stack([rng.integers(0, 256, (30, 34), dtype=np.uint8)] * 3, -1)).save(
+                src / cls / "images" / f"{i + 1}.png")
+            Image.fromarray(_ellipse((30, 34), rng).astype(np.uint8) * 255).save(src / cls / "masks" / f"{i + 1}.png")
+    return root
+
+
+def _nii(path: Path, arr: np.ndarray) -> None:
+    import SimpleITK as sitk
+    sitk.WriteImage(sitk.GetImageFromArray(arr), str(path))
+
+
+def make_brats(root: Path, n: int = 5) -> Path:
+    src = root / "MICCAI_BraTS2020_TrainingData"
+    rng = np.random.default_rng(3)
+    for i in range(1, n + 1):
+        cid = f"BraTS20_Training_{i:03d}"
+        d = src / cid
+        d.mkdir(parents=True)
+        for m in brats2020.MODALITIES:
+            _nii(d / f"{cid}_{m}.nii.gz", rng.integers(0, 1000, (10, 12, 14)).astype(np.int16))
+        seg = np.zeros((10, 12, 14), np.uint8)
+        seg[3:7, 4:9, 4:10] = 2
+        seg[4:6, 5:8, 5:8] = 1
+        seg[5, 6, 6] = 4
+        # Case 355 of the real release: the segmentation is misnamed.
+        _nii(d / ("W39_1998.09.19_Segm.nii" if i == 2 else f"{cid}_seg.nii.gz"), seg)
+    return root
+
+
+def make_lidc(root: Path, patients: int = 5, per_patient: int = 2, raters: int = 4) -> Path:
+    rng = np.random.default_rng(4)
+    data = {}
+    for p in range(patients):
+        for k in range(per_patient):
+            masks = [_ellipse((16, 16), rng).astype(np.uint8) for _ in range(raters)]
+            masks[-1][:] = 0  # one rater saw nothing, as often in LIDC
+            data[f"LIDC-IDRI-{p + 1:04d}_slice_{k}"] = {"image": rng.random((16, 16)).astype(np.float32),
+                                                        "masks": masks, "series_uid": f"1.2.{p}"}
+    with open(root / "data_lidc.pickle", "wb") as f:
+        pickle.dump(data, f)
+    return root / "data_lidc.pickle"
+
+
+def make_mmis(root: Path, n_train: int = 4, n_test: int = 2, raters: int = 3) -> Path:
+    import h5py
+    rng = np.random.default_rng(5)
+    src = root / "NPC"
+    for folder in ("training_2d", "testing", "validation"):
+        (src / folder).mkdir(parents=True)
+
+    def write(path: Path, shape: tuple[int, ...]) -> None:
+        with h5py.File(path, "w") as f:
+            for k in mmis2024.CHANNELS:
+                f[k] = rng.random(shape).astype(np.float32)
+            for r in range(1, raters + 1):
+                m = np.zeros(shape, np.uint8)
+                m[..., 4:10 + r, 5:11] = 1
+                f[f"label_a{r}"] = m
+
+    for i in range(n_train):
+        write(src / "training_2d" / f"npc_{i:03d}_slice_{i % 3}.h5", (16, 16))
+    for i in range(n_test):
+        write(src / "testing" / f"npc_{100 + i:03d}.h5", (3, 16, 16))
+    write(src / "validation" / "npc_200.h5", (3, 16, 16))
+    return root
+
+
+def _gsd(ds: Path) -> dict:
+    return json.loads((ds / "dataset.json").read_text())["gsd"]
+
+
+def _read(path: Path) -> np.ndarray:
+    if path.name.endswith(".nii.gz"):
+        import SimpleITK as sitk
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    return np.asarray(Image.open(path))
+
+
+def _cli(*argv: str) -> int:
+    return umbrella.main(list(argv))
+
+
+# ----------------------------------------------------------------------------------------------
+# One test per converter
+# ----------------------------------------------------------------------------------------------
+def test_kvasir_noisy_conversion_layout_and_provenance(tmp_path):
+    src = make_kvasir(tmp_path / "src")
+    raw = tmp_path / "raw"
+    assert _cli("convert", "kvasir", "--source", str(src), "--id", "11", "--size", "32", "--noise", "S_R",
+                "--out", str(raw)) == 0
+    ds = raw / "Dataset011_KvasirSEG"
+    meta = json.loads((ds / "dataset.json").read_text())
+    assert meta["channel_names"] == {"0": "R", "1": "G", "2": "B"} and meta["file_ending"] == ".png"
+    assert meta["numTraining"] == 7
+    gsd = meta["gsd"]
+    assert len(gsd["split"]["train"]) == 7 and len(gsd["split"]["test"]) == 3
+    assert not set(gsd["split"]["train"]) & set(gsd["split"]["test"])
+    assert gsd["noise"]["preset"] == "S_R" and gsd["noise"]["noise_at"] == "source"
+    assert gsd["noise"]["notation"] == "M(200, 0.2, 0.05)"
+    assert 0 < gsd["noise"]["dice_vs_clean"] < 1 and 0 < gsd["noise"]["pixel_noise_rate"] < 1
+    assert gsd["tau"] == gsd["noise"]["pixel_noise_rate"] and gsd["clean_labels"] == "labelsTr_clean"
+    assert gsd["size"] == [32, 32] and gsd["seed"] == 0
+    for cid in gsd["split"]["train"]:
+        img = _read(ds / "imagesTr" / f"{cid}_0000.png")
+        assert img.shape == (32, 32, 3)
+        noisy, clean = _read(ds / "labelsTr" / f"{cid}.png"), _read(ds / "labelsTr_clean" / f"{cid}.png")
+        assert noisy.shape == clean.shape == (32, 32) and set(np.unique(noisy)) <= {0, 1}
+    for cid in gsd["split"]["test"]:
+        assert (ds / "imagesTs" / f"{cid}_0000.png").is_file() and (ds / "labelsTs" / f"{cid}.png").is_file()
+    # Recorded numbers are those of the files.
+    from dataset_conversion.noise import dice
+    d = np.mean([dice(_read(ds / "labelsTr" / f"{c}.png"), _read(ds / "labelsTr_clean" / f"{c}.png"))
+                 for c in gsd["split"]["train"]])
+    assert d == pytest.approx(gsd["noise"]["dice_vs_clean"])
+    assert not list(raw.glob(".*"))  # no temporary folder left
+
+
+def test_kvasir_same_seed_same_dataset_other_seed_other_split(tmp_path):
+    src = make_kvasir(tmp_path / "src")
+    a = convert(kvasir.discover(src), ConvertOptions(11, out=tmp_path / "a", noise="S_E", seed=3))
+    b = convert(kvasir.discover(src), ConvertOptions(11, out=tmp_path / "b", noise="S_E", seed=3))
+    c = convert(kvasir.discover(src), ConvertOptions(11, out=tmp_path / "c", noise="S_E", seed=4))
+    assert _gsd(a)["split"] == _gsd(b)["split"] != _gsd(c)["split"]
+    for cid in _gsd(a)["split"]["train"]:
+        np.testing.assert_array_equal(_read(a / "labelsTr" / f"{cid}.png"), _read(b / "labelsTr" / f"{cid}.png"))
+    # Native size is kept by default.
+    cid = _gsd(a)["split"]["train"][0]
+    assert _read(a / "labelsTr" / f"{cid}.png").shape == _read(a / "imagesTr" / f"{cid}_0000.png").shape[:2]
+    assert _gsd(a)["size"] is None
+
+
+def test_noise_at_output_is_recorded_and_differs(tmp_path):
+    src = make_kvasir(tmp_path / "src")
+    a = convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path / "a", noise="S_R", size=24))
+    b = convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path / "b", noise="S_R", size=24, noise_at="output"))
+    assert _gsd(a)["noise"]["noise_at"] == "source" and _gsd(b)["noise"]["noise_at"] == "output"
+    assert _gsd(a)["noise"]["dice_vs_clean"] != _gsd(b)["noise"]["dice_vs_clean"]
+
+
+def test_shenzhen_skips_unmasked_and_montgomery_images(tmp_path):
+    make_shenzhen(tmp_path / "src")
+    ds = convert(shenzhen.discover(tmp_path / "src"), ConvertOptions(12, out=tmp_path / "raw", noise="S_DE"))
+    gsd = _gsd(ds)
+    ids = gsd["split"]["train"] + gsd["split"]["test"]
+    assert len(ids) == 6 and all(i.startswith("CHNCXR_") for i in ids)
+    assert any("without a lung mask" in n for n in gsd["notes"])
+    assert json.loads((ds / "dataset.json").read_text())["channel_names"] == {"0": "X-ray"}
+    assert _read(ds / "imagesTr" / f"{gsd['split']['train'][0]}_0000.png").ndim == 2
+    assert gsd["noise"]["notation"] == "K(9-11)" and gsd["noise"]["noise_at"] == "output"
+
+
+def test_bu_suc_merges_classes_and_keeps_equal_names_apart(tmp_path):
+    make_bu_suc(tmp_path / "src")
+    ds = convert(bu_suc.discover(tmp_path / "src"), ConvertOptions(13, out=tmp_path / "raw"))
+    gsd = _gsd(ds)
+    ids = sorted(gsd["split"]["train"] + gsd["split"]["test"])
+    assert len(ids) == 8 and "benign_1" in ids and "malignant_1" in ids
+    assert gsd["noise"] is None and gsd["tau"] == 0.0 and "clean_labels" not in gsd
+    assert not (ds / "labelsTr_clean").exists()
+    assert json.loads((ds / "dataset.json").read_text())["labels"] == {"background": 0, "tumour": 1}
+
+
+def test_brats_3d_four_channels_merged_labels_and_case_355_name(tmp_path):
+    make_brats(tmp_path / "src")
+    ds = convert(brats2020.discover(tmp_path / "src"), ConvertOptions(14, out=tmp_path / "raw", noise="S_E"))
+    gsd = _gsd(ds)
+    assert len(gsd["split"]["train"]) == 4 and len(gsd["split"]["test"]) == 1
+    assert gsd["noise"]["notation"] == "M(50, 0.6, 0.05)"
+    cid = gsd["split"]["train"][0]
+    assert sorted(p.name for p in (ds / "imagesTr").glob(f"{cid}_*")) == [f"{cid}_000{i}.nii.gz" for i in range(4)]
+    clean = _read(ds / "labelsTr_clean" / f"{cid}.nii.gz")
+    assert clean.shape == (10, 12, 14) and set(np.unique(clean)) == {0, 1}
+    assert clean.sum() == 4 * 5 * 6  # labels 1, 2 and 4 merged into one tumour
+    assert "BraTS20_Training_002" in gsd["split"]["train"] + gsd["split"]["test"]
+
+
+def test_brats_resize_3d(tmp_path):
+    make_brats(tmp_path / "src", n=2)
+    ds = convert(brats2020.discover(tmp_path / "src"), ConvertOptions(14, out=tmp_path / "raw", size=8))
+    import SimpleITK as sitk
+    cid = _gsd(ds)["split"]["train"][0]
+    img = sitk.ReadImage(str(ds / "imagesTr" / f"{cid}_0000.nii.gz"))
+    assert img.GetSize() == (8, 8, 8)
+    assert img.GetSpacing() == pytest.approx((14 / 8, 12 / 8, 10 / 8))
+
+
+def test_lidc_patient_split_rater_modes_and_test_folders(tmp_path):
+    pkl = make_lidc(tmp_path)
+    ds = convert(lidc.discover(pkl), ConvertOptions(15, out=tmp_path / "raw", raters="A2"))
+    gsd = _gsd(ds)
+    train_p = {c.split("_slice")[0] for c in gsd["split"]["train"]}
+    test_p = {c.split("_slice")[0] for c in gsd["split"]["test"]}
+    assert train_p and test_p and not train_p & test_p  # patients never straddle the split
+    assert gsd["split"]["method"] == "seeded_by_patient"
+    data = pickle.loads(pkl.read_bytes())
+    cid = gsd["split"]["train"][0]
+    np.testing.assert_array_equal(_read(ds / "labelsTr" / f"{cid}.nii.gz"), data[cid]["masks"][1])
+    assert set(gsd["raters"]["assignment"].values()) == {"A2"}
+    assert gsd["raters"]["available"] == ["A1", "A2", "A3", "A4"]
+    for r in ("A1", "A2", "A3", "A4"):
+        assert len(list((ds / f"labelsTs_{r}").glob("*.nii.gz"))) == len(gsd["split"]["test"])
+    t = gsd["split"]["test"][0]
+    votes = np.stack(data[t]["masks"]).sum(0)
+    np.testing.assert_array_equal(_read(ds / "labelsTs" / f"{t}.nii.gz"), (votes >= 2).astype(np.uint8))
+    assert gsd["tau"] == pytest.approx(0.15 * gsd["foreground_fraction"])
+    assert _read(ds / "imagesTr" / f"{cid}_0000.nii.gz").dtype == np.float32
+    assert gsd["empty_masks"] == []
+
+
+def test_lidc_sample_mode_is_seeded_and_uses_several_raters(tmp_path):
+    pkl = make_lidc(tmp_path, patients=10)
+    a = _gsd(convert(lidc.discover(pkl), ConvertOptions(15, out=tmp_path / "a", seed=1)))
+    b = _gsd(convert(lidc.discover(pkl), ConvertOptions(15, out=tmp_path / "b", seed=1)))
+    assert a["raters"]["mode"] == "sample" and a["raters"] == b["raters"]
+    assert len(set(a["raters"]["assignment"].values())) > 1
+    with pytest.raises(UserError, match="A1, A2, A3, A4"):
+        convert(lidc.discover(pkl), ConvertOptions(16, out=tmp_path / "c", raters="A7"))
+    with pytest.raises(UserError, match="multi-rater"):
+        convert(lidc.discover(pkl), ConvertOptions(16, out=tmp_path / "c", noise="S_R"))
+
+
+def test_mmis_slices_for_training_volumes_for_testing_any_number_of_raters(tmp_path):
+    make_mmis(tmp_path / "src")
+    ds = convert(mmis2024.discover(tmp_path / "src"), ConvertOptions(16, out=tmp_path / "raw", raters="A3"))
+    gsd = _gsd(ds)
+    assert gsd["split"]["method"] == "predefined"
+    assert len(gsd["split"]["train"]) == 4 and gsd["split"]["test"] == ["npc_100", "npc_101"]
+    assert gsd["raters"]["available"] == ["A1", "A2", "A3"]
+    assert sorted(p.name for p in ds.glob("labelsTs_*")) == ["labelsTs_A1", "labelsTs_A2", "labelsTs_A3"]
+    cid = gsd["split"]["train"][0]
+    assert len(list((ds / "imagesTr").glob(f"{cid}_*.nii.gz"))) == 3
+    assert _read(ds / "labelsTr" / f"{cid}.nii.gz").shape == (16, 16)
+    assert _read(ds / "labelsTr" / f"{cid}.nii.gz").sum() == 9 * 6  # rater 3: rows 4..12, columns 5..10
+    assert _read(ds / "labelsTs" / "npc_100.nii.gz").shape == (3, 16, 16)
+    both = mmis2024.discover(tmp_path / "src", test_split="both")
+    assert sum(c.role == "test" for c in both.cases) == 3
+
+
+def test_synthetic_generate_variants(tmp_path):
+    ds = synthetic.generate(tmp_path / "raw", dataset_id=901, num_train=4, num_test=2, size=32, noise="S_E")
+    gsd = _gsd(ds)
+    assert (ds / "labelsTr_clean").is_dir() and len(list((ds / "labelsTr").glob("*.png"))) == 4
+    fg = np.mean([_read(p).mean() for p in (ds / "labelsTr_clean").glob("*.png")])
+    assert 0.08 < fg < 0.35
+    assert gsd["noise"]["notation"] == "M(25, 0.8, 0.05)"
+    # The folder itself may be given; a multi-class RGB and a 3D variant.
+    mc = synthetic.generate(tmp_path / "raw" / "Dataset902_Synthetic", dataset_id=902, num_train=3, num_test=1,
+                            size=24, classes=2, channels=3, noise="S_DE")
+    assert json.loads((mc / "dataset.json").read_text())["labels"] == {"background": 0, "lesion_1": 1, "lesion_2": 2}
+    assert _read(next((mc / "imagesTr").glob("*.png"))).shape == (24, 24, 3)
+    assert set(np.unique(np.concatenate([_read(p).ravel() for p in (mc / "labelsTr").glob("*.png")]))) <= {0, 1, 2}
+    d3 = synthetic.generate(tmp_path / "raw", dataset_id=903, num_train=2, num_test=1, size=16, dim=3, noise="S_R")
+    assert _read(next((d3 / "labelsTr").glob("*.nii.gz"))).shape == (16, 16, 16)
+
+
+# ----------------------------------------------------------------------------------------------
+# Options and robustness
+# ----------------------------------------------------------------------------------------------
+def test_subsets_are_nested_and_leave_the_test_set_alone(tmp_path):
+    src = make_kvasir(tmp_path / "src", n=20)
+    full = _gsd(convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path / "f")))
+    half = _gsd(convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path / "h", subset=0.5)))
+    quarter = _gsd(convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path / "q", subset=0.25)))
+    assert len(full["split"]["train"]) == 14 and len(half["split"]["train"]) == 7 and len(quarter["split"]["train"]) == 4
+    assert set(quarter["split"]["train"]) <= set(half["split"]["train"]) <= set(full["split"]["train"])
+    assert full["split"]["test"] == half["split"]["test"] == quarter["split"]["test"]
+    assert half["split"]["n_train_available"] == 14
+
+
+def test_existing_id_refused_then_overwritten(tmp_path, capsys):
+    src = make_kvasir(tmp_path / "src", n=4)
+    raw = tmp_path / "raw"
+    (raw / "Dataset005_Other").mkdir(parents=True)
+    assert _cli("convert", "kvasir", "--source", str(src), "--id", "5", "--out", str(raw)) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err and "Traceback" not in err
+    assert _cli("convert", "kvasir", "--source", str(src), "--id", "5", "--out", str(raw), "--overwrite") == 0
+    assert [p.name for p in raw.iterdir()] == ["Dataset005_KvasirSEG"]
+
+
+def test_interrupted_conversion_leaves_nothing(tmp_path):
+    src = make_kvasir(tmp_path / "src", n=6)
+    bad = sorted((src / "images").iterdir())[3]
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(UserError, match=bad.name):
+        convert(kvasir.discover(src), ConvertOptions(7, out=tmp_path / "raw"))
+    assert list((tmp_path / "raw").iterdir()) == []
+
+
+def test_unpaired_and_mismatched_and_bad_values_name_the_file(tmp_path):
+    src = make_kvasir(tmp_path / "a", n=4)
+    (src / "masks" / "orphan.jpg").write_bytes((src / "masks" / "cju000.jpg").read_bytes())
+    with pytest.raises(UserError, match="orphan.jpg"):
+        kvasir.discover(src)
+    src = make_kvasir(tmp_path / "b", n=4)
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(src / "masks" / "cju001.jpg")
+    with pytest.raises(UserError, match=r"cju001\.jpg.*\(10, 10\)"):
+        convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path / "raw"))
+    root = make_bu_suc(tmp_path / "c", n=2)
+    bad = root / "BUS_UC" / "BUS_UC" / "Benign" / "masks" / "2.png"
+    Image.fromarray(np.full((30, 34), 7, np.uint8)).save(bad)
+    with pytest.raises(UserError, match=r"2\.png has unexpected values \[7\]"):
+        convert(bu_suc.discover(root), ConvertOptions(1, out=tmp_path / "raw"))
+
+
+def test_wrong_tree_shows_the_expected_tree(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert _cli("convert", "shenzhen", "--source", str(tmp_path / "empty"), "--id", "3", "--out", str(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "Expected a tree like" in err and "CXR_png/" in err
+
+
+def test_empty_mask_is_kept_and_warned(tmp_path, capsys):
+    src = make_kvasir(tmp_path / "src", n=5, empty=2)
+    ds = convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path / "raw", noise="S_R"))
+    assert "1 case(s) have an empty mask" in capsys.readouterr().err
+    assert _gsd(ds)["empty_masks"] == ["cju002"]
+    assert len(list((ds / "labelsTr").iterdir())) + len(list((ds / "labelsTs").iterdir())) == 5
+
+
+def test_unknown_preset_is_rejected_by_the_cli(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _cli("convert", "kvasir", "--source", str(tmp_path), "--id", "1", "--noise", "S_X")
+    assert "invalid choice: 'S_X'" in capsys.readouterr().err
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit):
+        _cli("convert", "kvasir", "--help")
+    out = capsys.readouterr().out
+    for opt in ("--source", "--id", "--noise", "--noise-at", "--seed", "--size", "--subset", "--out", "--overwrite"):
+        assert opt in out
+    assert "masks/" in out and "M(200, 0.2, 0.05)" in out and "[source]" in out
+    with pytest.raises(SystemExit):
+        _cli("convert", "lidc", "--help")
+    assert "--raters" in capsys.readouterr().out
+
+
+def test_preview_grid(tmp_path):
+    ds = synthetic.generate(tmp_path, dataset_id=904, num_train=3, num_test=1, size=24, noise="S_R")
+    assert _cli("preview", str(ds), "-n", "2", "-o", str(tmp_path / "p.png")) == 0
+    img = np.asarray(Image.open(tmp_path / "p.png"))
+    assert img.shape[0] > 100 and img.shape[1] > 300
+
+
+def test_majority_vote_ties_go_to_foreground():
+    r = {"A1": np.array([1, 1, 0, 0]), "A2": np.array([1, 0, 0, 1]), "A3": np.array([0, 1, 0, 0]),
+         "A4": np.array([0, 0, 0, 0])}
+    np.testing.assert_array_equal(core.majority_vote(r), [1, 1, 0, 0])
+
+
+# ----------------------------------------------------------------------------------------------
+# nnU-Net accepts every converter's output
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.e2e
+def test_nnunet_verify_dataset_integrity_on_all_converters(tmp_path):
+    raw = tmp_path / "nnUNet_raw"
+    src = tmp_path / "src"
+    src.mkdir()
+    convert(kvasir.discover(make_kvasir(src)), ConvertOptions(201, out=raw, noise="S_R", size=32))
+    convert(shenzhen.discover(make_shenzhen(src)), ConvertOptions(202, out=raw, noise="S_E"))
+    convert(bu_suc.discover(make_bu_suc(src)), ConvertOptions(203, out=raw, noise="S_DE"))
+    convert(brats2020.discover(make_brats(src)), ConvertOptions(204, out=raw, noise="S_R"))
+    convert(lidc.discover(make_lidc(src)), ConvertOptions(205, out=raw))
+    convert(mmis2024.discover(make_mmis(src)), ConvertOptions(206, out=raw))
+    synthetic.generate(raw, dataset_id=207, num_train=4, num_test=1, size=32, classes=2, channels=3, noise="S_E")
+    env = {**os.environ, "nnUNet_raw": str(raw), "nnUNet_preprocessed": str(tmp_path / "pre"),
+           "nnUNet_results": str(tmp_path / "res"), "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "1"}
+    exe = Path(sys.executable).parent / "nnUNetv2_extract_fingerprint"
+    cmd = [str(exe) if exe.exists() else "nnUNetv2_extract_fingerprint", "-d", *map(str, range(201, 208)),
+           "--verify_dataset_integrity", "-np", "1"]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.stdout.count("verify_dataset_integrity Done") == 7
+    for i, name in zip(range(201, 208), ("KvasirSEG", "ShenzhenCXR", "BUSUC", "BraTS2020", "LIDC", "MMIS2024NPC",
+                                         "Synthetic")):
+        assert (tmp_path / "pre" / f"Dataset{i}_{name}" / "dataset_fingerprint.json").is_file()
