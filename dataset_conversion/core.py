@@ -486,9 +486,8 @@ def convert(discovery: Discovery, opts: ConvertOptions, dataset_key: str | None 
         raise UserError(f"two source files map to the same case id {dup!r}")
 
     root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(root, target.name)
     tmp = root / f".{target.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     try:
         dirs = {n: tmp / n for n in ("imagesTr", "labelsTr", "imagesTs", "labelsTs")}
         if preset:
@@ -617,6 +616,21 @@ def _resized_spacing(spacing: tuple[float, ...] | None, old: Sequence[int], new:
     if spacing is None:
         return None
     return tuple(float(s) * o / n for s, o, n in zip(spacing, old, new))
+
+
+def _remove_stale_partials(root: Path, name: str) -> None:
+    """Drop hidden leftovers of killed runs (SIGKILL skips our clean-up); live runs' folders stay."""
+    for p in root.glob(f".{name}.partial-*"):
+        try:
+            pid = int(p.name.rsplit("-", 1)[1])
+            if pid != os.getpid():
+                os.kill(pid, 0)
+                continue
+        except ProcessLookupError:
+            pass
+        except (ValueError, PermissionError):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def _install(tmp: Path, target: Path, replaced: list[Path]) -> None:

@@ -38,12 +38,12 @@ def _resolve(dataset: str) -> Path:
     raise UserError(f"no dataset folder {dataset!r} (give a path, or an id found in $nnUNet_raw)")
 
 
-def _slice(img: np.ndarray, clean: np.ndarray, noisy: np.ndarray | None, dim: int) -> tuple[np.ndarray, ...]:
-    """Reduce a 3D case to its most informative axial slice; 2D passes through."""
-    if dim == 3 or (clean.ndim == 3 and img.ndim == 3 and img.shape[-1] not in (3, 4)):
-        z = int(np.argmax((clean > 0).reshape(clean.shape[0], -1).sum(1)))
-        return img[z], clean[z], None if noisy is None else noisy[z]
-    return img, clean, noisy
+def _slice(img: np.ndarray, clean: np.ndarray, noisy: np.ndarray | None, is_3d: bool) -> tuple[Any, ...]:
+    """Reduce a 3D case to the axial slice with the most foreground; 2D passes through."""
+    if not is_3d:
+        return img, clean, noisy
+    z = int(np.argmax((clean > 0).reshape(clean.shape[0], -1).sum(1)))
+    return img[z], clean[z], None if noisy is None else noisy[z]
 
 
 def write_preview(dataset_dir: Path, out_png: Path, n_cases: int = 4, seed: int = 0,
@@ -56,7 +56,6 @@ def write_preview(dataset_dir: Path, out_png: Path, n_cases: int = 4, seed: int 
     dataset_dir = Path(dataset_dir)
     meta: dict[str, Any] = json.loads((dataset_dir / "dataset.json").read_text())
     ending = meta["file_ending"]
-    n_ch = len(meta["channel_names"])
     labels = sorted((dataset_dir / "labelsTr").glob(f"*{ending}"))
     if not labels:
         raise UserError(f"{dataset_dir}/labelsTr holds no {ending} labels")
@@ -74,13 +73,10 @@ def write_preview(dataset_dir: Path, out_png: Path, n_cases: int = 4, seed: int 
     noise = (meta.get("gsd") or {}).get("noise") or {}
     fig, axes = plt.subplots(len(chosen), 3, figsize=(9, 3 * len(chosen)), squeeze=False)
     for row, cid in zip(axes, chosen):
-        if ending == ".png":
-            img = _read(dataset_dir / "imagesTr" / f"{cid}_0000.png")
-        else:
-            img = _read(dataset_dir / "imagesTr" / f"{cid}_0000{ending}")
+        img = _read(dataset_dir / "imagesTr" / f"{cid}_0000{ending}")  # first channel (RGB PNG: all three)
         noisy = _read(dataset_dir / "labelsTr" / f"{cid}{ending}")
         clean = _read(clean_dir / f"{cid}{ending}") if has_clean else noisy
-        img, clean, noisy = _slice(img, clean, noisy if has_clean else None, 3 if img.ndim == 3 and n_ch != 3 else 2)
+        img, clean, noisy = _slice(img, clean, noisy if has_clean else None, ending != ".png" and img.ndim == 3)
         img = np.squeeze(img)
         disp = img.astype(np.float32)
         lo, hi = np.percentile(disp, (1, 99))
