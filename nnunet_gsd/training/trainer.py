@@ -12,7 +12,6 @@ import os
 from os.path import isfile, join
 from typing import List, Optional
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from nnunetv2.configuration import default_num_processes
@@ -38,6 +37,7 @@ from nnunet_gsd.method.transfer import derangement, mix, transfer_masks
 from nnunet_gsd.method.views import weak_intensity_view
 from nnunet_gsd.settings import GSDSettings, resolve_settings
 from nnunet_gsd.training.budget import BudgetMixin
+from nnunet_gsd.training.distributed import all_ranks_nanmean
 from nnunet_gsd.training.data import (AuxChannelDataset, TargetLayout, build_clean_label_cache,
                                       build_superpixel_cache, has_clean_labels, with_aux_spatial_transform)
 from nnunet_gsd.training.plots import plot_gsd_progress
@@ -180,7 +180,33 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
         super().on_train_epoch_start()
         self._timer.reset()
 
+    def _autocast(self):
+        # nnU-Net's choice: autocast on CUDA only (slow on CPU, unsupported on MPS)
+        return autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        (self.grad_scaler.scale(loss) if self.grad_scaler is not None else loss).backward()
+
+    def _optimizer_step(self) -> None:
+        """nnU-Net's step: unscale, clip the gradient norm of both networks together at 12, step."""
+        if self.grad_scaler is not None:
+            self.grad_scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+        if self.grad_scaler is not None:
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            self.optimizer.step()
+
     def train_step(self, batch: dict) -> dict:
+        """One GSD iteration (SPEC §2, Algorithm 1).
+
+        L_total = L_GDA + L_KT + L_cor, but the refined labels, weights and masks that link the two
+        halves carry no gradient, so the gradient of the sum is the sum of two separate backward passes.
+        Running the first before the KT passes frees the activations of passes 1–2 before passes 3–4
+        allocate theirs: peak memory is that of two passes, not four, with identical gradients. Under
+        DDP the first backward runs in ``no_sync`` so gradients are all-reduced once per step.
+        """
         timer, settings = self._timer, self.gsd
         epoch, num_epochs = self.current_epoch, self.num_epochs
         with timer.phase("to_device"):
@@ -195,33 +221,46 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
         transfer = after_warmup and settings.use_kt
 
         self.optimizer.zero_grad(set_to_none=True)
-        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
-            with timer.phase("passes_1_2"):
-                logits1, logits2 = self.network(data, view)
-            with timer.phase("selection"):
-                # the per-pixel terms are computed in float32: CE/KL of fp16 logits lose the small losses
-                logits1, logits2 = logits1.float(), logits2.float()
-                pick = pick_loss(logits1, logits2, noisy, settings.lam)
-                clean_mask = small_loss_mask(pick.detach(), keep)
-            with timer.phase("gda"):
-                if settings.use_gda:
-                    weights = gda_weights(clipped_boundary_distance(noisy, threshold), epoch, num_epochs, threshold)
-                else:
-                    weights = torch.ones_like(pick)
-                loss_gda = gda_loss(pick, clean_mask, weights)
-            refined = noisy
-            if refine:
-                with timer.phase("refinement"), torch.no_grad():
-                    alpha = torch.rand((), device=self.device)
-                    fused = fuse_probabilities(logits1.detach(), logits2.detach(), alpha)
-                    if settings.refinement == "superpixel":
-                        proposal = superpixel_argmax(fused, decode_ids(target[:, self.layout.superpixel_channels]))
+        defer_sync = self.network.no_sync() if (self.is_ddp and transfer) else dummy_context()
+        with defer_sync:
+            with self._autocast():
+                with timer.phase("passes_1_2"):
+                    logits1, logits2 = self.network(data, view)
+                with timer.phase("selection"):
+                    # per-pixel terms in float32: CE/KL of fp16 logits lose the small losses
+                    logits1, logits2 = logits1.float(), logits2.float()
+                    pick = pick_loss(logits1, logits2, noisy, settings.lam)
+                    clean_mask = small_loss_mask(pick.detach(), keep)
+                with timer.phase("gda"):
+                    if settings.use_gda:
+                        weights = gda_weights(clipped_boundary_distance(noisy, threshold), epoch, num_epochs,
+                                              threshold)
                     else:
-                        proposal = pixel_argmax(fused)
-                    refined = refine_labels(noisy, clean_mask, proposal)
-            zero = loss_gda.new_zeros(())
-            loss_kt, loss_cor = zero, zero
-            if transfer:
+                        weights = torch.ones_like(pick)
+                    loss_gda = gda_loss(pick, clean_mask, weights)
+                refined = noisy
+                if refine:
+                    with timer.phase("refinement"), torch.no_grad():
+                        fused = fuse_probabilities(logits1.detach(), logits2.detach(),
+                                                   torch.rand((), device=self.device))
+                        if settings.refinement == "superpixel":
+                            ids = decode_ids(target[:, self.layout.superpixel_channels])
+                            proposal = superpixel_argmax(fused, ids)
+                        else:
+                            proposal = pixel_argmax(fused)
+                        refined = refine_labels(noisy, clean_mask, proposal)
+                loss_kt = loss_cor = loss_gda.new_zeros(())
+                if refine and not transfer:
+                    # Without KT the refined labels supervise the unmixed passes (ablation rows +LR, +SGLR)
+                    # in L_KT's form (W-weighted CE + Dice), at no extra network pass.
+                    with timer.phase("kt_losses"):
+                        loss_kt = (kt_loss(logits1, refined, weights, self._dice)
+                                   + kt_loss(logits2, refined, weights, self._dice))
+            with timer.phase("backward_1_2"):
+                self._backward(loss_gda + loss_kt)
+
+        if transfer:
+            with self._autocast():
                 with timer.phase("kt_mixing"):
                     partner = derangement(data.shape[0], device=self.device)
                     masks = transfer_masks(refined, self.label_manager.num_segmentation_heads, settings.rho)
@@ -234,25 +273,11 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
                     loss_kt = (kt_loss(mixed1, refined_mix, weights_mix, self._dice)
                                + kt_loss(mixed2, refined_mix, weights_mix, self._dice))
                     loss_cor = correlation_loss(mixed1, mixed2, weights_mix)
-            elif refine:
-                # Without KT the refined labels supervise the unmixed passes (ablation rows +LR / +SGLR),
-                # with the same weighted CE + Dice form as L_KT and no extra network pass.
-                with timer.phase("kt_losses"):
-                    loss_kt = (kt_loss(logits1, refined, weights, self._dice)
-                               + kt_loss(logits2, refined, weights, self._dice))
-            loss = loss_gda + loss_kt + loss_cor
-
-        with timer.phase("backward_step"):
-            if self.grad_scaler is not None:
-                self.grad_scaler.scale(loss).backward()
-                self.grad_scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-                self.grad_scaler.step(self.optimizer)
-                self.grad_scaler.update()
-            else:
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-                self.optimizer.step()
+            with timer.phase("backward_3_4"):
+                self._backward(loss_kt + loss_cor)
+        with timer.phase("optimizer"):
+            self._optimizer_step()
+        loss = loss_gda + loss_kt + loss_cor
 
         figures = [loss, loss_gda, loss_kt, loss_cor, weights.mean(), clean_mask.float().mean()]
         if settings.log_search_loss:
@@ -269,13 +294,6 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
         return (STEP_FIGURES + (("search_loss",) if self.gsd.log_search_loss else ())
                 + (TRUTH_FIGURES if self.layout.has_clean else ()))
 
-    def _epoch_mean(self, values: np.ndarray) -> float:
-        if self.is_ddp:
-            gathered = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, values)
-            values = np.concatenate([np.atleast_1d(v) for v in gathered])
-        return float(np.nanmean(values)) if np.any(np.isfinite(values)) else float("nan")
-
     def on_train_epoch_end(self, train_outputs: List[dict]):
         super().on_train_epoch_end(train_outputs)
         outputs = collate_outputs(train_outputs)
@@ -283,7 +301,7 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
         self.logger.log("gsd_retention", retention_rate(epoch, self.num_epochs, self.gsd.tau,
                                                         self.gsd.ramp_fraction), epoch)
         for key in self._step_figure_names[1:]:
-            self.logger.log("gsd_" + key, self._epoch_mean(outputs[key]), epoch)
+            self.logger.log("gsd_" + key, all_ranks_nanmean(outputs[key]), epoch)
         line = ", ".join(f"{k}={self.logger.get_value('gsd_' + k, step=-1):.4f}"
                          for k in ("retention",) + STEP_FIGURES[1:] + (("search_loss",) if self.gsd.log_search_loss
                                                                        else ()))
