@@ -425,10 +425,35 @@ def test_majority_vote_ties_go_to_foreground():
 # ----------------------------------------------------------------------------------------------
 # nnU-Net accepts every converter's output
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.e2e
-def test_nnunet_verify_dataset_integrity_on_all_converters(tmp_path):
-    raw = tmp_path / "nnUNet_raw"
-    src = tmp_path / "src"
+_NAMES = {201: "KvasirSEG", 202: "ShenzhenCXR", 203: "BUSUC", 204: "BraTS2020", 205: "LIDC", 206: "MMIS2024NPC",
+          207: "Synthetic"}
+
+# nnU-Net's own integrity check, run in one interpreter: its worker pool is replaced by a serial map,
+# because every spawned worker re-imports torch (seconds each, on 2 shared cores).
+_VERIFY_ALL = """
+import sys, multiprocessing
+from nnunetv2.experiment_planning import verify_dataset_integrity as v
+
+class SerialPool:
+    def __init__(self, *a, **k): pass
+    def __enter__(self): return self
+    def __exit__(self, *a): return False
+    def starmap(self, f, args): return [f(*x) for x in args]
+
+class Ctx:
+    Pool = SerialPool
+
+v.multiprocessing = type("M", (), {"get_context": staticmethod(lambda *_: Ctx)})
+for folder in sys.argv[1:]:
+    v.verify_dataset_integrity(folder, 1)
+"""
+
+
+@pytest.fixture(scope="module")
+def all_converted(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("e2e")
+    raw = root / "nnUNet_raw"
+    src = root / "src"
     src.mkdir()
     convert(kvasir.discover(make_kvasir(src)), ConvertOptions(201, out=raw, noise="S_R", size=32))
     convert(shenzhen.discover(make_shenzhen(src)), ConvertOptions(202, out=raw, noise="S_E"))
@@ -437,14 +462,33 @@ def test_nnunet_verify_dataset_integrity_on_all_converters(tmp_path):
     convert(lidc.discover(make_lidc(src)), ConvertOptions(205, out=raw))
     convert(mmis2024.discover(make_mmis(src)), ConvertOptions(206, out=raw))
     synthetic.generate(raw, dataset_id=207, num_train=4, num_test=1, size=32, classes=2, channels=3, noise="S_E")
-    env = {**os.environ, "nnUNet_raw": str(raw), "nnUNet_preprocessed": str(tmp_path / "pre"),
-           "nnUNet_results": str(tmp_path / "res"), "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "1"}
-    exe = Path(sys.executable).parent / "nnUNetv2_extract_fingerprint"
-    cmd = [str(exe) if exe.exists() else "nnUNetv2_extract_fingerprint", "-d", *map(str, range(201, 208)),
-           "--verify_dataset_integrity", "-np", "1"]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    return root
+
+
+def _nnunet_env(root: Path) -> dict[str, str]:
+    return {**os.environ, "nnUNet_raw": str(root / "nnUNet_raw"), "nnUNet_preprocessed": str(root / "pre"),
+            "nnUNet_results": str(root / "res"), "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "1"}
+
+
+@pytest.mark.e2e
+def test_nnunet_verify_dataset_integrity_on_all_converters(all_converted):
+    folders = [str(all_converted / "nnUNet_raw" / f"Dataset{i}_{n}") for i, n in _NAMES.items()]
+    res = subprocess.run([sys.executable, "-c", _VERIFY_ALL, *folders], env=_nnunet_env(all_converted),
+                         capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert res.stdout.count("verify_dataset_integrity Done") == 7
-    for i, name in zip(range(201, 208), ("KvasirSEG", "ShenzhenCXR", "BUSUC", "BraTS2020", "LIDC", "MMIS2024NPC",
-                                         "Synthetic")):
-        assert (tmp_path / "pre" / f"Dataset{i}_{name}" / "dataset_fingerprint.json").is_file()
+    assert "Error" not in res.stdout
+
+
+@pytest.mark.e2e
+def test_nnunet_extract_fingerprint_command(all_converted):
+    """The real console command, on a PNG (RGB) and a NIfTI (3D, 4 channels) dataset."""
+    exe = Path(sys.executable).parent / "nnUNetv2_extract_fingerprint"
+    cmd = [str(exe) if exe.exists() else "nnUNetv2_extract_fingerprint", "-d", "201", "204",
+           "--verify_dataset_integrity", "-np", "1"]
+    res = subprocess.run(cmd, env=_nnunet_env(all_converted), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.stdout.count("verify_dataset_integrity Done") == 2
+    for i in (201, 204):
+        fp = json.loads((all_converted / "pre" / f"Dataset{i}_{_NAMES[i]}" / "dataset_fingerprint.json").read_text())
+        assert len(fp["shapes_after_crop"]) == (7 if i == 201 else 4)
