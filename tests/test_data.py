@@ -76,3 +76,9 @@ def test_target_layout(has_clean, has_sp, channels):
     assert layout.num_channels == channels
     if has_sp:
         assert layout.superpixel_channels == slice(1 + has_clean, 3 + has_clean)
+
+
+def test_only_rgb_photographs_get_lab_slic():
+    from nnunet_gsd.training.data import is_rgb
+    assert is_rgb({"0": "R", "1": "G", "2": "B"}) and is_rgb({"2": "blue", "0": "red", "1": "green"})
+    assert not is_rgb({"0": "T1", "1": "T1c", "2": "T2"}) and not is_rgb({"0": "grey"})

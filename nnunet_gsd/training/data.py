@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from nnunet_gsd.method.superpixels import encode_ids, slic_superpixels
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # bump when slic_superpixels changes its output for the same parameters
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def _superpixel_job(job: Tuple[str, str, str, str, dict]) -> None:
     dataset_class = getattr(__import__(module, fromlist=[name]), name)
     data = np.asarray(dataset_class(preprocessed_folder, [identifier]).load_case(identifier)[0])
     ids = slic_superpixels(data, n_segments_per_256sq=slic["n_segments_per_256sq"],
-                           compactness=slic["compactness"], sigma=slic["sigma"])
+                           compactness=slic["compactness"], sigma=slic["sigma"], convert2lab=slic["convert2lab"])
     _atomic_save(join(out_folder, identifier + ".npy"), encode_ids(ids))
 
 
@@ -233,6 +233,12 @@ def with_aux_spatial_transform(transforms: ComposeTransforms, layout: TargetLayo
         raise RuntimeError("nnU-Net's training transforms contain no SpatialTransform; the superpixel channels "
                            "could not be attached to it")
     return transforms
+
+
+def is_rgb(channel_names: Dict[str, str]) -> bool:
+    """RGB photographs (e.g. Kvasir) get SLIC in Lab space, as skimage intends; other channels do not."""
+    names = [str(v).lower() for _, v in sorted(channel_names.items(), key=lambda kv: int(kv[0]))]
+    return names in (["r", "g", "b"], ["red", "green", "blue"])
 
 
 def has_clean_labels(raw_dataset_folder: Optional[str]) -> bool:

@@ -39,7 +39,8 @@ from nnunet_gsd.settings import GSDSettings, resolve_settings
 from nnunet_gsd.training.budget import BudgetMixin
 from nnunet_gsd.training.distributed import all_ranks_nanmean
 from nnunet_gsd.training.data import (AuxChannelDataset, TargetLayout, build_clean_label_cache,
-                                      build_superpixel_cache, has_clean_labels, with_aux_spatial_transform)
+                                      build_superpixel_cache, has_clean_labels, is_rgb,
+                                      with_aux_spatial_transform)
 from nnunet_gsd.training.plots import plot_gsd_progress
 from nnunet_gsd.training.profiling import PhaseTimer, profiling_enabled
 
@@ -144,7 +145,8 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
                 build_superpixel_cache(self.preprocessed_dataset_folder, self._aux_folder("superpixels"),
                                        self.dataset_class, identifiers,
                                        {"n_segments_per_256sq": self.gsd.slic_segments_per_256sq,
-                                        "compactness": self.gsd.slic_compactness, "sigma": self.gsd.slic_sigma},
+                                        "compactness": self.gsd.slic_compactness, "sigma": self.gsd.slic_sigma,
+                                        "convert2lab": is_rgb(self.dataset_json["channel_names"])},
                                        default_num_processes)
             if self.layout.has_clean:
                 build_clean_label_cache(self._raw_dataset_folder, self._aux_folder("clean_labels"), identifiers,
