@@ -9,6 +9,7 @@ Images are float MR (t1, t1c, t2 as three channels), which PNG could not hold wi
 """
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -102,3 +103,8 @@ def discover(source: Path, test_split: str = "testing") -> Discovery:
     # The test volumes are 3D while the training slices are 2D; the spec's dim is that of training.
     return Discovery(spec=SPEC, cases=cases, raters=raters, source=str(root.absolute()),
                      notes=[f"test volumes from {'+'.join(folders)}/; training slices from training_2d/"])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--test-split", choices=("testing", "validation", "both"), default="testing",
+                        help="which volume folder(s) form the test set (default testing)")

@@ -492,3 +492,13 @@ def test_nnunet_extract_fingerprint_command(all_converted):
     for i in (201, 204):
         fp = json.loads((all_converted / "pre" / f"Dataset{i}_{_NAMES[i]}" / "dataset_fingerprint.json").read_text())
         assert len(fp["shapes_after_crop"]) == (7 if i == 201 else 4)
+
+
+def test_cli_dataset_specific_and_percent_options(tmp_path):
+    make_mmis(tmp_path / "src")
+    assert _cli("convert", "mmis2024", "--source", str(tmp_path / "src"), "--id", "8", "--out", str(tmp_path / "raw"),
+                "--test-split", "both", "--raters", "A1", "--subset", "50%", "--preview") == 0
+    ds = tmp_path / "raw" / "Dataset008_MMIS2024NPC"
+    gsd = _gsd(ds)
+    assert len(gsd["split"]["test"]) == 3 and len(gsd["split"]["train"]) == 2 and gsd["subset"] == 0.5
+    assert (ds / "gsd_preview.png").is_file()
