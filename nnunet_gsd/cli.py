@@ -20,6 +20,7 @@ SUBCOMMANDS = [
     ("nnunet_gsd.tools.evaluate_raters", "Dice of predictions against every rater's test labels"),
     ("nnunet_gsd.tools.last_k", "the paper's protocol: predict with the last K epochs' weights, mean ± std Dice"),
     ("nnunet_gsd.tools.search_tau", "choose the forget rate tau by short trainings (paper Eq. 20)"),
+    ("nnunet_gsd.tools.plans_variant", "copy nnU-Net plans with another batch size (GPU memory, benchmarks)"),
     ("nnunet_gsd.tools.overlay", "PNG overlays of image, ground-truth and prediction contours"),
 ]
 
