@@ -113,6 +113,9 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
 
     def initialize(self):
         super().initialize()
+        if self._do_i_compile():
+            # nnU-Net compiles self.network, which is the DualNetwork: both networks are compiled
+            self.print_to_log_file("GSD: torch.compile covers both networks (one DualNetwork module)")
         self._dice = MemoryEfficientSoftDiceLoss(apply_nonlin=softmax_helper_dim1,
                                                  batch_dice=self.configuration_manager.batch_dice,
                                                  do_bg=False, smooth=1e-5, ddp=self.is_ddp)
