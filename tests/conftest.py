@@ -55,3 +55,19 @@ def run_failing(cmd: List[str], env: Dict[str, str], timeout: int = 300) -> subp
     proc = subprocess.run([exe, *cmd[1:]], env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode != 0, f"{' '.join(cmd)} unexpectedly succeeded:\n{proc.stdout[-3000:]}"
     return proc
+
+
+TINY_DATASET_ID = 906
+
+
+@pytest.fixture(scope="session")
+def tiny_preprocessed(nnunet_root: Path) -> dict:
+    """A converted (synthetic, S_E noise, 48 px, 10 train / 3 test) and 2d-preprocessed dataset, shared by the
+    analysis-tool tests (last-k, search-tau). ``search-tau --write`` may change its dataset.json τ."""
+    env = clean_env(nnunet_root)
+    run(["nnunet_gsd", "convert", "synthetic", "--id", str(TINY_DATASET_ID), "--num-train", "10", "--num-test", "3",
+         "--size", "48", "--noise", "S_E", "--seed", "3"], env)
+    raw = next((nnunet_root / "nnUNet_raw").glob(f"Dataset{TINY_DATASET_ID}_*"))
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(TINY_DATASET_ID), "-c", "2d", "-np", "1"], env)
+    return {"id": str(TINY_DATASET_ID), "raw": raw, "name": raw.name,
+            "preprocessed": nnunet_root / "nnUNet_preprocessed" / raw.name}

@@ -1,0 +1,142 @@
+"""Small helpers shared by the analysis sub-commands (evaluate-raters, last-k, search-tau, overlay).
+
+Everything numeric is nnU-Net's own: its reader/writers, its label handling (``LabelManager``) and
+its true/false positive counting (``compute_tp_fp_fn_tn``), so Dice here is exactly the Dice
+``nnUNetv2_evaluate_folder`` reports (NaN when reference and prediction are both empty).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from nnunet_gsd.errors import UserError
+
+Label = Union[int, Tuple[int, ...]]
+
+
+# ---------------------------------------------------------------- dataset.json, labels, files
+def load_dataset_json(folder: Path) -> dict:
+    """``folder/dataset.json`` as a dict, or a :class:`UserError` naming the folder."""
+    path = Path(folder) / "dataset.json"
+    if not path.is_file():
+        raise UserError(f"{path} not found: pass an nnU-Net raw dataset folder (the one holding dataset.json, "
+                        f"imagesTs/, labelsTs/), e.g. $nnUNet_raw/Dataset901_Synthetic")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON ({e}); fix the file") from None
+
+
+def foreground_labels(dataset_json: Mapping) -> List[Label]:
+    """Foreground labels (or regions) of a dataset, in nnU-Net's order (``LabelManager``)."""
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+    manager = LabelManager(dataset_json["labels"], dataset_json.get("regions_class_order"))
+    if manager.has_regions:
+        return [tuple(int(i) for i in region) for region in manager.foreground_regions]
+    return [int(label) for label in manager.foreground_labels]  # plain ints: they go into JSON
+
+
+def reader_writer(dataset_json: Mapping, example_file: Path):
+    """nnU-Net's reader/writer for this dataset's files (an instance)."""
+    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
+    return determine_reader_writer_from_dataset_json(dict(dataset_json), str(example_file), verbose=False)()
+
+
+def case_ids(folder: Path, file_ending: str) -> List[str]:
+    """Sorted case ids of the segmentation files in ``folder`` (file name minus ``file_ending``)."""
+    return sorted(p.name[:-len(file_ending)] for p in Path(folder).iterdir()
+                  if p.is_file() and p.name.endswith(file_ending))
+
+
+def require_folder(path: Path, what: str, fix: str) -> Path:
+    if not Path(path).is_dir():
+        raise UserError(f"{what} {path} is not a folder: {fix}")
+    return Path(path)
+
+
+def dataset_name(dataset: str) -> str:
+    """``DatasetNNN_Name`` from an id or a name (nnU-Net's lookup), or a :class:`UserError`."""
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    try:
+        return maybe_convert_to_dataset_name(dataset)
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"dataset {dataset!r}: {e}. Check $nnUNet_raw / $nnUNet_preprocessed or the id") from None
+
+
+# ---------------------------------------------------------------- metrics
+def dice_per_label(reference: np.ndarray, prediction: np.ndarray, labels: Sequence[Label]) -> Dict[Label, float]:
+    """Dice per label as ``nnunetv2.evaluation.evaluate_predictions.compute_metrics`` computes it."""
+    from nnunetv2.evaluation.evaluate_predictions import compute_tp_fp_fn_tn, region_or_label_to_mask
+    if reference.shape != prediction.shape:
+        raise UserError(f"prediction shape {prediction.shape} differs from the reference shape {reference.shape}")
+    out = {}
+    for label in labels:
+        tp, fp, fn, _ = compute_tp_fp_fn_tn(region_or_label_to_mask(reference, label),
+                                            region_or_label_to_mask(prediction, label))
+        out[label] = float("nan") if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+    return out
+
+
+def foreground_dice(reference: np.ndarray, prediction: np.ndarray, labels: Sequence[Label]) -> float:
+    """Mean Dice over the foreground labels (NaN where every label is empty in both, as in nnU-Net)."""
+    values = np.array(list(dice_per_label(reference, prediction, labels).values()), dtype=float)
+    return float(np.nanmean(values)) if np.any(np.isfinite(values)) else float("nan")
+
+
+def nanmean(values: Sequence[float]) -> float:
+    arr = np.asarray(values, dtype=float)
+    return float(np.nanmean(arr)) if np.any(np.isfinite(arr)) else float("nan")
+
+
+# ---------------------------------------------------------------- reporting
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub markdown table; floats with 4 decimals."""
+    def cell(v: object) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_json(path: Path, content: object) -> None:
+    """Write JSON atomically (an interrupted run never leaves half a file; resumable state relies on it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(content, indent=2, sort_keys=False, allow_nan=True))
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- console commands
+def console_env(**extra: str) -> Dict[str, str]:
+    """The current environment with this Python's scripts first on PATH (so nnU-Net's commands are ours)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("MPLBACKEND", "Agg")
+    env.update(extra)
+    return env
+
+
+def run_command(cmd: List[str], env: Mapping[str, str], log_file: Optional[Path] = None, what: str = "") -> None:
+    """Run a console command; output to ``log_file`` (quiet) or the terminal. Failure -> UserError with its tail."""
+    exe = cmd[0] if os.path.isabs(cmd[0]) else shutil.which(cmd[0], path=env.get("PATH"))
+    if exe is None:
+        raise UserError(f"command {cmd[0]} not found on PATH: install nnunet_gsd and nnunetv2 in this environment")
+    if log_file is None:
+        proc = subprocess.run([exe, *cmd[1:]], env=dict(env))
+        tail = ""
+    else:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "w") as log:
+            proc = subprocess.run([exe, *cmd[1:]], env=dict(env), stdout=log, stderr=subprocess.STDOUT)
+        tail = "\n" + "\n".join(Path(log_file).read_text(errors="replace").splitlines()[-15:])
+    if proc.returncode != 0:
+        where = f" (full log: {log_file})" if log_file else ""
+        raise UserError(f"{what or cmd[0]} failed with exit code {proc.returncode}{where}: {' '.join(cmd)}{tail}")

@@ -1,0 +1,92 @@
+"""overlay: PNG size = image size × scale, contour colours, worst-k choice, the 3D slice choice."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from PIL import Image
+
+from conftest import clean_env, run, run_failing
+from nnunet_gsd.tools import overlay
+
+
+def test_choose_slice_is_middle_of_foreground_extent_or_of_the_volume():
+    ref, pred = np.zeros((9, 4, 4)), np.zeros((9, 4, 4))
+    assert overlay.choose_slice(ref, pred) == 4
+    ref[2, 1, 1] = 1
+    pred[6, 2, 2] = 1
+    assert overlay.choose_slice(ref, pred) == 4
+    pred[:] = 0
+    assert overlay.choose_slice(ref, pred) == 2
+
+
+def test_render_size_and_colours():
+    image = np.arange(6 * 8, dtype=float).reshape(1, 6, 8)
+    ref = np.zeros((6, 8), np.uint8)
+    ref[1:4, 1:4] = 1
+    pred = np.zeros((6, 8), np.uint8)
+    pred[1:4, 4:7] = 1
+    picture = overlay.render(image, ref, pred, 2, rgb=False)
+    assert picture.shape == (12, 16, 3) and picture.dtype == np.uint8
+    assert tuple(picture[2, 2]) == (0, 255, 0)     # GT boundary (top-left corner of its square)
+    assert tuple(picture[2, 8]) == (255, 0, 0)     # prediction boundary
+    assert tuple(picture[0, 0]) == (0, 0, 0)       # darkest image pixel, no contour
+
+
+def test_worst_cases_treat_empty_as_perfect():
+    assert overlay.worst_cases({"a": 0.9, "b": float("nan"), "c": 0.2, "d": 0.5}, 2) == ["c", "d"]
+
+
+def make_2d(tmp_path: Path) -> tuple[Path, Path]:
+    raw, pred = tmp_path / "raw", tmp_path / "pred"
+    for d in (raw / "imagesTs", raw / "labelsTs", pred):
+        d.mkdir(parents=True)
+    (raw / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "lesion": 1}, "file_ending": ".png",
+                                                  "channel_names": {"0": "grey"}, "numTraining": 0}))
+    rng = np.random.default_rng(0)
+    for case, shift in (("good", 0), ("bad", 6)):
+        Image.fromarray(rng.integers(0, 255, (20, 30), dtype=np.uint8)).save(raw / "imagesTs" / f"{case}_0000.png")
+        gt = np.zeros((20, 30), np.uint8)
+        gt[5:12, 5:15] = 1
+        Image.fromarray(gt).save(raw / "labelsTs" / f"{case}.png")
+        Image.fromarray(np.roll(gt, shift, axis=1)).save(pred / f"{case}.png")
+    return pred, raw
+
+
+def test_cli_2d_worst_case_png_of_the_right_size(tmp_path: Path):
+    pred, raw = make_2d(tmp_path)
+    out = run(["nnunet_gsd", "overlay", str(pred), str(raw), "--worst", "1", "--scale", "3", "-o",
+               str(tmp_path / "ov")], clean_env(tmp_path))
+    assert [p.name for p in (tmp_path / "ov").iterdir()] == ["bad.png"]
+    with Image.open(tmp_path / "ov" / "bad.png") as png:
+        assert png.size == (90, 60) and png.mode == "RGB"   # width 30·3, height 20·3
+    assert "Dice 0.4000" in out                              # 4 of 10 columns overlap: 2·28/(70+70)
+    run(["nnunet_gsd", "overlay", str(pred), str(raw), "--cases", "good"], clean_env(tmp_path))
+    with Image.open(pred / "overlays" / "good.png") as png:
+        assert png.size == (30 * 13, 20 * 13)                # default: shorter edge ≥ 256 px
+    proc = run_failing(["nnunet_gsd", "overlay", str(pred), str(raw), "--cases", "nope"], clean_env(tmp_path))
+    assert "nope" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_3d_middle_slice_of_the_foreground(tmp_path: Path):
+    raw, pred = tmp_path / "raw", tmp_path / "pred"
+    for d in (raw / "imagesTs", raw / "labelsTs", pred):
+        d.mkdir(parents=True)
+    (raw / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "tumour": 1}, "file_ending": ".nii.gz",
+                                                  "channel_names": {"0": "T1", "1": "T2"}, "numTraining": 0}))
+    volume = np.zeros((7, 12, 16), np.uint8)
+    volume[1:4, 3:8, 4:10] = 1           # foreground in slices 1 … 3: the middle is 2
+    for c in range(2):
+        sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(c).random((7, 12, 16)).astype(np.float32)),
+                        str(raw / "imagesTs" / f"vol_{c:04d}.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(volume), str(raw / "labelsTs" / "vol.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(volume), str(pred / "vol.nii.gz"))
+    run(["nnunet_gsd", "overlay", str(pred), str(raw), "--scale", "2", "-o", str(tmp_path / "ov")],
+        clean_env(tmp_path))
+    with Image.open(tmp_path / "ov" / "vol_z002.png") as png:
+        assert png.size == (32, 24)
+        pixels = np.asarray(png)
+    assert tuple(pixels[6, 8]) == (255, 255, 0)   # GT and prediction coincide: yellow

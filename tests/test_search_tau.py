@@ -1,0 +1,69 @@
+"""search-tau: grid, smoothing and choice by hand; a tiny real search that writes τ and resumes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import clean_env, run, run_failing
+from nnunet_gsd.errors import UserError
+from nnunet_gsd.tools import search_tau
+
+
+def test_default_grid_is_0_to_0_3():
+    grid = search_tau.tau_grid(None, 0.3, 0.025)
+    assert len(grid) == 13 and grid[0] == 0.0 and grid[-1] == 0.3 and grid[1] == 0.025
+    assert search_tau.tau_grid([0.1, 0.05, 0.1], 0.3, 0.025) == [0.05, 0.1]
+    with pytest.raises(UserError, match=r"\[0, 1\)"):
+        search_tau.tau_grid([0.1, 1.0], 0.3, 0.025)
+
+
+def test_trailing_moving_average_and_score():
+    np.testing.assert_allclose(search_tau.smooth([3, 1, 2, 6], 2), [3, 2, 1.5, 4])
+    np.testing.assert_allclose(search_tau.smooth([3, np.nan, 3], 3), [3, 3, 3])
+    # 8 epochs: default score = mean of the last 2 smoothed values; window 1 = no smoothing
+    assert search_tau.score([9, 9, 9, 9, 9, 9, 1, 3], 1) == pytest.approx(2.0)
+    assert search_tau.score([9, 9, 9, 9, 9, 9, 1, 3], 2, last=1) == pytest.approx(2.0)
+
+
+def test_choice_is_the_minimum_and_ties_go_to_the_smaller_tau():
+    assert search_tau.choose({"0": 0.5, "0.05": 0.3, "0.1": 0.4}) == "0.05"
+    assert search_tau.choose({"0.1": 0.3, "0.05": 0.3, "0.2": float("nan")}) == "0.05"
+    with pytest.raises(UserError):
+        search_tau.choose({"0": float("nan")})
+
+
+@pytest.mark.e2e
+def test_tiny_search_writes_tau_and_resumes(tiny_preprocessed, nnunet_root: Path, tmp_path: Path):
+    env = clean_env(nnunet_root, nnUNet_n_proc_DA="0")
+    work = tmp_path / "search"
+    cmd = ["nnunet_gsd", "search-tau", tiny_preprocessed["id"], "2d", "--taus", "0", "0.1", "--epochs", "2",
+           "--iterations", "2", "-tr", "nnUNetTrainerGSD_tiny", "-device", "cpu", "--workdir", str(work)]
+    out = run(cmd + ["--write"], env)
+    result = json.loads((work / "search_tau.json").read_text())
+    assert result["chosen_tau"] in (0.0, 0.1)
+    assert all(len(c) == 2 for c in result["curves"].values())
+    assert (work / "search_tau.png").stat().st_size > 1000 and (work / "search_tau.md").is_file()
+    noise_rate = json.loads((tiny_preprocessed["raw"] / "dataset.json").read_text())["gsd"]["noise"]["pixel_noise_rate"]
+    assert result["pixel_noise_rate"] == pytest.approx(noise_rate)
+    assert f"chosen τ = {result['chosen_tau']:g}" in out
+    for folder in (tiny_preprocessed["raw"], tiny_preprocessed["preprocessed"]):
+        gsd = json.loads((folder / "dataset.json").read_text())["gsd"]
+        assert gsd["tau"] == result["chosen_tau"] and "search-tau" in gsd["tau_source"]
+    # each τ trains in its own results folder inside the work folder, never in $nnUNet_results
+    for key in ("0", "0.1"):
+        assert (work / f"tau_{key}" / tiny_preprocessed["name"] / "nnUNetTrainerGSD_tiny__nnUNetPlans__2d"
+                / "fold_0").is_dir()
+
+    # resumable: finished τ values are skipped (no new training)
+    state = json.loads((work / "search_tau_state.json").read_text())
+    assert set(state["results"]) == {"0", "0.1"}
+    rerun = run(cmd, env)
+    assert "2 τ already done" in rerun
+    assert json.loads((work / "search_tau.json").read_text())["curves"] == result["curves"]
+
+    # another budget in the same work folder is refused with one line
+    proc = run_failing(cmd[:-2] + ["--workdir", str(work), "--epochs", "3"], env)
+    assert "--fresh" in proc.stderr and "Traceback" not in proc.stderr
