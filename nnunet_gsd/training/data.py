@@ -77,6 +77,16 @@ def _write_params(folder: str, params: dict) -> None:
     os.replace(tmp, join(folder, "params.json"))
 
 
+def _open_cache(folder: str, params: dict) -> None:
+    """Create the cache folder; empty it when it was built with other parameters."""
+    os.makedirs(folder, exist_ok=True)
+    if not _cache_is_current(folder, params):
+        for f in os.listdir(folder):
+            if f.endswith(".npy"):
+                os.remove(join(folder, f))
+        _write_params(folder, params)
+
+
 def _missing(folder: str, identifiers: Sequence[str]) -> List[str]:
     return [i for i in identifiers if not isfile(join(folder, i + ".npy"))]
 
@@ -110,12 +120,7 @@ def build_superpixel_cache(preprocessed_folder: str, cache_folder: str, dataset_
     the map is aligned with the arrays the data loader crops from.
     """
     params = {"version": CACHE_VERSION, "kind": "slic", **slic}
-    os.makedirs(cache_folder, exist_ok=True)
-    if not _cache_is_current(cache_folder, params):
-        for f in os.listdir(cache_folder):
-            if f.endswith(".npy"):
-                os.remove(join(cache_folder, f))
-        _write_params(cache_folder, params)
+    _open_cache(cache_folder, params)
     todo = _missing(cache_folder, identifiers)
     jobs = [(f"{dataset_class.__module__}.{dataset_class.__name__}", preprocessed_folder, i, cache_folder, slic)
             for i in todo]
@@ -141,12 +146,7 @@ def build_clean_label_cache(raw_dataset_folder: str, cache_folder: str, identifi
     from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
     files = get_filenames_of_train_images_and_targets(raw_dataset_folder, dataset_json)
     params = {"version": CACHE_VERSION, "kind": "clean_labels", "configuration": configuration}
-    os.makedirs(cache_folder, exist_ok=True)
-    if not _cache_is_current(cache_folder, params):
-        for f in os.listdir(cache_folder):
-            if f.endswith(".npy"):
-                os.remove(join(cache_folder, f))
-        _write_params(cache_folder, params)
+    _open_cache(cache_folder, params)
     clean_folder = join(raw_dataset_folder, "labelsTr_clean")
     jobs = []
     for identifier in _missing(cache_folder, identifiers):
