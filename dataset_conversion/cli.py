@@ -46,6 +46,9 @@ def _preset_epilog(key: str, module: ModuleType) -> str:
     if key in noise.PRESETS:
         lines += ["", "noise presets (Table 3; default --noise-at in brackets):"]
         lines += [f"  {n:5s} {p.describe():18s} [{p.noise_at}]" for n, p in noise.PRESETS[key].items()]
+        edge = max(noise.REFERENCE_EDGE.values()) if key != "brats2020" else noise.REFERENCE_EDGE[3]
+        lines += [f"  steps and radii are in pixels of {edge}-px images: applied at the output size with "
+                  f"--size S, they are scaled by S/{edge}"]
     elif key == "synthetic":
         lines += ["", "noise presets: the 2D (3D: BraTS) presets with steps and radii scaled by size/256 (3D: /128)"]
     return "\n".join(lines)

@@ -460,6 +460,9 @@ def convert(discovery: Discovery, opts: ConvertOptions, dataset_key: str | None 
     if opts.noise_at not in (None, "source", "output"):
         raise UserError(f"--noise-at must be source or output, got {opts.noise_at!r}")
     noise_at = opts.noise_at or (preset.noise_at if preset else "output")
+    if preset and noise_at == "output" and opts.size and key != "synthetic":
+        # the paper's presets are in pixels of 256² images (BraTS: 128³); other output sizes scale them
+        preset = noise_mod.scale_preset(preset, opts.size / noise_mod.REFERENCE_EDGE[spec.dim])
     rater_mode = None
     if spec.multi_rater:
         rater_mode = opts.raters or "sample"

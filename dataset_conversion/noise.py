@@ -192,6 +192,23 @@ PRESETS: dict[str, dict[str, NoisePreset]] = {
 PRESET_NAMES = ("S_R", "S_E", "S_DE")
 
 
+#: image edge the paper's presets are defined for: 256² in 2D, 128³ for BraTS
+REFERENCE_EDGE = {2: 256, 3: 128}
+
+
+def scale_preset(preset: NoisePreset, factor: float) -> NoisePreset:
+    """The preset with Markov steps and S_DE radii scaled by ``factor`` (an image-edge ratio).
+
+    Both act in pixels (one step moves the boundary by about a pixel; radii are in pixels), so an image
+    ``factor`` times the reference edge needs ``factor`` times as many, for the same displacement
+    relative to the object.
+    """
+    if preset.kind == "markov":
+        return replace(preset, steps=max(10, round(preset.steps * factor)))
+    k1 = max(1, round(preset.k1 * factor))
+    return replace(preset, k1=k1, k2=max(k1, round(preset.k2 * factor)))
+
+
 def synthetic_presets(size: int, dim: int) -> dict[str, NoisePreset]:
     """Presets for the synthetic generator, scaled from the 256-px 2D (or 128-voxel 3D) settings.
 
@@ -199,20 +216,8 @@ def synthetic_presets(size: int, dim: int) -> dict[str, NoisePreset]:
     count and radii scale linearly with the image edge: the boundary displacement relative to the
     object stays close to the paper's.
     """
-    if dim == 3:
-        base = PRESETS["brats2020"]
-        f = size / 128.0
-    else:
-        base = _2D_AT_OUTPUT
-        f = size / 256.0
-    out: dict[str, NoisePreset] = {}
-    for name, p in base.items():
-        if p.kind == "markov":
-            out[name] = replace(p, steps=max(10, round(p.steps * f)), noise_at="output")
-        else:
-            k1 = max(1, round(p.k1 * f))
-            out[name] = replace(p, k1=k1, k2=max(k1, round(p.k2 * f)), noise_at="output")
-    return out
+    base = PRESETS["brats2020"] if dim == 3 else _2D_AT_OUTPUT
+    return {name: replace(scale_preset(p, size / REFERENCE_EDGE[dim]), noise_at="output") for name, p in base.items()}
 
 
 def get_preset(dataset: str, name: str, size: int | None = None, dim: int = 2) -> NoisePreset:

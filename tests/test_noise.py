@@ -218,3 +218,13 @@ def test_dice_hand_values():
     assert dice(a, b) == pytest.approx(0.5)
     assert dice(np.zeros(4), np.zeros(4)) == 1.0
     assert dice(np.array([1, 2, 0]), np.array([1, 0, 2])) == pytest.approx(0.5)  # class 1: 1, class 2: 0
+
+
+def test_presets_scale_with_the_output_edge():
+    from dataset_conversion.noise import get_preset, scale_preset
+    sde = get_preset("kvasir", "S_DE")
+    assert (sde.k1, sde.k2) == (9, 11)
+    small = scale_preset(sde, 64 / 256)
+    assert (small.k1, small.k2) == (2, 3)  # round(2.25), round(2.75)
+    assert scale_preset(get_preset("shenzhen", "S_R"), 0.5).steps == 100
+    assert scale_preset(get_preset("kvasir", "S_R"), 1.0) == get_preset("kvasir", "S_R")
