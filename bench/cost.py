@@ -13,8 +13,8 @@ rounds from this one (so machine drift hits every arm alike):
 Per iteration we time ``next(dataloader_train)`` (the wait for a batch: ≈ 0 when nnU-Net's background
 augmentation keeps up) and ``train_step`` separately; the first iterations are not counted. Inference:
 the fused two-network checkpoint against the one-network one, per case on the same preprocessed test
-cases (nnU-Net's predictor, sliding window + mirroring as ``nnUNetv2_predict`` does), plus one full
-``nnUNetv2_predict`` command per arm. The last line printed is
+cases (nnU-Net's predictor, sliding window + mirroring as ``nnUNetv2_predict`` does), plus two full
+``nnUNetv2_predict`` commands per arm (order A B B A). The last line printed is
 ``steady_ratio=… warmup_ratio=… infer_ratio=… mem_ratio=… loader_wait=…``.
 """
 from __future__ import annotations
