@@ -60,6 +60,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=8,
                     help="batch size of the plans variant used by all arms; 0 = nnU-Net's own plans (35 at 64²) "
                          "(default 8, as bench/quality.py)")
+    ap.add_argument("--configuration", default="2d", choices=("2d", "3d_fullres", "3d_lowres"),
+                    help="nnU-Net configuration of every arm (default 2d; 3d_fullres e.g. with --dataset of "
+                         "a 3D dataset or the generated fallback with --dim 3)")
+    ap.add_argument("--dim", type=int, default=2, choices=(2, 3),
+                    help="dimension of the generated fallback dataset (default 2)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads per arm process on CPU (default 1: the arms take turns, and 2 threads "
@@ -137,19 +142,20 @@ def prepare(args) -> tuple:
             if not hits:
                 log("Kvasir-SEG absent: generating a synthetic dataset")
                 run(["nnunet_gsd", "convert", "synthetic", "--id", "620", "--num-train", "60", "--num-test", "20",
-                     "--size", str(args.size), "--noise", "S_E", "--seed", "0"], env, logfile)
+                     "--size", str(args.size), "--dim", str(args.dim), "--noise", "S_E", "--seed", "0"], env, logfile)
         name = sorted(raw_root.glob("Dataset620_*"))[0].name
     env = environment(args, raw_root)
     pre = args.work / "nnUNet_preprocessed" / name
-    if not (pre / "nnUNetPlans.json").is_file():
-        log(f"planning and preprocessing {name} (2d)")
-        run(["nnUNetv2_plan_and_preprocess", "-d", name.split("_")[0][7:], "-c", "2d", "-np", "1", "-npfp", "1"],
+    if not (pre / f"nnUNetPlans_{args.configuration}").is_dir():  # nnU-Net's data_identifier
+        log(f"planning and preprocessing {name} ({args.configuration})")
+        run(["nnUNetv2_plan_and_preprocess", "-d", name.split("_")[0][7:], "-c", args.configuration, "-np", "1",
+             "-npfp", "1"],
             env, logfile)
     plans_name = "nnUNetPlans"
     if args.batch:
         plans = json.loads((pre / "nnUNetPlans.json").read_text())
         plans_name = plans["plans_name"] = f"nnUNetPlans_b{args.batch}"
-        plans["configurations"]["2d"]["batch_size"] = args.batch
+        plans["configurations"][args.configuration]["batch_size"] = args.batch
         (pre / f"{plans_name}.json").write_text(json.dumps(plans, indent=1))
     return raw_root, name, plans_name, what
 
@@ -160,7 +166,8 @@ def rss_now_kb() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-def worker(arm: str, env: Dict[str, str], dataset: str, plans: str, device: str, threads: int, conn) -> None:
+def worker(arm: str, env: Dict[str, str], dataset: str, plans: str, configuration: str, device: str, threads: int,
+           conn) -> None:
     """One arm in its own process: set up nnU-Net's trainer, then run iterations when told to."""
     os.environ.update(env)
     if arm != "base":
@@ -168,7 +175,7 @@ def worker(arm: str, env: Dict[str, str], dataset: str, plans: str, device: str,
     import torch
     torch.set_num_threads(threads)
     from nnunetv2.run.run_training import get_trainer_from_args
-    trainer = get_trainer_from_args(dataset, "2d", 0, TRAINERS[arm], plans, device=torch.device(device))
+    trainer = get_trainer_from_args(dataset, configuration, 0, TRAINERS[arm], plans, device=torch.device(device))
     trainer.on_train_start()
     if arm != "base":
         warm = trainer._warmup_epochs
@@ -278,7 +285,7 @@ def main(argv=None) -> None:
     conns, procs, setup = {}, {}, {}
     for arm in ARMS:
         parent, child = ctx.Pipe()
-        p = ctx.Process(target=worker, args=(arm, env, dataset, plans, args.device, args.threads, child))
+        p = ctx.Process(target=worker, args=(arm, env, dataset, plans, args.configuration, args.device, args.threads, child))
         p.start()
         conns[arm], procs[arm] = parent, p
         setup[arm] = parent.recv()  # one at a time: set-up (SLIC cache, loaders) must not overlap the timing
@@ -334,7 +341,7 @@ def main(argv=None) -> None:
     for arm in ("base", "gsd", "gsd", "base"):
         out = args.work / f"predict_out_{arm}"
         shutil.rmtree(out, ignore_errors=True)
-        cmd = ["nnUNetv2_predict", "-i", str(case_dir), "-o", str(out), "-d", dataset, "-c", "2d", "-p", plans,
+        cmd = ["nnUNetv2_predict", "-i", str(case_dir), "-o", str(out), "-d", dataset, "-c", args.configuration, "-p", plans,
                "-tr", TRAINERS["base" if arm == "base" else "gsd_steady"], "-f", "0", "-npp", "1", "-nps", "1",
                "-device", args.device, "--disable_progress_bar"]
         e2e[arm].append(run(cmd, {**env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"},
