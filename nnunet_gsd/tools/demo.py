@@ -10,13 +10,11 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List
 
-from nnunet_gsd.errors import UserError
+from nnunet_gsd.tools.common import console_env, run_command
 
 
 def add_parser(subparsers) -> None:
@@ -37,12 +35,7 @@ def add_parser(subparsers) -> None:
 def _step(title: str, cmd: List[str], env: Dict[str, str]) -> None:
     print(f"\n=== {title}\n$ {' '.join(cmd)}", flush=True)
     start = time.time()
-    exe = shutil.which(cmd[0], path=env["PATH"])
-    if exe is None:
-        raise UserError(f"command {cmd[0]} not found on PATH: install nnunet_gsd first (bash .ci/setup)")
-    proc = subprocess.run([exe, *cmd[1:]], env=env)
-    if proc.returncode != 0:
-        raise UserError(f"step '{title}' failed (exit code {proc.returncode}); see the output above")
+    run_command(cmd, env, what=f"step '{title}'")
     print(f"=== {title}: done in {time.time() - start:.0f} s", flush=True)
 
 
@@ -50,13 +43,11 @@ def run_demo(args: argparse.Namespace) -> int:
     work = args.workdir.resolve()
     if args.fresh and work.exists():
         shutil.rmtree(work)
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env = console_env()
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         env[name] = str(work / name)
         os.makedirs(env[name], exist_ok=True)
     env.setdefault("nnUNet_def_n_proc", "2")
-    env.setdefault("MPLBACKEND", "Agg")
     started = time.time()
     dataset_id = str(args.id)
     raw = list((work / "nnUNet_raw").glob(f"Dataset{args.id:03d}_*"))
