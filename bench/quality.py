@@ -44,6 +44,8 @@ ABLATION_ARMS = [  # Table 7 on S_R; "+KT" (= GSD) is the default arm gsd_S_R
     ("jocor_gda_lr_S_R", "S_R", "nnUNetTrainerJoCoRGDALR"),
     ("jocor_gda_sglr_S_R", "S_R", "nnUNetTrainerJoCoRGDASGLR"),
 ]
+CE_ONLY = "nnUNetTrainerCELossBudget"
+CE_ONLY_ARMS = [("celoss_clean", "none", CE_ONLY)] + [(f"celoss_{n}", n, CE_ONLY) for n in NOISES]
 PAPER = {  # SPEC §6 (Dice %, U-Net backbone, 256², 100 epochs)
     "ce_clean": 80.62, "ce_S_R": 66.86, "ce_S_E": 70.33, "ce_S_DE": 63.11,
     "gsd_S_R": 80.04, "gsd_S_E": 79.39, "gsd_S_DE": 79.97,
@@ -82,6 +84,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="mirroring test-time augmentation at prediction (nnU-Net's default; off here to save time, "
                          "the same for every arm)")
     ap.add_argument("--ablation", action="store_true", help="also run the Table 7 family on S_R (4 more arms)")
+    ap.add_argument("--ce-only", action="store_true",
+                    help="also train a cross-entropy-only baseline (the loss of the paper's CE rows) on clean and "
+                         "noisy labels (4 more arms; Δ is then against the Dice+CE baseline on the same labels)")
     ap.add_argument("--arms", nargs="+", metavar="ARM",
                     help="run only these arms (names as in the results table, e.g. ce_S_R gsd_S_R)")
     ap.add_argument("--work", type=Path, default=None,
@@ -380,18 +385,19 @@ def write_report(args, state: dict, command: str) -> None:
              "| arm | trainer | labels | test Dice % (mean ± std) | paper | Δ Dice, paired (± s.e.) | "
              "recovered | selection precision | refined acc. | noisy acc. | train s | predict s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    order = [a[0] for a in DEFAULT_ARMS + ABLATION_ARMS]
+    order = [a[0] for a in DEFAULT_ARMS + ABLATION_ARMS + CE_ONLY_ARMS]
     for name in order:
         a = arms.get(name)
         if not a:
             continue
-        rec = recovered(state, name, a["noise"]) if a["noise"] != "none" and not name.startswith("ce_") else None
+        rec = (recovered(state, name, a["noise"]) if a["noise"] != "none" and not name.startswith(("ce_", "celoss_"))
+               else None)
         t = a.get("truth") or {}
         dice = f"{a['dice_mean']:.2f} ± {a['dice_std']:.2f}" if "dice_mean" in a else "(running)"
         fmt = lambda k: f"{100 * t[k]:.2f}" if k in t and not name.startswith("ce_") else "—"
         lines.append(f"| {name} | `{a['trainer']}` | {a['noise'] if a['noise'] != 'none' else 'clean'} | {dice} | "
                      f"{PAPER.get(name, '—')} | "
-                     f"{(paired_delta(args, name, 'ce_clean' if name.startswith('ce_') else 'ce_' + a['noise']) if name != 'ce_clean' else None) or '—'} | "
+                     f"{(paired_delta(args, name, reference_arm(name, a['noise'])) if name != 'ce_clean' else None) or '—'} | "
                      f"{'—' if rec is None else f'{100 * rec:.0f} %'} | "
                      f"{fmt('selection_precision')} | {fmt('refined_accuracy')} | {fmt('noisy_accuracy')} | "
                      f"{a.get('train_s', '—')} | {a.get('predict_s', '—')} |")
@@ -413,6 +419,16 @@ def write_report(args, state: dict, command: str) -> None:
     marker = "\n## Notes"
     notes = existing[existing.index(marker):] if marker in existing else ""
     args.results.write_text("\n".join(lines) + notes)
+
+
+def reference_arm(name: str, noise: str) -> str:
+    """The Dice+CE arm a row's paired Δ is taken against: CE arms vs clean, CE-only arms vs Dice+CE on the same
+    labels, GSD-family arms vs Dice+CE on their labels."""
+    if name.startswith("ce_"):
+        return "ce_clean"
+    if name.startswith("celoss_"):
+        return "ce_" + name.split("_", 1)[1]
+    return "ce_" + noise
 
 
 def final_line(state: dict) -> str:
@@ -462,12 +478,13 @@ def main(argv=None) -> None:
     logdir = args.log.parent / f"quality-{args.size}"
     log(f"quality benchmark: {budget}; work {args.work}; per-arm logs {logdir}")
     prepare(args, state, env, logdir)
-    arms = DEFAULT_ARMS + (ABLATION_ARMS if args.ablation else [])
+    arms = DEFAULT_ARMS + (ABLATION_ARMS if args.ablation else []) + (CE_ONLY_ARMS if args.ce_only else [])
     if args.arms:
-        unknown = set(args.arms) - {a[0] for a in DEFAULT_ARMS + ABLATION_ARMS}
+        unknown = set(args.arms) - {a[0] for a in DEFAULT_ARMS + ABLATION_ARMS + CE_ONLY_ARMS}
         if unknown:
-            raise SystemExit(f"unknown arm(s) {sorted(unknown)}; known: {[a[0] for a in DEFAULT_ARMS + ABLATION_ARMS]}")
-        arms = [a for a in DEFAULT_ARMS + ABLATION_ARMS if a[0] in args.arms]
+            raise SystemExit(f"unknown arm(s) {sorted(unknown)}; known: "
+                             f"{[a[0] for a in DEFAULT_ARMS + ABLATION_ARMS + CE_ONLY_ARMS]}")
+        arms = [a for a in DEFAULT_ARMS + ABLATION_ARMS + CE_ONLY_ARMS if a[0] in args.arms]
     for i, (name, noise, trainer) in enumerate(arms, 1):
         if state["arms"].get(name, {}).get("evaluated"):
             log(f"[{i}/{len(arms)}] {name}: done before, skipped")

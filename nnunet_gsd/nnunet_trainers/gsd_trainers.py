@@ -4,4 +4,4 @@ from nnunet_gsd.training.trainer import nnUNetTrainerGSD  # noqa: F401
 from nnunet_gsd.training.variants import (  # noqa: F401
     nnUNetTrainerGSD_5epochs, nnUNetTrainerGSD_50epochs, nnUNetTrainerGSD_100epochs, nnUNetTrainerGSD_paper,
     nnUNetTrainerGSD_tiny, nnUNetTrainerJoCoR, nnUNetTrainerJoCoRGDA, nnUNetTrainerJoCoRGDALR,
-    nnUNetTrainerJoCoRGDALRKT, nnUNetTrainerJoCoRGDASGLR, nnUNetTrainerNoDeepSupervisionBudget)
+    nnUNetTrainerJoCoRGDALRKT, nnUNetTrainerJoCoRGDASGLR, nnUNetTrainerNoDeepSupervisionBudget, nnUNetTrainerCELossBudget)

@@ -5,6 +5,7 @@ training step is shared. Table 7 rows (Kvasir, S_R): JoCoR 71.05 → +GDA 76.76 
 +SGLR 78.84 → +KT (= GSD) 80.04.
 """
 import torch
+from nnunetv2.training.nnUNetTrainer.variants.loss.nnUNetTrainerCELoss import nnUNetTrainerCELoss
 from nnunetv2.training.nnUNetTrainer.variants.network_architecture.nnUNetTrainerNoDeepSupervision import \
     nnUNetTrainerNoDeepSupervision
 
@@ -79,3 +80,13 @@ class nnUNetTrainerGSD_tiny(nnUNetTrainerGSD):
 class nnUNetTrainerNoDeepSupervisionBudget(BudgetMixin, nnUNetTrainerNoDeepSupervision):
     """nnU-Net's nnUNetTrainerNoDeepSupervision (Dice + CE, one network) with the budget environment
     variables, so benchmark baselines train exactly as long as the GSD arms."""
+
+
+class nnUNetTrainerCELossBudget(BudgetMixin, nnUNetTrainerCELoss):
+    """nnU-Net's cross-entropy-only trainer without deep supervision, with the budget variables: the
+    loss of the paper's "CE" baseline rows (one network, plain CE)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.enable_deep_supervision = False
