@@ -47,7 +47,8 @@ ABLATION_ARMS = [  # Table 7 on S_R; "+KT" (= GSD) is the default arm gsd_S_R
 CE_ONLY = "nnUNetTrainerCELossBudget"
 CE_ONLY_ARMS = [("celoss_clean", "none", CE_ONLY)] + [(f"celoss_{n}", n, CE_ONLY) for n in NOISES]
 PAPER = {  # SPEC §6 (Dice %, U-Net backbone, 256², 100 epochs)
-    "ce_clean": 80.62, "ce_S_R": 66.86, "ce_S_E": 70.33, "ce_S_DE": 63.11,
+    # the paper's baseline is a U-Net trained with CE only: its rows anchor the CE-only arms
+    "celoss_clean": 80.62, "celoss_S_R": 66.86, "celoss_S_E": 70.33, "celoss_S_DE": 63.11,
     "gsd_S_R": 80.04, "gsd_S_E": 79.39, "gsd_S_DE": 79.97,
     "jocor_S_R": 71.05, "jocor_gda_S_R": 76.76, "jocor_gda_lr_S_R": 78.74, "jocor_gda_sglr_S_R": 78.84,
 }
