@@ -1,44 +1,15 @@
-"""Shared helpers: run the real console commands in a clean environment."""
+"""Shared fixtures: nnU-Net's three folders for a test session, a tiny preprocessed dataset.
+
+Helper functions live in ``tests/helpers.py``; they are re-exported here for tests that still import
+them from conftest.
+"""
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
-from typing import Dict, List
 
 import pytest
 
-BIN = Path(sys.executable).parent
-
-
-def clean_env(root: Path, **extra: str) -> Dict[str, str]:
-    """Nothing but PATH, HOME and nnU-Net's three folder variables (plus small process counts for 2 cores).
-
-    nnUNet_extTrainer is deliberately absent: the installed start-up hook must register our trainers.
-    """
-    env = {
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "HOME": os.environ.get("HOME", str(root)),
-        "nnUNet_raw": str(root / "nnUNet_raw"),
-        "nnUNet_preprocessed": str(root / "nnUNet_preprocessed"),
-        "nnUNet_results": str(root / "nnUNet_results"),
-        "nnUNet_def_n_proc": "1",
-        "nnUNet_n_proc_DA": "1",
-        "MPLBACKEND": "Agg",
-    }
-    env.update(extra)
-    return env
-
-
-def run(cmd: List[str], env: Dict[str, str], timeout: int = 600) -> str:
-    """Run a console command; on failure show its output tail in the assertion message."""
-    exe = shutil.which(cmd[0], path=env["PATH"]) or cmd[0]
-    proc = subprocess.run([exe, *cmd[1:]], env=env, capture_output=True, text=True, timeout=timeout)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{output[-6000:]}"
-    return output
+from helpers import BIN, clean_env, run, run_failing  # noqa: F401 - re-exported
 
 
 @pytest.fixture(scope="session")
@@ -47,14 +18,6 @@ def nnunet_root(tmp_path_factory) -> Path:
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         (root / name).mkdir()
     return root
-
-
-def run_failing(cmd: List[str], env: Dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run a console command that must fail; returns the completed process for its messages."""
-    exe = shutil.which(cmd[0], path=env["PATH"]) or cmd[0]
-    proc = subprocess.run([exe, *cmd[1:]], env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode != 0, f"{' '.join(cmd)} unexpectedly succeeded:\n{proc.stdout[-3000:]}"
-    return proc
 
 
 TINY_DATASET_ID = 906

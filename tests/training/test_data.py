@@ -79,6 +79,6 @@ def test_target_layout(has_clean, has_sp, channels):
 
 
 def test_only_rgb_photographs_get_lab_slic():
-    from nnunet_gsd.training.data import is_rgb
+    from nnunet_gsd.utils import is_rgb  # the one rule (the trainer passes it to SLIC's convert2lab)
     assert is_rgb({"0": "R", "1": "G", "2": "B"}) and is_rgb({"2": "blue", "0": "red", "1": "green"})
     assert not is_rgb({"0": "T1", "1": "T1c", "2": "T2"}) and not is_rgb({"0": "grey"})
