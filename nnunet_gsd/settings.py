@@ -1,125 +1,386 @@
-"""Every GSD setting in one place: defaults, environment overrides, validation, one log line.
+"""Every setting of the GSD trainers in one table: one reader, one error style, one record per run.
+
+Where a value comes from, lowest priority first (SPEC §5 for τ):
+
+1. the default in :data:`SETTINGS`;
+2. dataset.json ``"gsd": {...}`` — only for settings with a ``dataset_key`` (τ). nnU-Net trains from the
+   *preprocessed* copy ``$nnUNet_preprocessed/DatasetX/dataset.json``, so that is the file read and named;
+3. a class attribute of the trainer, ``gsd_<name>`` (budget: ``budget_<name>``), which variants set;
+4. the setting's environment variable ``nnUNet_GSD_*``, for what users tune per run.
 
 nnU-Net rebuilds trainers from ``inspect.signature(__init__)``, so settings cannot be constructor
-arguments. They are class attributes of the trainer (``gsd_*``; variants override them), and the ones
-users tune are also read from environment variables, which win over the class attributes. The
-forget rate τ has a third source, the dataset (SPEC §5): ``nnUNet_GSD_TAU``, then dataset.json
-``"gsd": {"tau": ...}``, then the class default.
+arguments; class attributes and the environment are what is left. Nothing is ignored silently: an
+``nnUNet_GSD_*`` variable or a ``gsd_*``/``budget_*`` class attribute that names no setting is an error
+(typos would otherwise train with the default), and every invalid value stops the run with one line
+(:class:`~nnunet_gsd.errors.UserError`) naming the setting, where its value came from, and the fix.
+
+The resolved values and their sources are written to ``fold_X/gsd_settings.json`` when training
+starts; ``nnUNetv2_train --c`` compares them with the current ones and refuses a change of any setting
+not marked ``may_change_on_resume`` (the budget and what a run writes may change: training longer with
+``--c`` is nnU-Net practice) unless ``nnUNet_GSD_ALLOW_SETTINGS_CHANGE=1`` is set
+(:mod:`nnunet_gsd.training.settings_mixin`).
+
+Adding a setting is one line in :data:`SETTINGS`, e.g.::
+
+    Setting("refine_threshold", float, 0.5, between(0, 1), "confidence a proposal needs to replace a label",
+            env="nnUNet_GSD_REFINE_THRESHOLD"),
+
+It is then validated, overridable by the class attribute ``gsd_refine_threshold`` and the environment
+variable, logged, recorded, compared on ``--c``, and read as ``trainer.gsd.refine_threshold`` (or
+``settings.refine_threshold`` in the step functions). Document it in the README's settings table
+(a test checks that every variable is listed there).
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import os
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from nnunet_gsd.errors import UserError
+from nnunet_gsd.utils import write_json_atomic
 
 REFINEMENTS = ("none", "pixel", "superpixel")
-DEFAULT_TAU = 0.05
+ENV_PREFIX = "nnUNet_GSD_"
+#: set to 1 to continue (``--c``) although settings changed since the training started
+ALLOW_CHANGE_VARIABLE = "nnUNet_GSD_ALLOW_SETTINGS_CHANGE"
+RECORD_FILE = "gsd_settings.json"
+GROUPS = ("method", "budget", "outputs")
+_BOOL_WORDS = {"1": True, "true": True, "t": True, "yes": True, "0": False, "false": False, "f": False, "no": False}
 
 
+# ---------------------------------------------------------------------------------------------- rules
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """A validity rule: ``ok(value)`` and the words that complete "must be …" in the error."""
+
+    ok: Callable[[Any], bool]
+    rule: str
+
+
+def between(low: float, high: float, low_open: bool = False, high_open: bool = False, why: str = "") -> Check:
+    """``low ≤ value ≤ high``; an open end excludes that bound (``between(0, 1, high_open=True)`` is [0, 1))."""
+    text = f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}" + (f" ({why})" if why else "")
+    return Check(lambda v: (low < v if low_open else low <= v) and (v < high if high_open else v <= high), text)
+
+
+def at_least(low: float) -> Check:
+    return Check(lambda v: v >= low, f">= {low}")
+
+
+def positive(why: str = "") -> Check:
+    return Check(lambda v: v > 0, "> 0" + (f" ({why})" if why else ""))
+
+
+def one_of(*choices: str) -> Check:
+    return Check(lambda v: v in choices, f"one of {choices}")
+
+
+# ---------------------------------------------------------------------------------------------- table
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One setting. ``default=None`` means "unset" (the value is then derived, e.g. T from the patch size)."""
+
+    name: str
+    kind: type                   # bool, int, float or str
+    default: Any
+    check: Optional[Check]
+    doc: str
+    env: Optional[str] = None    # environment variable, always nnUNet_GSD_*
+    group: str = "method"        # method (the paper), budget (epochs × iterations), outputs (what a run writes)
+    dataset_key: Optional[str] = None  # key of dataset.json's "gsd" block that may set it
+    may_change_on_resume: bool = False
+
+    @property
+    def attribute(self) -> str:
+        """The trainer class attribute that sets it."""
+        return ("budget_" if self.group == "budget" else "gsd_") + self.name
+
+
+SETTINGS: Tuple[Setting, ...] = (
+    # --- the method (SPEC §2, §5)
+    Setting("tau", float, 0.05, between(0, 1, high_open=True, why="the expected fraction of noisy pixels"),
+            "forget rate τ of R(e) (Eq. 6)", env="nnUNet_GSD_TAU", dataset_key="tau"),
+    Setting("lam", float, 0.5, at_least(0), "λ of the symmetric KL term in L_pick (Eq. 4)", env="nnUNet_GSD_LAMBDA"),
+    Setting("ramp_fraction", float, 0.1, between(0, 1, low_open=True), "e_ramp / E of R(e)"),
+    Setting("threshold", float, None, positive("pixels; unset scales it with the patch size"),
+            "T of Eq. 9; unset = 10 · (in-plane patch edge) / 256, at least 2", env="nnUNet_GSD_T"),
+    Setting("use_gda", bool, True, None, "GDA weights (Eq. 7–10); off = W ≡ 1 (JoCoR)"),
+    Setting("refinement", str, "superpixel", one_of(*REFINEMENTS),
+            '"superpixel" (SGLR), "pixel" (LR ablation) or "none"'),
+    Setting("use_kt", bool, True, None, "Knowledge Transfer (Eq. 15–18)"),
+    Setting("warmup_fraction", float, 0.3, between(0, 1), "SGLR and KT start after this fraction of the epochs",
+            env="nnUNet_GSD_WARMUP"),
+    Setting("rho", float, 0.5, between(0, 1, low_open=True), "ρ: KT pastes the foreground when its fraction ≤ ρ",
+            env="nnUNet_GSD_RHO"),
+    Setting("slic_segments_per_256sq", int, 1024, at_least(1), "SLIC n_segments per 256² pixels (scaled by area)"),
+    Setting("slic_compactness", float, 10.0, positive(), "SLIC compactness (SPEC §2.4)"),
+    Setting("slic_sigma", float, 1.0, at_least(0), "SLIC Gaussian smoothing σ (SPEC §2.4)"),
+    # --- the budget; unset keeps the trainer's own (nnU-Net: 1000 epochs × 250 iterations, 50 validation)
+    Setting("num_epochs", int, None, at_least(1), "training epochs", env="nnUNet_GSD_NUM_EPOCHS",
+            group="budget", may_change_on_resume=True),
+    Setting("num_iterations_per_epoch", int, None, at_least(1), "training iterations per epoch",
+            env="nnUNet_GSD_NUM_ITERATIONS", group="budget", may_change_on_resume=True),
+    Setting("num_val_iterations_per_epoch", int, None, at_least(1), "validation iterations per epoch",
+            env="nnUNet_GSD_NUM_VAL_ITERATIONS", group="budget", may_change_on_resume=True),
+    # --- what a run writes besides nnU-Net's outputs (never the numbers of the training)
+    Setting("keep_last_k", int, 0, at_least(0), "keep the weights of the last K epochs (paper's protocol); 0 = off",
+            env="nnUNet_GSD_KEEP_LAST", group="outputs", may_change_on_resume=True),
+    Setting("log_search_loss", bool, False, None, "also log L_search (Eq. 20) per epoch, for the τ search",
+            env="nnUNet_GSD_LOG_SEARCH_LOSS", group="outputs", may_change_on_resume=True),
+    Setting("profile", bool, False, None, "log milliseconds per phase of the training step (adds device syncs)",
+            env="nnUNet_GSD_PROFILE", group="outputs", may_change_on_resume=True),
+)
+SETTING: Dict[str, Setting] = {s.name: s for s in SETTINGS}
+ENVIRONMENT_VARIABLES = tuple(s.env for s in SETTINGS if s.env) + (ALLOW_CHANGE_VARIABLE,)
+
+
+# ---------------------------------------------------------------------------------------------- result
 @dataclasses.dataclass(frozen=True)
 class GSDSettings:
-    """Effective settings of one training run (SPEC §2, §5)."""
+    """Resolved settings of one run: ``settings.tau`` reads a value, ``sources['tau']`` says where it came from.
 
-    tau: float                  # forget rate τ of R(e) (Eq. 6)
-    tau_source: str             # where τ came from, for the log
-    lam: float                  # λ of the symmetric KL term in L_pick (Eq. 4)
-    ramp_fraction: float        # e_ramp / E of R(e)
-    threshold: Optional[float]  # T of Eq. 9; None = scale with the patch (gda.default_threshold)
-    use_gda: bool               # GDA weights (Eq. 7–10); off = W ≡ 1 (JoCoR)
-    refinement: str             # "superpixel" (SGLR), "pixel" (LR ablation) or "none"
-    use_kt: bool                # Knowledge Transfer (Eq. 15–18)
-    warmup_fraction: float      # SGLR and KT start after this fraction of the epochs
-    rho: float                  # ρ: KT pastes the foreground when its fraction is ≤ ρ
-    slic_segments_per_256sq: int
-    slic_compactness: float
-    slic_sigma: float
-    keep_last_k: int            # keep the weights of the last K epochs (paper's protocol); 0 = off
-    log_search_loss: bool       # also log L_search (Eq. 20) per epoch, for the τ search
+    ``notes`` are things worth a line in the training log (a value that exists but is not used).
+    """
+
+    values: Mapping[str, Any]
+    sources: Mapping[str, str]
+    notes: Tuple[str, ...] = ()
+
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(f"no setting {name!r} was resolved for this trainer (settings: {sorted(values)})")
+
+    @classmethod
+    def from_values(cls, groups: Sequence[str] = GROUPS, **values: Any) -> "GSDSettings":
+        """Defaults with ``values`` set like class attributes, validated (for code and tests that need settings)."""
+        attrs = {SETTING[n].attribute if n in SETTING else n: (v, "GSDSettings.from_values") for n, v in values.items()}
+        return resolve_settings(attrs, env={}, groups=groups)
+
+    def replace(self, name: str, value: Any, source: str) -> "GSDSettings":
+        return dataclasses.replace(self, values={**self.values, name: value}, sources={**self.sources, name: source})
 
     def summary(self) -> str:
-        return ", ".join(f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self))
+        """``name=value`` for every setting; the source in brackets where it is not the default."""
+        return ", ".join(f"{n}={v}" + ("" if self.sources[n] == "default" else f" [{self.sources[n]}]")
+                         for n, v in self.values.items())
+
+    def record(self) -> Dict[str, Dict[str, Any]]:
+        """``{name: {"value", "source"}}``, the ``settings`` block of ``gsd_settings.json``."""
+        return {n: {"value": v, "source": self.sources[n]} for n, v in self.values.items()}
 
 
-#: setting -> (environment variable, parser). Only the settings users tune per run.
-ENVIRONMENT = {
-    "tau": ("nnUNet_GSD_TAU", float),
-    "lam": ("nnUNet_GSD_LAMBDA", float),
-    "threshold": ("nnUNet_GSD_T", float),
-    "warmup_fraction": ("nnUNet_GSD_WARMUP", float),
-    "rho": ("nnUNet_GSD_RHO", float),
-    "keep_last_k": ("nnUNet_GSD_KEEP_LAST", int),
-    "log_search_loss": ("nnUNet_GSD_LOG_SEARCH_LOSS", lambda raw: _parse_bool("nnUNet_GSD_LOG_SEARCH_LOSS", raw)),
-}
+# ---------------------------------------------------------------------------------------------- reader
+def preprocessed_copy_advice(raw_file: str, used_file: str = "this preprocessed copy") -> str:
+    """How to change a dataset.json setting so that training sees it (nnU-Net reads the preprocessed copy)."""
+    return (f"nnU-Net trains from {used_file}, not from {raw_file}: edit both, or edit the raw one and then copy "
+            f"it over or rerun nnUNetv2_plan_and_preprocess")
 
 
-def _parse_bool(var: str, raw: str) -> bool:
-    if raw.lower() in ("1", "true", "t", "yes"):
-        return True
-    if raw.lower() in ("0", "false", "f", "no"):
-        return False
-    raise ValueError(raw)
+def _fix(setting: Setting, source: str, dataset_advice: str) -> str:
+    if source.startswith("environment variable"):
+        example = setting.default if setting.default is not None else 1
+        example = int(example) if setting.kind is bool else example
+        return f"fix or unset {setting.env} (e.g. `export {setting.env}={example}`)"
+    if source.startswith("class attribute"):
+        return f"fix {source.split()[-1]}"
+    if source.startswith("dataset.json"):
+        return (f'fix "gsd": {{"{setting.dataset_key}"}} there ({dataset_advice})'
+                + (f", or set {setting.env} to override it" if setting.env else ""))
+    return "this is a bug in nnunet_gsd's defaults: please report it"
 
 
-def _from_env(name: str, env: Mapping[str, str]) -> Any:
-    var, parse = ENVIRONMENT[name]
-    raw = env.get(var)
-    if raw is None or raw.strip() == "":
+def _error(setting: Setting, value: Any, source: str, problem: str, dataset_advice: str) -> UserError:
+    """The one error style: setting, value, where it came from, what is wrong, how to fix it."""
+    return UserError(f"setting {setting.name}={value!r} from {source} {problem}; "
+                     f"{_fix(setting, source, dataset_advice)}")
+
+
+def _kind_name(kind: type) -> str:
+    return {bool: "a boolean (0 or 1)", int: "an integer", float: "a number", str: "a string"}[kind]
+
+
+def _parse_text(setting: Setting, raw: str) -> Any:
+    """An environment (or dataset.json string) value as the setting's type; ValueError when it is not one."""
+    raw = raw.strip()
+    if setting.kind is bool:
+        if raw.lower() not in _BOOL_WORDS:
+            raise ValueError(raw)
+        return _BOOL_WORDS[raw.lower()]
+    return setting.kind(raw)
+
+
+def _typed(setting: Setting, value: Any) -> Any:
+    """A class attribute or dataset.json value as the setting's type (int → float allowed); ValueError otherwise."""
+    if setting.kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if setting.kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if setting.kind in (bool, str) and isinstance(value, setting.kind):
+        return value
+    raise ValueError(value)
+
+
+def _unknown(kind: str, name: str, known: Sequence[str], fix: str) -> UserError:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return UserError(f"{kind} {name} names no GSD setting{hint}; {fix}")
+
+
+def resolve_settings(class_attributes: Optional[Mapping[str, Tuple[Any, str]]] = None,
+                     env: Mapping[str, str] = os.environ, dataset_json: Optional[Mapping[str, Any]] = None,
+                     dataset_json_file: str = "dataset.json",
+                     raw_dataset_json_file: str = "$nnUNet_raw/<dataset>/dataset.json",
+                     groups: Sequence[str] = GROUPS) -> GSDSettings:
+    """Resolve the settings of ``groups``: default < dataset.json < class attribute < environment.
+
+    ``class_attributes`` maps attribute names (``gsd_tau``) to (value, defining class name), see
+    :func:`trainer_class_attributes`; an attribute set to None counts as not set. ``dataset_json_file``
+    names the file ``dataset_json`` was read from (the preprocessed copy when training). Raises
+    :class:`UserError` for an unknown variable or attribute, a value of the wrong type or out of range.
+    """
+    class_attributes = class_attributes or {}
+    by_attribute = {s.attribute: s for s in SETTINGS}
+    for attribute in class_attributes:
+        if attribute not in by_attribute:
+            owner = class_attributes[attribute][1]
+            raise _unknown("class attribute", f"{owner}.{attribute}", [f"{owner}.{a}" for a in by_attribute],
+                           f"rename or remove it (settings: {', '.join(by_attribute)})")
+    for var in env:
+        if var.startswith(ENV_PREFIX) and var not in ENVIRONMENT_VARIABLES:
+            raise _unknown("environment variable", var, ENVIRONMENT_VARIABLES,
+                           f"unset it (known: {', '.join(ENVIRONMENT_VARIABLES)})")
+
+    advice = preprocessed_copy_advice(raw_dataset_json_file)
+    gsd_block = (dataset_json or {}).get("gsd") or {}
+    values: Dict[str, Any] = {}
+    sources: Dict[str, str] = {}
+    notes: List[str] = []
+    for s in SETTINGS:
+        if s.group not in groups:
+            if s.env and (env.get(s.env) or "").strip():
+                notes.append(f"{s.env} is set but this trainer has no setting {s.name}: not used")
+            continue
+        value, source = s.default, "default"
+        if s.dataset_key and gsd_block.get(s.dataset_key) is not None:
+            value, source = gsd_block[s.dataset_key], f'dataset.json {dataset_json_file} "gsd": {{"{s.dataset_key}"}}'
+            try:
+                value = _parse_text(s, value) if isinstance(value, str) else _typed(s, value)
+            except ValueError:
+                raise _error(s, value, source, f"is not {_kind_name(s.kind)}", advice) from None
+        if class_attributes.get(s.attribute, (None,))[0] is not None:
+            value, owner = class_attributes[s.attribute]
+            source = f"class attribute {owner}.{s.attribute}"
+            try:
+                value = _typed(s, value)
+            except ValueError:
+                raise _error(s, value, source, f"is not {_kind_name(s.kind)}", advice) from None
+        raw = env.get(s.env) if s.env else None
+        if raw is not None and raw.strip():  # an empty variable counts as unset, as in the shell idiom VAR= cmd
+            source = f"environment variable {s.env}"
+            try:
+                value = _parse_text(s, raw)
+            except ValueError:
+                raise _error(s, raw, source, f"is not {_kind_name(s.kind)}", advice) from None
+        if value is not None and s.check is not None and not s.check.ok(value):
+            raise _error(s, value, source, f"is invalid: it must be {s.check.rule}", advice)
+        values[s.name], sources[s.name] = value, source
+    return GSDSettings(values, sources, tuple(notes))
+
+
+def trainer_class_attributes(cls: type) -> Dict[str, Tuple[Any, str]]:
+    """The ``gsd_*`` / ``budget_*`` class attributes of ``cls`` and its bases, with the class defining each."""
+    found: Dict[str, Tuple[Any, str]] = {}
+    for klass in reversed(cls.__mro__):
+        for attribute, value in vars(klass).items():
+            if attribute.startswith(("gsd_", "budget_")) and not callable(value) and not isinstance(value, property):
+                found[attribute] = (value, klass.__name__)
+    return found
+
+
+def unused_dataset_values(raw_json: Mapping[str, Any], used_json: Mapping[str, Any], settings: GSDSettings,
+                          raw_file: str, used_file: str) -> List[str]:
+    """Notes for dataset.json settings the raw file holds but training does not see (the copies differ).
+
+    Only where dataset.json decides the value (neither a class attribute nor the environment overrides it).
+    """
+    notes = []
+    for s in SETTINGS:
+        if not s.dataset_key or s.name not in settings.values or settings.sources[s.name] not in (
+                "default", f'dataset.json {used_file} "gsd": {{"{s.dataset_key}"}}'):
+            continue
+        raw_value = (raw_json.get("gsd") or {}).get(s.dataset_key)
+        used_value = (used_json.get("gsd") or {}).get(s.dataset_key)
+        if raw_value != used_value:
+            notes.append(f'{raw_file} has "gsd": {{"{s.dataset_key}": {raw_value!r}}} but training uses '
+                         f'{settings.values[s.name]!r} ({settings.sources[s.name]}): '
+                         + preprocessed_copy_advice(raw_file, f"the preprocessed copy {used_file}"))
+    return notes
+
+
+# ---------------------------------------------------------------------------------------------- record
+@dataclasses.dataclass(frozen=True)
+class Change:
+    name: str
+    old: Any
+    old_source: str
+    new: Any
+    new_source: str
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.old!r} ({self.old_source}) → {self.new!r} ({self.new_source})"
+
+
+def read_record(path: str) -> Optional[dict]:
+    """The content of ``gsd_settings.json``, or None when there is none (a run of an earlier version)."""
+    if not os.path.isfile(path):
         return None
     try:
-        return parse(raw)
-    except ValueError:
-        kind = {int: "an integer", float: "a number"}.get(parse, "a boolean (0 or 1)")
-        raise UserError(f"environment variable {var}={raw!r} is not {kind}; fix or unset it "
-                        f"(e.g. `export {var}={'10' if parse is int else '0.1'}`)") from None
+        with open(path) as f:
+            record = json.load(f)
+        if not isinstance(record.get("settings"), dict):
+            raise ValueError('no "settings" object')
+        return record
+    except (ValueError, AttributeError) as e:
+        raise UserError(f"{path} is not a valid settings record ({e}); restore it, or delete it to continue "
+                        f"without comparing the settings") from None
 
 
-def _check(ok: bool, setting: str, value: Any, rule: str) -> None:
-    if not ok:
-        var = ENVIRONMENT.get(setting, (None,))[0]
-        where = f" (class attribute gsd_{setting}" + (f" or environment variable {var})" if var else ")")
-        raise UserError(f"GSD setting {setting}={value!r}{where} is invalid: it must be {rule}")
+def write_record(path: str, trainer: str, settings: GSDSettings, history: Sequence[dict] = ()) -> dict:
+    """Write ``gsd_settings.json``: trainer, every setting's value and source, and the changes made by ``--c``."""
+    record = {"trainer": trainer, "settings": settings.record(), "history": list(history)}
+    write_json_atomic(path, record)
+    return record
 
 
-def resolve_settings(attrs: Callable[[str], Any], dataset_json: Mapping[str, Any],
-                     env: Mapping[str, str] = os.environ) -> GSDSettings:
-    """Combine class attributes (``attrs('tau')`` reads ``gsd_tau``), environment and dataset.json.
+def changes_since(record: Mapping[str, Any], settings: GSDSettings) -> Tuple[List[Change], List[str]]:
+    """Settings whose value differs from the record, and the names only one of the two knows."""
+    recorded = record["settings"]
+    changes = [Change(n, recorded[n].get("value"), recorded[n].get("source", "?"), v, settings.sources[n])
+               for n, v in settings.values.items() if n in recorded and recorded[n].get("value") != v]
+    unmatched = sorted(set(recorded) ^ set(settings.values))
+    return changes, unmatched
 
-    Raises :class:`UserError` naming the setting and the fix for malformed or out-of-range values.
+
+def check_resume(path: str, record: Mapping[str, Any], settings: GSDSettings,
+                 env: Mapping[str, str] = os.environ) -> List[Change]:
+    """The changes a continued training (``--c``) may make; UserError naming each one it may not.
+
+    Settings marked ``may_change_on_resume`` may change freely; any other change needs
+    ``nnUNet_GSD_ALLOW_SETTINGS_CHANGE=1``.
     """
-    values = {f.name: attrs(f.name) for f in dataclasses.fields(GSDSettings) if f.name != "tau_source"}
-    for name in ENVIRONMENT:
-        override = _from_env(name, env)
-        if override is not None:
-            values[name] = override
-
-    tau_source = "class attribute"
-    if _from_env("tau", env) is not None:
-        tau_source = "nnUNet_GSD_TAU"
-    elif values["tau"] is None:
-        dataset_tau = (dataset_json.get("gsd") or {}).get("tau")
-        if dataset_tau is not None:
-            try:
-                values["tau"], tau_source = float(dataset_tau), 'dataset.json "gsd": {"tau"}'
-            except (TypeError, ValueError):
-                raise UserError(f'dataset.json "gsd": {{"tau": {dataset_tau!r}}} is not a number; fix it or '
-                                f"set nnUNet_GSD_TAU") from None
-        else:
-            values["tau"], tau_source = DEFAULT_TAU, "default"
-
-    _check(0 <= values["tau"] < 1, "tau", values["tau"], "in [0, 1) (the expected fraction of noisy pixels)")
-    _check(values["lam"] >= 0, "lam", values["lam"], ">= 0")
-    _check(0 < values["ramp_fraction"] <= 1, "ramp_fraction", values["ramp_fraction"], "in (0, 1]")
-    _check(values["threshold"] is None or values["threshold"] > 0, "threshold", values["threshold"],
-           "> 0 (pixels), or unset to scale with the patch size")
-    _check(values["refinement"] in REFINEMENTS, "refinement", values["refinement"], f"one of {REFINEMENTS}")
-    _check(0 <= values["warmup_fraction"] <= 1, "warmup_fraction", values["warmup_fraction"], "in [0, 1]")
-    _check(0 < values["rho"] <= 1, "rho", values["rho"], "in (0, 1]")
-    _check(values["slic_segments_per_256sq"] >= 1, "slic_segments_per_256sq",
-           values["slic_segments_per_256sq"], ">= 1")
-    _check(values["slic_compactness"] > 0, "slic_compactness", values["slic_compactness"], "> 0")
-    _check(values["slic_sigma"] >= 0, "slic_sigma", values["slic_sigma"], ">= 0")
-    _check(isinstance(values["keep_last_k"], int) and values["keep_last_k"] >= 0, "keep_last_k",
-           values["keep_last_k"], "an integer >= 0")
-    return GSDSettings(tau_source=tau_source, **values)
+    changes, _ = changes_since(record, settings)
+    refused = [c for c in changes if not SETTING[c.name].may_change_on_resume]
+    raw = (env.get(ALLOW_CHANGE_VARIABLE) or "").strip()
+    if raw and raw.lower() not in _BOOL_WORDS:
+        raise UserError(f"environment variable {ALLOW_CHANGE_VARIABLE}={raw!r} is not a boolean (0 or 1); "
+                        f"fix or unset it")
+    if refused and not _BOOL_WORDS.get(raw.lower(), False):
+        raise UserError(f"--c: settings changed since this training started ({path}): "
+                        + "; ".join(map(str, refused))
+                        + f". Restore them, train from scratch without --c, or set {ALLOW_CHANGE_VARIABLE}=1 to "
+                          f"continue with the new ones deliberately")
+    return changes

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import clean_env, run, run_failing
+from helpers import clean_env, run, run_failing
 
 pytestmark = pytest.mark.e2e
 DATASET_ID = 901
@@ -37,31 +37,52 @@ def train_env(root: Path, **extra: str) -> dict:
 
 def test_gsd_trains_continues_predicts_and_evaluates(dataset, nnunet_root: Path, tmp_path: Path):
     env = train_env(nnunet_root)
-    log = run(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", "nnUNetTrainerGSD_tiny", "-device", "cpu"], env)
-    assert "Using trainer 'nnUNetTrainerGSD_tiny'" in log
+    run(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", "nnUNetTrainerGSD_tiny", "-device", "cpu"], env)
     fold = nnunet_root / "nnUNet_results" / dataset["name"] / "nnUNetTrainerGSD_tiny__nnUNetPlans__2d" / "fold_0"
     checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["trainer_name"] == "nnUNetTrainerGSD_tiny"
     keys = checkpoint["network_weights"].keys()
     assert any(k.startswith("net1.") for k in keys) and any(k.startswith("net2.") for k in keys)
     assert len([k for k in keys if k.startswith("net1.")]) == len([k for k in keys if k.startswith("net2.")])
     assert checkpoint["current_epoch"] == 4
-    assert not list(fold.glob("*.tmp"))
+    assert not [p.name for p in fold.iterdir() if ".tmp" in p.name]  # atomic writes left no temporary file
     assert (fold / "progress.png").is_file() and (fold / "progress_gsd.png").is_file()
-    training_log = next(fold.glob("training_log_*.txt")).read_text()
+    logged = checkpoint["logging"]
     # warm-up is 1 of 4 epochs: KT runs afterwards, so its loss term is logged as non-zero
-    kt_values = [float(line.split("loss_kt=")[1].split(",")[0]) for line in training_log.splitlines()
-                 if "GSD: retention" in line]
-    assert kt_values[0] == 0.0 and all(v != 0.0 for v in kt_values[1:])
-    assert "GSD truth: selection_precision=" in training_log
+    assert len(logged["gsd_loss_kt"]) == 4
+    assert logged["gsd_loss_kt"][0] == 0.0 and all(v != 0.0 for v in logged["gsd_loss_kt"][1:])
+    # clean labels exist, so the truth diagnostics are logged every epoch, as fractions
+    assert len(logged["gsd_selection_precision"]) == 4
+    assert all(0.0 <= v <= 1.0 for v in logged["gsd_selection_precision"])
+    record = json.loads((fold / "gsd_settings.json").read_text())
+    assert record["trainer"] == "nnUNetTrainerGSD_tiny"
+    # the converter stored the simulated noise rate as τ; nnU-Net trains from the preprocessed copy, named exactly
+    preprocessed_json = nnunet_root / "nnUNet_preprocessed" / dataset["name"] / "dataset.json"
+    tau = json.loads(preprocessed_json.read_text())["gsd"]["tau"]
+    assert record["settings"]["tau"] == {"value": tau, "source": f'dataset.json {preprocessed_json} "gsd": {{"tau"}}'}
+    assert record["settings"]["num_epochs"] == {"value": 4,
+                                                "source": "class attribute nnUNetTrainerGSD_tiny.budget_num_epochs"}
+
+    # --c with a changed method setting stops with one line naming it, and leaves the fold as it was
+    proc = run_failing(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", "nnUNetTrainerGSD_tiny", "-device", "cpu",
+                        "--c"], train_env(nnunet_root, nnUNet_GSD_TAU="0.2"))
+    assert f"tau {tau!r} (dataset.json {preprocessed_json}" in proc.stderr
+    assert "→ 0.2 (environment variable nnUNet_GSD_TAU)" in proc.stderr
+    assert "nnUNet_GSD_ALLOW_SETTINGS_CHANGE=1" in proc.stderr and "Traceback" not in proc.stderr
+    assert json.loads((fold / "gsd_settings.json").read_text()) == record
 
     # --c restores both networks, the optimizer and the epoch; a larger budget trains one more epoch
-    log = run(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", "nnUNetTrainerGSD_tiny", "-device", "cpu",
-               "--c"], train_env(nnunet_root, nnUNet_GSD_NUM_EPOCHS="5"))
-    assert "Epoch 4" in log and "Epoch 3" not in log
+    run(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", "nnUNetTrainerGSD_tiny", "-device", "cpu", "--c"],
+        train_env(nnunet_root, nnUNet_GSD_NUM_EPOCHS="5"))
     continued = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert continued["current_epoch"] == 5
+    # one more epoch appended to the restored record (a restart would have rewritten epochs 0-3)
+    assert continued["logging"]["gsd_loss_kt"][:4] == logged["gsd_loss_kt"]
+    assert len(continued["logging"]["gsd_loss_kt"]) == 5
     assert continued["network_weights"]["net1.encoder.stages.0.0.convs.0.conv.weight"].ne(
         checkpoint["network_weights"]["net1.encoder.stages.0.0.convs.0.conv.weight"]).any()
+    history = json.loads((fold / "gsd_settings.json").read_text())["history"]
+    assert [(h["epoch"], list(h["changed"])) for h in history] == [(4, ["num_epochs"])]
 
     predictions = tmp_path / "pred"
     run(["nnUNetv2_predict", "-i", str(dataset["raw"] / "imagesTs"), "-o", str(predictions), "-d", str(DATASET_ID),
@@ -78,8 +99,10 @@ def test_gsd_trains_continues_predicts_and_evaluates(dataset, nnunet_root: Path,
 def test_ablation_trainers_train_and_predict(trainer: str, dataset, nnunet_root: Path, tmp_path: Path):
     env = train_env(nnunet_root, nnUNet_GSD_NUM_EPOCHS="2", nnUNet_GSD_NUM_ITERATIONS="2",
                     nnUNet_GSD_NUM_VAL_ITERATIONS="1", nnUNet_GSD_WARMUP="0.5")
-    log = run(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", trainer, "-device", "cpu"], env)
-    assert f"Using trainer '{trainer}'" in log
+    run(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", trainer, "-device", "cpu"], env)
+    fold = nnunet_root / "nnUNet_results" / dataset["name"] / f"{trainer}__nnUNetPlans__2d" / "fold_0"
+    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["trainer_name"] == trainer and checkpoint["current_epoch"] == 2
     run(["nnUNetv2_predict", "-i", str(dataset["raw"] / "imagesTs"), "-o", str(tmp_path), "-d", str(DATASET_ID),
          "-c", "2d", "-tr", trainer, "-f", "0", "-device", "cpu"], env)
     assert len(list(tmp_path.glob("*.png"))) == 4

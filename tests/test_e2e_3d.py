@@ -9,8 +9,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
-from conftest import clean_env, run
+from helpers import clean_env, run
 
 pytestmark = pytest.mark.e2e
 DATASET_ID = 903
@@ -25,12 +26,12 @@ def test_gsd_3d_fullres_multiclass(nnunet_root: Path, tmp_path: Path):
     run(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "1",
          "--verify_dataset_integrity"], env)
     train_env = clean_env(nnunet_root, nnUNet_n_proc_DA="0")
-    log = run(["nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-tr", "nnUNetTrainerGSD_tiny", "-device", "cpu"],
-              train_env)
-    assert "Using trainer 'nnUNetTrainerGSD_tiny'" in log
+    run(["nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-tr", "nnUNetTrainerGSD_tiny", "-device", "cpu"],
+        train_env)
     fold = nnunet_root / "nnUNet_results" / raw.name / "nnUNetTrainerGSD_tiny__nnUNetPlans__3d_fullres" / "fold_0"
-    training_log = next(fold.glob("training_log_*.txt")).read_text()
-    kt = [float(line.split("loss_kt=")[1].split(",")[0]) for line in training_log.splitlines() if "GSD: retention" in line]
+    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["trainer_name"] == "nnUNetTrainerGSD_tiny"
+    kt = checkpoint["logging"]["gsd_loss_kt"]
     assert len(kt) == 4 and kt[0] == 0.0 and all(v != 0.0 for v in kt[1:])
     superpixels = nnunet_root / "nnUNet_preprocessed" / raw.name / "gsd_superpixels_nnUNetPlans_3d_fullres"
     assert len(list(superpixels.glob("*.npy"))) == 6

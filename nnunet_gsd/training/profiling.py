@@ -1,4 +1,4 @@
-"""Optional per-phase timing of the training step (``nnUNet_GSD_PROFILE=1``).
+"""Optional per-phase timing of the training step (setting ``profile``, ``nnUNet_GSD_PROFILE=1``).
 
 Off by default: timing a GPU phase needs a device synchronisation, which the training step must not
 pay otherwise. With profiling on, each phase is bracketed by ``torch.cuda.synchronize`` (CUDA) so the
@@ -6,17 +6,12 @@ figures are real, and the trainer logs the mean milliseconds per phase at the en
 """
 from __future__ import annotations
 
-import os
 import time
 from collections import defaultdict
 from contextlib import contextmanager
 from typing import Dict, Iterator
 
 import torch
-
-
-def profiling_enabled() -> bool:
-    return os.environ.get("nnUNet_GSD_PROFILE", "0").lower() in ("1", "true", "t", "yes")
 
 
 class PhaseTimer:

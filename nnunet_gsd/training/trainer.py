@@ -4,12 +4,13 @@ Everything nnU-Net does stays nnU-Net's: plans, preprocessing, augmentation, dat
 optimizer, poly LR schedule, gradient clipping, validation, checkpoints, the logger. This class adds
 the second network (:class:`DualNetwork`), the per-pixel maps the method needs (superpixels and, when
 the dataset ships them, clean labels — :mod:`nnunet_gsd.training.data`), and the GSD training step.
-Ablation variants switch components through the ``gsd_*`` class attributes (:mod:`.variants`).
+Ablation variants switch components through the ``gsd_*`` class attributes (:mod:`.variants`); every
+setting, its default and its environment variable is in :data:`nnunet_gsd.settings.SETTINGS`.
 """
 from __future__ import annotations
 
 import os
-from os.path import isfile, join
+from os.path import join
 from typing import List, Optional
 
 import torch
@@ -35,14 +36,14 @@ from nnunet_gsd.method.superpixels import (decode_ids, fuse_probabilities, pixel
                                            superpixel_argmax)
 from nnunet_gsd.method.transfer import derangement, mix, transfer_masks
 from nnunet_gsd.method.views import weak_intensity_view
-from nnunet_gsd.settings import GSDSettings, resolve_settings
-from nnunet_gsd.training.budget import BudgetMixin
+from nnunet_gsd.settings import GROUPS
 from nnunet_gsd.training.distributed import all_ranks_nanmean
 from nnunet_gsd.training.data import (AuxChannelDataset, TargetLayout, build_clean_label_cache,
-                                      build_superpixel_cache, has_clean_labels, is_rgb,
-                                      with_aux_spatial_transform)
+                                      build_superpixel_cache, has_clean_labels, with_aux_spatial_transform)
 from nnunet_gsd.training.plots import plot_gsd_progress
-from nnunet_gsd.training.profiling import PhaseTimer, profiling_enabled
+from nnunet_gsd.training.profiling import PhaseTimer
+from nnunet_gsd.training.settings_mixin import SettingsMixin
+from nnunet_gsd.utils import atomic_path, is_rgb
 
 #: figures reported by every training step, in this order (one host transfer per step)
 STEP_FIGURES = ("loss", "loss_gda", "loss_kt", "loss_cor", "mean_weight", "kept_fraction")
@@ -50,31 +51,20 @@ TRUTH_FIGURES = ("selection_precision", "noise_rate_selected", "noise_rate_rejec
                  "refined_accuracy", "noisy_accuracy")
 
 
-class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
-    """GSD-Net: two co-trained networks, small-loss selection, GDA, SGLR and Knowledge Transfer."""
+class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
+    """GSD-Net: two co-trained networks, small-loss selection, GDA, SGLR and Knowledge Transfer.
 
-    # --- settings (SPEC §2, §5); see nnunet_gsd.settings for environment overrides and validation
-    gsd_tau: Optional[float] = None        # None: nnUNet_GSD_TAU, then dataset.json "gsd"/"tau", then 0.05
-    gsd_lam: float = 0.5
-    gsd_ramp_fraction: float = 0.1
-    gsd_threshold: Optional[float] = None  # None: T = 10 · (in-plane patch edge) / 256, at least 2
-    gsd_use_gda: bool = True
-    gsd_refinement: str = "superpixel"
-    gsd_use_kt: bool = True
-    gsd_warmup_fraction: float = 0.3
-    gsd_rho: float = 0.5
-    gsd_slic_segments_per_256sq: int = 1024
-    gsd_slic_compactness: float = 10.0
-    gsd_slic_sigma: float = 1.0
-    gsd_keep_last_k: int = 0
-    gsd_log_search_loss: bool = False
+    Settings (``self.gsd``): the defaults of :data:`nnunet_gsd.settings.SETTINGS`, overridden by
+    ``gsd_*`` / ``budget_*`` class attributes of a variant, then by ``nnUNet_GSD_*`` variables.
+    """
+
+    settings_groups = GROUPS
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
-        # Validate before nnU-Net creates output folders and log files: a bad setting or an unsupported
-        # dataset should stop the run with one line, not a traceback after preprocessing-sized work.
+        # Validate before nnU-Net creates output folders and log files: an unsupported dataset (or, in
+        # SettingsMixin, a bad setting) should stop the run with one line, not a traceback.
         try:
-            self.gsd: GSDSettings = resolve_settings(lambda name: getattr(self, "gsd_" + name), dataset_json)
             self._check_labels(PlansManager(plans).get_label_manager(dataset_json))
         except UserError as e:
             raise SystemExit(f"{self.__class__.__name__}: {e}") from None
@@ -83,7 +73,7 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
         self.enable_deep_supervision = False
         self.layout: Optional[TargetLayout] = None
         self._dice = None
-        self._timer = PhaseTimer(self.device, profiling_enabled())
+        self._timer = PhaseTimer(self.device, self.gsd.profile)
 
     @staticmethod
     def _check_labels(label_manager) -> None:
@@ -334,10 +324,10 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint, written to a temporary file and renamed: a crash never leaves half a file."""
-        tmp = filename + ".tmp"
-        super().save_checkpoint(tmp)
-        if isfile(tmp):
-            os.replace(tmp, filename)
+        if self.local_rank != 0 or self.disable_checkpointing:
+            return super().save_checkpoint(filename)  # writes nothing (nnU-Net logs why)
+        with atomic_path(filename) as tmp:
+            super().save_checkpoint(tmp)
 
     def _save_weights_only(self, filename: str) -> None:
         """A checkpoint ``nnUNetv2_predict -chk`` can load, without optimizer state (cheap to keep K of)."""
@@ -351,5 +341,5 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
             "trainer_name": self.__class__.__name__,
             "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
         }
-        torch.save(checkpoint, filename + ".tmp")
-        os.replace(filename + ".tmp", filename)
+        with atomic_path(filename) as tmp:
+            torch.save(checkpoint, tmp)

@@ -1,7 +1,7 @@
 """Trainer variants: the paper's ablation family (Table 7), budgets, and the benchmark baseline.
 
-Each variant only flips class attributes of :class:`nnUNetTrainerGSD` (or of the budget); the
-training step is shared. Table 7 rows (Kvasir, S_R): JoCoR 71.05 → +GDA 76.76 → +LR 78.74 →
+Each variant only sets class attributes of :class:`nnUNetTrainerGSD` (``gsd_*``, ``budget_*``: the
+settings of :mod:`nnunet_gsd.settings`); the training step is shared. Table 7 rows (Kvasir, S_R): JoCoR 71.05 → +GDA 76.76 → +LR 78.74 →
 +SGLR 78.84 → +KT (= GSD) 80.04.
 """
 import torch
@@ -9,7 +9,7 @@ from nnunetv2.training.nnUNetTrainer.variants.loss.nnUNetTrainerCELoss import nn
 from nnunetv2.training.nnUNetTrainer.variants.network_architecture.nnUNetTrainerNoDeepSupervision import \
     nnUNetTrainerNoDeepSupervision
 
-from nnunet_gsd.training.budget import BudgetMixin
+from nnunet_gsd.training.settings_mixin import SettingsMixin
 from nnunet_gsd.training.trainer import nnUNetTrainerGSD
 
 
@@ -77,12 +77,12 @@ class nnUNetTrainerGSD_tiny(nnUNetTrainerGSD):
 
 
 # --- benchmark baseline ---------------------------------------------------------------------------
-class nnUNetTrainerNoDeepSupervisionBudget(BudgetMixin, nnUNetTrainerNoDeepSupervision):
+class nnUNetTrainerNoDeepSupervisionBudget(SettingsMixin, nnUNetTrainerNoDeepSupervision):
     """nnU-Net's nnUNetTrainerNoDeepSupervision (Dice + CE, one network) with the budget environment
     variables, so benchmark baselines train exactly as long as the GSD arms."""
 
 
-class nnUNetTrainerCELossBudget(BudgetMixin, nnUNetTrainerCELoss):
+class nnUNetTrainerCELossBudget(SettingsMixin, nnUNetTrainerCELoss):
     """nnU-Net's cross-entropy-only trainer without deep supervision, with the budget variables: the
     loss of the paper's "CE" baseline rows (one network, plain CE)."""
 

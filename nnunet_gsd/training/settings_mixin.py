@@ -1,0 +1,104 @@
+"""The settings of :mod:`nnunet_gsd.settings` in nnU-Net's trainer lifecycle.
+
+``__init__`` resolves them before nnU-Net creates folders and log files (a bad value stops the run with
+one line, no traceback) and applies the budget; ``run_training`` — training only, not ``--val`` —
+compares them with ``fold_X/gsd_settings.json`` when continuing from a checkpoint (``--c``) and then
+(re)writes that record.
+"""
+from __future__ import annotations
+
+import json
+import os
+from os.path import isfile, join
+from typing import Optional, Tuple
+
+import torch
+
+from nnunet_gsd.errors import UserError
+from nnunet_gsd.settings import (GROUPS, RECORD_FILE, SETTINGS, GSDSettings, changes_since, check_resume,
+                                 read_record, resolve_settings, trainer_class_attributes, unused_dataset_values,
+                                 write_record)
+
+
+def _dataset_json_files(dataset_name: str) -> Tuple[Optional[str], Optional[str]]:
+    """(preprocessed, raw) dataset.json of the dataset, each None when its folder variable or file is missing."""
+    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+    files = tuple(join(os.fspath(root), dataset_name, "dataset.json") if root.is_set() else None
+                  for root in (nnUNet_preprocessed, nnUNet_raw))
+    return tuple(f if f is not None and isfile(f) else None for f in files)
+
+
+def resolve_trainer_settings(trainer_class: type, groups, dataset_name: str, dataset_json: dict) -> GSDSettings:
+    """The settings of one trainer class for one dataset, with notes on dataset.json values it does not see."""
+    preprocessed, raw = _dataset_json_files(dataset_name)
+    used_file = preprocessed or "given to the trainer"
+    raw_file = raw or f"$nnUNet_raw/{dataset_name}/dataset.json"
+    settings = resolve_settings(trainer_class_attributes(trainer_class), os.environ, dataset_json, used_file, raw_file,
+                                groups)
+    if raw is None or preprocessed is None:
+        return settings
+    try:
+        with open(raw) as f:
+            notes = unused_dataset_values(json.load(f), dataset_json, settings, raw, preprocessed)
+    except ValueError as e:
+        notes = [f"{raw} is not valid JSON ({e}): its settings were not compared with {preprocessed}"]
+    return GSDSettings(settings.values, settings.sources, settings.notes + tuple(notes))
+
+
+class SettingsMixin:
+    """Put before the nnU-Net trainer class: ``class T(SettingsMixin, nnUNetTrainer)``; ``self.gsd`` holds them.
+
+    ``settings_groups`` says which groups of :data:`~nnunet_gsd.settings.SETTINGS` the trainer reads
+    (a one-network baseline reads only the budget).
+    """
+
+    settings_groups: Tuple[str, ...] = ("budget",)
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        assert set(self.settings_groups) <= set(GROUPS), self.settings_groups
+        try:
+            self.gsd = resolve_trainer_settings(type(self), self.settings_groups, plans["dataset_name"], dataset_json)
+        except UserError as e:
+            raise SystemExit(f"{self.__class__.__name__}: {e}") from None
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        for s in SETTINGS:
+            if s.group == "budget" and s.name in self.gsd.values:
+                if self.gsd.values[s.name] is None:  # unset: record the trainer's own value
+                    self.gsd = self.gsd.replace(s.name, getattr(self, s.name), "nnU-Net's default")
+                else:
+                    setattr(self, s.name, self.gsd.values[s.name])
+        for note in self.gsd.notes:
+            self.print_to_log_file(f"GSD settings note: {note}")
+
+    def run_training(self):
+        try:
+            self._check_and_record_settings()
+        except UserError as e:
+            raise SystemExit(f"{self.__class__.__name__}: {e}") from None
+        super().run_training()
+
+    def _check_and_record_settings(self) -> None:
+        """Fresh start: write the record. Continued (``--c`` loaded a checkpoint): compare first, log what changed."""
+        path = join(self.output_folder, RECORD_FILE)
+        record = read_record(path)
+        history = []
+        if self.current_epoch > 0:
+            if record is None:
+                self.print_to_log_file(f"GSD settings: no {RECORD_FILE} beside the checkpoint (a run of an earlier "
+                                       f"version): the settings were not compared")
+            else:
+                changes = check_resume(path, record, self.gsd)
+                _, unmatched = changes_since(record, self.gsd)
+                history = list(record.get("history", []))
+                if changes or unmatched:
+                    history.append({"epoch": self.current_epoch,
+                                    "changed": {c.name: {"from": c.old, "from_source": c.old_source,
+                                                         "to": c.new, "to_source": c.new_source} for c in changes},
+                                    "not_compared": unmatched})
+                    self.print_to_log_file("GSD settings changed since the training started: "
+                                           + "; ".join(map(str, changes))
+                                           + (f"; not compared (known to only one side): {unmatched}" if unmatched
+                                              else ""))
+        if self.local_rank == 0:
+            write_record(path, self.__class__.__name__, self.gsd, history)
