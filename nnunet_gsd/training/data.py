@@ -8,7 +8,8 @@ like the noisy label. The label files themselves stay untouched (extra channels 
 nnU-Net's dataset verification and foreground sampling).
 
 Target channel layout seen by the trainer (see :class:`TargetLayout`):
-``[noisy label, (clean label), (superpixel id low, superpixel id high)]``.
+``[noisy label, (clean label), (superpixel id high, superpixel id low)]`` — the two int16 halves of
+:func:`~nnunet_gsd.method.superpixels.encode_ids`, ``id = high·32768 + low``.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from tqdm import tqdm
 
 from nnunet_gsd.method.superpixels import encode_ids, slic_superpixels
+from nnunet_gsd.utils import atomic_path, write_json_atomic
 
 CACHE_VERSION = 2  # bump when slic_superpixels changes its output for the same parameters
 
@@ -57,9 +59,8 @@ class TargetLayout:
 
 
 def _atomic_save(path: str, array: np.ndarray) -> None:
-    tmp = path + ".tmp.npy"
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)
 
 
 def _cache_is_current(folder: str, params: dict) -> bool:
@@ -70,13 +71,6 @@ def _cache_is_current(folder: str, params: dict) -> bool:
         return json.load(f) == params
 
 
-def _write_params(folder: str, params: dict) -> None:
-    tmp = join(folder, "params.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(params, f, indent=1)
-    os.replace(tmp, join(folder, "params.json"))
-
-
 def _open_cache(folder: str, params: dict) -> None:
     """Create the cache folder; empty it when it was built with other parameters."""
     os.makedirs(folder, exist_ok=True)
@@ -84,7 +78,7 @@ def _open_cache(folder: str, params: dict) -> None:
         for f in os.listdir(folder):
             if f.endswith(".npy"):
                 os.remove(join(folder, f))
-        _write_params(folder, params)
+        write_json_atomic(join(folder, "params.json"), params, indent=1)
 
 
 def _missing(folder: str, identifiers: Sequence[str]) -> List[str]:
@@ -233,12 +227,6 @@ def with_aux_spatial_transform(transforms: ComposeTransforms, layout: TargetLayo
         raise RuntimeError("nnU-Net's training transforms contain no SpatialTransform; the superpixel channels "
                            "could not be attached to it")
     return transforms
-
-
-def is_rgb(channel_names: Dict[str, str]) -> bool:
-    """RGB photographs (e.g. Kvasir) get SLIC in Lab space, as skimage intends; other channels do not."""
-    names = [str(v).lower() for _, v in sorted(channel_names.items(), key=lambda kv: int(kv[0]))]
-    return names in (["r", "g", "b"], ["red", "green", "blue"])
 
 
 def has_clean_labels(raw_dataset_folder: Optional[str]) -> bool:

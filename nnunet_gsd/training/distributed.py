@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch.distributed as dist
 
+from nnunet_gsd.utils import nanmean_or_nan
+
 
 def all_ranks_nanmean(values: np.ndarray) -> float:
     """Mean over the values of every rank, ignoring NaN (a figure undefined for some batches)."""
@@ -18,4 +20,4 @@ def all_ranks_nanmean(values: np.ndarray) -> float:
         gathered = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, values)
         values = np.concatenate(gathered)
-    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    return nanmean_or_nan(values)

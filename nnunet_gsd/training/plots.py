@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from nnunet_gsd.utils import atomic_path  # noqa: E402
+
 
 def plot_gsd_progress(logged: Dict[str, List[float]], output_folder: str) -> None:
     """Loss terms; R(e) and the mean GDA weight; truth diagnostics when the dataset has clean labels."""
@@ -49,7 +51,6 @@ def _plot(logged: Dict[str, List[float]], output_folder: str) -> None:
         ax.legend(loc="center right", fontsize="small")
     axes[-1].set_xlabel("epoch")
     fig.tight_layout()
-    tmp = os.path.join(output_folder, "progress_gsd.tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(os.path.join(output_folder, "progress_gsd.png")) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    os.replace(tmp, os.path.join(output_folder, "progress_gsd.png"))
