@@ -57,7 +57,7 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
     gsd_selection: str = "per_class"
     gsd_refine_confidence: float = 0.0
     gsd_refine_majority: bool = True
-    gsd_ignore_unrefined: bool = False
+    gsd_ignore_unrefined: bool = True
     gsd_estimate_tau: bool = True
     gsd_warmup_fraction: float = 0.3
     gsd_rho: float = 0.5
