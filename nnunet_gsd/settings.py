@@ -42,6 +42,7 @@ from nnunet_gsd.errors import UserError
 from nnunet_gsd.utils import write_json_atomic
 
 REFINEMENTS = ("none", "pixel", "superpixel")
+SELECTIONS = ("pooled", "per_class")
 ENV_PREFIX = "nnUNet_GSD_"
 #: set to 1 to continue (``--c``) although settings changed since the training started
 ALLOW_CHANGE_VARIABLE = "nnUNet_GSD_ALLOW_SETTINGS_CHANGE"
@@ -108,8 +109,21 @@ SETTINGS: Tuple[Setting, ...] = (
             "T of Eq. 9; unset = 10 · (in-plane patch edge) / 256, at least 2", env="nnUNet_GSD_T"),
     Setting("use_gda", bool, True, None, "GDA weights (Eq. 7–10); off = W ≡ 1 (JoCoR)"),
     Setting("refinement", str, "superpixel", one_of(*REFINEMENTS),
-            '"superpixel" (SGLR), "pixel" (LR ablation) or "none"'),
+            '"superpixel" (SGLR), "pixel" (LR ablation) or "none"', env="nnUNet_GSD_REFINEMENT"),
     Setting("use_kt", bool, True, None, "Knowledge Transfer (Eq. 15–18)"),
+    Setting("gda_dice", bool, True, None, "add nnU-Net's soft Dice on D_clean to L_GDA (ours; paper: CE + KL only)",
+            env="nnUNet_GSD_GDA_DICE"),
+    Setting("selection", str, "per_class", one_of(*SELECTIONS),
+            '"pooled" (Eq. 5 over the batch) or "per_class" (Eq. 5 within each nGT class)', env="nnUNet_GSD_SELECTION"),
+    Setting("refine_confidence", float, 0.0, between(0, 1),
+            "κ: refine a rejected pixel only if its vote's mean probability ≥ κ (0: Eq. 14)",
+            env="nnUNet_GSD_REFINE_CONFIDENCE"),
+    Setting("refine_majority", bool, True, None,
+            "SGLR: refine only where the vote is also the superpixel's majority nGT label", env="nnUNet_GSD_REFINE_MAJORITY"),
+    Setting("ignore_unrefined", bool, True, None,
+            "leave rejected, unrefined pixels out of L_KT (paper: they keep nGT there)", env="nnUNet_GSD_IGNORE_UNREFINED"),
+    Setting("estimate_tau", bool, True, None,
+            "no τ given (source default): estimate it at the end of warm-up (noise_rate.confident_disagreement)"),
     Setting("warmup_fraction", float, 0.3, between(0, 1), "SGLR and KT start after this fraction of the epochs",
             env="nnUNet_GSD_WARMUP"),
     Setting("rho", float, 0.5, between(0, 1, low_open=True), "ρ: KT pastes the foreground when its fraction ≤ ρ",

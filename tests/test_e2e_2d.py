@@ -54,6 +54,9 @@ def test_gsd_trains_continues_predicts_and_evaluates(dataset, nnunet_root: Path,
     # clean labels exist, so the truth diagnostics are logged every epoch, as fractions
     assert len(logged["gsd_selection_precision"]) == 4
     assert all(0.0 <= v <= 1.0 for v in logged["gsd_selection_precision"])
+    # do no harm: refinement leaves the training labels at least as accurate as the noisy ones
+    assert logged["gsd_refined_accuracy"][-1] >= logged["gsd_noisy_accuracy"][-1]
+    assert len(logged["gsd_tau"]) == 4 and 0 <= logged["gsd_tau"][-1] <= 0.5
     record = json.loads((fold / "gsd_settings.json").read_text())
     assert record["trainer"] == "nnUNetTrainerGSD_tiny"
     # the converter stored the simulated noise rate as τ; nnU-Net trains from the preprocessed copy, named exactly

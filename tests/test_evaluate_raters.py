@@ -10,7 +10,7 @@ import SimpleITK as sitk
 from PIL import Image
 
 from conftest import clean_env, run, run_failing
-from test_conversion import make_mmis
+from helpers import make_mmis
 from nnunet_gsd.errors import UserError
 from nnunet_gsd.tools import evaluate_raters
 
