@@ -20,15 +20,17 @@ not marked ``may_change_on_resume`` (the budget and what a run writes may change
 ``--c`` is nnU-Net practice) unless ``nnUNet_GSD_ALLOW_SETTINGS_CHANGE=1`` is set
 (:mod:`nnunet_gsd.training.settings_mixin`).
 
-Adding a setting is one line in :data:`SETTINGS`, e.g.::
+Adding a setting is one declaration in :data:`SETTINGS` — name, type, default, check, doc, and the
+variable if users may set it per run — e.g.::
 
-    Setting("refine_threshold", float, 0.5, between(0, 1), "confidence a proposal needs to replace a label",
-            env="nnUNet_GSD_REFINE_THRESHOLD"),
+    Setting("kt_weight", float, 1.0, at_least(0), "weight of L_KT in L_total", env="nnUNet_GSD_KT_WEIGHT"),
 
-It is then validated, overridable by the class attribute ``gsd_refine_threshold`` and the environment
-variable, logged, recorded, compared on ``--c``, and read as ``trainer.gsd.refine_threshold`` (or
-``settings.refine_threshold`` in the step functions). Document it in the README's settings table
-(a test checks that every variable is listed there).
+It is then validated, overridable by the class attribute ``gsd_kt_weight`` and the environment variable,
+logged, recorded in gsd_settings.json, compared on ``--c``, and read as ``trainer.gsd.kt_weight`` (or
+``settings.kt_weight`` in the step functions). Checks: :func:`between`, :func:`at_least`,
+:func:`positive`, :func:`one_of` or ``None``; ``group="budget"``/``"outputs"`` and
+``may_change_on_resume=True`` for settings that do not change the method. Add its row to the README's
+settings table (a test checks that every variable is listed there).
 """
 from __future__ import annotations
 
@@ -119,9 +121,11 @@ SETTINGS: Tuple[Setting, ...] = (
             "κ: refine a rejected pixel only if its vote's mean probability ≥ κ (0: Eq. 14)",
             env="nnUNet_GSD_REFINE_CONFIDENCE"),
     Setting("refine_majority", bool, True, None,
-            "SGLR: refine only where the vote is also the superpixel's majority nGT label", env="nnUNet_GSD_REFINE_MAJORITY"),
+            "SGLR: refine only where the vote is also the superpixel's majority nGT label",
+            env="nnUNet_GSD_REFINE_MAJORITY"),
     Setting("ignore_unrefined", bool, True, None,
-            "leave rejected, unrefined pixels out of L_KT (paper: they keep nGT there)", env="nnUNet_GSD_IGNORE_UNREFINED"),
+            "leave rejected, unrefined pixels out of L_KT (paper: they keep nGT there)",
+            env="nnUNet_GSD_IGNORE_UNREFINED"),
     Setting("estimate_tau", bool, True, None,
             "no τ given (source default): estimate it at the end of warm-up (noise_rate.confident_disagreement)"),
     Setting("warmup_fraction", float, 0.3, between(0, 1), "SGLR and KT start after this fraction of the epochs",
