@@ -40,8 +40,18 @@ _RATER_KEY = re.compile(r"label_a(\d+)$", re.IGNORECASE)
 _LAYOUTS = [".", "MMIS2024", "MMIS-2024", "NPC", "data"]
 
 
+def _h5py():
+    """h5py, an optional dependency (only this converter reads HDF5), or a one-line UserError."""
+    try:
+        import h5py
+    except ModuleNotFoundError:
+        raise UserError("convert mmis2024 reads HDF5 files and needs h5py: pip install 'nnunet_gsd[mmis]' "
+                        "(or pip install h5py)") from None
+    return h5py
+
+
 def _raters_of(path: Path) -> list[str]:
-    import h5py
+    h5py = _h5py()
     try:
         with h5py.File(path, "r") as f:
             keys = list(f.keys())
@@ -55,7 +65,7 @@ def _raters_of(path: Path) -> list[str]:
 
 def _case(path: Path, role: str, raters: list[str], volume: bool) -> Case:
     def load() -> Sample:
-        import h5py
+        h5py = _h5py()
         try:
             with h5py.File(path, "r") as f:
                 keys = {k.lower(): k for k in f.keys()}
