@@ -3,7 +3,7 @@
     PYTHONPATH=. .venv/bin/python bench/method_timing.py [--device cpu|cuda] [--threads N] [--repeats R]
 
 Batches: 2D 12×1×64×64 (2 classes), 3D 2×1×128³ (2 classes). Superpixel ids are a regular
-grid with the SLIC count of SPEC §2.4 (1024 per 256²), offset by a large constant to mimic
+grid with the SLIC count of docs/method.md §4 (1024 per 256²), offset by a large constant to mimic
 crops of a bigger case. On a shared, busy CPU use ``--threads 1``: with 2 intra-op threads
 competing for 2 loaded cores, small ops stall in OpenMP barriers (100x slower, not our code).
 """
