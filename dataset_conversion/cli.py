@@ -14,6 +14,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from dataset_conversion import noise as noise_mod
+from dataset_conversion.noise import MARKOV_DEFAULTS
 from nnunet_gsd.errors import UserError
 
 #: DATASET → (module, one-line summary), in the order of the paper's Table 2.
@@ -27,8 +29,6 @@ DATASETS: dict[str, tuple[str, str]] = {
     "synthetic": ("dataset_conversion.synthetic", "generated blobs for demos and tests"),
 }
 
-_COMMON = ("dataset_id", "out", "noise", "noise_at", "raters", "seed", "size", "subset", "overwrite", "preview")
-
 
 def _fraction(text: str) -> float:
     try:
@@ -40,13 +40,19 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _noise_at(text: str) -> str | int:
+    try:
+        return noise_mod.parse_noise_at(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--noise-at ")) from None
+
+
 def _preset_epilog(key: str, module: ModuleType) -> str:
-    from dataset_conversion import noise
     lines = ["expected source tree:", *("  " + l for l in module.EXPECTED_TREE.rstrip().splitlines())]
-    if key in noise.PRESETS:
+    if key in noise_mod.PRESETS:
         lines += ["", "noise presets (Table 3; default --noise-at in brackets):"]
-        lines += [f"  {n:5s} {p.describe():18s} [{p.noise_at}]" for n, p in noise.PRESETS[key].items()]
-        edge = max(noise.REFERENCE_EDGE.values()) if key != "brats2020" else noise.REFERENCE_EDGE[3]
+        lines += [f"  {n:5s} {p.describe():18s} [{p.noise_at}]" for n, p in noise_mod.PRESETS[key].items()]
+        edge = max(noise_mod.REFERENCE_EDGE.values()) if key != "brats2020" else noise_mod.REFERENCE_EDGE[3]
         lines += [f"  steps and radii are in pixels of {edge}-px images: applied at the output size with "
                   f"--size S, they are scaled by S/{edge}"]
     elif key == "synthetic":
@@ -81,13 +87,25 @@ def _add_common(p: argparse.ArgumentParser, key: str, multi: bool) -> None:
                        help="the downloaded dataset (see the expected tree below); never modified")
     p.add_argument("--id", dest="dataset_id", type=int, required=True, metavar="N",
                    help="nnU-Net dataset id (1-999): writes DatasetNNN_<Name>")
-    p.add_argument("--noise", default="none", choices=("none", "S_R", "S_E", "S_DE"),
+    p.add_argument("--noise", default="none", choices=("none", "S_R", "S_E", "S_DE", "markov"),
                    help="simulated training-label noise (SPEC §4): S_R shrinks (under-annotation), S_E grows "
-                        "(over-annotation), S_DE erodes or dilates; clean labels go to labelsTr_clean/"
+                        "(over-annotation), S_DE erodes or dilates, markov = M(T, P, V) with the --markov-* "
+                        "values; clean labels go to labelsTr_clean/"
                         + (" (not offered for multi-rater sets)" if multi else "") + " (default none)")
-    p.add_argument("--noise-at", choices=("source", "output"), default=None,
-                   help="apply the noise at the source resolution (then resize) or at the output size "
-                        "(default: the preset's, chosen to reproduce Table 3)")
+    t, pref, var = MARKOV_DEFAULTS
+    p.add_argument("--markov-steps", type=int, default=None, metavar="T",
+                   help=f"--noise markov: step number T, in pixels of the size the noise is applied at (default {t})")
+    p.add_argument("--markov-p", type=float, default=None, metavar="P",
+                   help=f"--noise markov: Bernoulli preference P = probability a step grows the mask; the paper's "
+                        f"Fig. 11 sweeps 0.2 (shrinks) to 0.8 (grows) (default {pref})")
+    p.add_argument("--markov-v", type=float, default=None, metavar="V",
+                   help=f"--noise markov: Bernoulli variance V = flip probability of each boundary pixel per step "
+                        f"(default {var})")
+    p.add_argument("--noise-at", type=_noise_at, default=None, metavar="source|output|PX",
+                   help="apply the noise at the source resolution, at the output size, or at PX per spatial axis "
+                        "(the clean mask is resized to PX, perturbed, then resized to --size); named presets are "
+                        "scaled to PX or the output size, --noise markov never is (default: the preset's, chosen "
+                        "to reproduce Table 3; markov: output)")
     if multi:
         p.add_argument("--raters", default="sample", metavar="A1..An|sample",
                        help="training labels from one rater (A1, A2, …) or 'sample': one rater drawn per image "
@@ -124,7 +142,11 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--source {args.source} does not exist")
         disc = module.discover(args.source, **extra)
         size = args.size
+    given = (args.markov_steps, args.markov_p, args.markov_v)
+    markov = None if given == (None, None, None) else \
+        tuple(d if g is None else g for g, d in zip(given, MARKOV_DEFAULTS))
     opts = ConvertOptions(dataset_id=args.dataset_id, out=args.out, noise=args.noise, noise_at=args.noise_at,
+                          markov=markov,  # type: ignore[arg-type]
                           raters=getattr(args, "raters", None), seed=args.seed, size=size,
                           subset=getattr(args, "subset", 1.0), overwrite=args.overwrite, preview=args.preview)
     target = convert(disc, opts, dataset_key=key)

@@ -32,7 +32,9 @@ subset              fraction of the training images kept (1.0 = all)
 split               ``method`` (seeded / seeded_by_patient / predefined), ``train`` and ``test``
                     case ids, ``n_train_available`` (training cases before ``subset``)
 noise               ``null``, or ``preset`` (S_R/S_E/S_DE), ``kind``, ``notation`` (e.g.
-                    M(200, 0.2, 0.05)), its parameters, ``noise_at`` (source/output),
+                    M(200, 0.2, 0.05)), its parameters, ``noise_at`` (source, output or
+                    a size in pixels), ``scaled_by`` (factor applied to a named preset's
+                    steps/radii), ``rng`` (how the per-case generator derives from ``seed``),
                     ``dice_vs_clean`` (mean Dice(nGT, GT) over training cases, fraction) and
                     ``pixel_noise_rate`` (fraction of training pixels whose label changed)
 raters              ``null``, or ``mode`` (A1…An or sample), ``available`` raters,
@@ -135,7 +137,8 @@ class ConvertOptions:
     dataset_id: int
     out: Path | None = None
     noise: str = "none"
-    noise_at: str | None = None
+    noise_at: str | int | None = None
+    markov: tuple[int, float, float] | None = None   # --noise markov: (T, P, V)
     raters: str | None = None
     seed: int = 0
     size: int | None = None
@@ -453,16 +456,22 @@ def convert(discovery: Discovery, opts: ConvertOptions, dataset_key: str | None 
 
     # ---- options that depend on the dataset
     preset = None
-    if opts.noise != "none":
-        if spec.multi_rater:
-            raise UserError(f"{key} has real multi-rater noise; simulated --noise is not offered for it (use --raters)")
+    if opts.markov is not None and opts.noise != "markov":
+        raise UserError(f"--markov-steps/--markov-p/--markov-v need --noise markov (got --noise {opts.noise})")
+    if opts.noise != "none" and spec.multi_rater:
+        raise UserError(f"{key} has real multi-rater noise; simulated --noise is not offered for it (use --raters)")
+    if opts.noise == "markov":
+        preset = noise_mod.custom_markov(*(opts.markov or noise_mod.MARKOV_DEFAULTS))
+    elif opts.noise != "none":
         preset = noise_mod.get_preset(key, opts.noise, size=discovery.preset_size, dim=spec.dim)
-    if opts.noise_at not in (None, "source", "output"):
-        raise UserError(f"--noise-at must be source or output, got {opts.noise_at!r}")
-    noise_at = opts.noise_at or (preset.noise_at if preset else "output")
-    if preset and noise_at == "output" and opts.size and key != "synthetic":
-        # the paper's presets are in pixels of 256² images (BraTS: 128³); other output sizes scale them
-        preset = noise_mod.scale_preset(preset, opts.size / noise_mod.REFERENCE_EDGE[spec.dim])
+    noise_at = noise_mod.parse_noise_at(str(opts.noise_at)) if opts.noise_at is not None else \
+        (preset.noise_at if preset else "output")
+    scaled_by = 1.0
+    noise_edge = noise_at if isinstance(noise_at, int) else (opts.size if noise_at == "output" else None)
+    if preset and preset.name in noise_mod.PRESET_NAMES and noise_edge and key != "synthetic":
+        # the paper's presets are in pixels of 256² images (BraTS: 128³); other sizes scale them
+        scaled_by = noise_edge / noise_mod.REFERENCE_EDGE[spec.dim]
+        preset = noise_mod.scale_preset(preset, scaled_by)
     rater_mode = None
     if spec.multi_rater:
         rater_mode = opts.raters or "sample"
@@ -529,6 +538,10 @@ def convert(discovery: Discovery, opts: ConvertOptions, dataset_key: str | None 
                             rng = rng_for(opts.seed, _TAG_NOISE, case.case_id)
                             if noise_at == "source":
                                 noisy = resize_label(noise_mod.apply_noise(s.label, preset, rng), shape)
+                            elif isinstance(noise_at, int):
+                                at = _target_shape(noise_at, s.label.shape, spec.dim)
+                                noisy = resize_label(noise_mod.apply_noise(resize_label(s.label, at), preset, rng),
+                                                     shape)
                             else:
                                 noisy = noise_mod.apply_noise(lab, preset, rng)
                             write_label(dirs["labelsTr_clean"] / case.case_id, lab, spec, spacing)
@@ -570,7 +583,8 @@ def convert(discovery: Discovery, opts: ConvertOptions, dataset_key: str | None 
         }
         if preset:
             noise_rate = changed / total if total else 0.0
-            gsd["noise"] = {**preset.params(), "noise_at": noise_at,
+            gsd["noise"] = {**preset.params(), "noise_at": noise_at, "scaled_by": scaled_by,
+                            "rng": f"numpy default_rng([seed, {_TAG_NOISE}, crc32(case_id)]) per case",
                             "dice_vs_clean": float(np.mean(dices)) if dices else 1.0,
                             "pixel_noise_rate": noise_rate}
             gsd["tau"], gsd["tau_source"] = noise_rate, "pixel_noise_rate (SPEC §5)"

@@ -30,7 +30,8 @@ from scipy import ndimage
 
 from nnunet_gsd.errors import UserError
 
-NoiseAt = Literal["source", "output"]
+#: where the noise is applied: the source resolution, the output size, or PX per spatial axis
+NoiseAt = Literal["source", "output"] | int
 
 
 # ----------------------------------------------------------------------------------------------
@@ -191,6 +192,9 @@ PRESETS: dict[str, dict[str, NoisePreset]] = {
 
 PRESET_NAMES = ("S_R", "S_E", "S_DE")
 
+#: --noise markov without --markov-*: the paper's steps and V with a neutral preference P
+MARKOV_DEFAULTS = (200, 0.5, 0.05)
+
 
 #: image edge the paper's presets are defined for: 256² in 2D, 128³ for BraTS
 REFERENCE_EDGE = {2: 256, 3: 128}
@@ -218,6 +222,34 @@ def synthetic_presets(size: int, dim: int) -> dict[str, NoisePreset]:
     """
     base = PRESETS["brats2020"] if dim == 3 else _2D_AT_OUTPUT
     return {name: replace(scale_preset(p, size / REFERENCE_EDGE[dim]), noise_at="output") for name, p in base.items()}
+
+
+def custom_markov(steps: int, p: float, v: float) -> NoisePreset:
+    """The paper's M(T, P, V) with the user's parameters (Fig. 11 sweeps P from 0.2 to 0.8).
+
+    P (Bernoulli preference) is θ1, the probability that a step grows; V (Bernoulli variance) is θ2,
+    the flip probability of each candidate pixel. Steps are in pixels of the size the noise is
+    applied at and are never rescaled (see ``--noise-at``).
+    """
+    if steps < 1:
+        raise UserError(f"--markov-steps must be at least 1, got {steps}")
+    for flag, value in (("--markov-p", p), ("--markov-v", v)):
+        if not 0 <= value <= 1:
+            raise UserError(f"{flag} is a probability in [0, 1], got {value}")
+    return NoisePreset(name="markov", kind="markov", steps=steps, theta1=p, theta2=v)
+
+
+def parse_noise_at(text: str) -> NoiseAt:
+    """``source``, ``output`` or a size in pixels (``--noise-at 256``)."""
+    if text in ("source", "output"):
+        return text  # type: ignore[return-value]
+    try:
+        px = int(text)
+    except ValueError:
+        raise UserError(f"--noise-at must be source, output or a size in pixels, got {text!r}") from None
+    if px < 8:
+        raise UserError(f"--noise-at must be at least 8 pixels, got {px}")
+    return px
 
 
 def get_preset(dataset: str, name: str, size: int | None = None, dim: int = 2) -> NoisePreset:

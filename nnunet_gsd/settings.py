@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Optional
 from nnunet_gsd.errors import UserError
 
 REFINEMENTS = ("none", "pixel", "superpixel")
+SELECTIONS = ("pooled", "per_class")
 DEFAULT_TAU = 0.05
 
 
@@ -30,6 +31,11 @@ class GSDSettings:
     use_gda: bool               # GDA weights (Eq. 7–10); off = W ≡ 1 (JoCoR)
     refinement: str             # "superpixel" (SGLR), "pixel" (LR ablation) or "none"
     use_kt: bool                # Knowledge Transfer (Eq. 15–18)
+    gda_dice: bool              # add nnU-Net's soft Dice on D_clean to L_GDA (ours; paper: CE + KL only)
+    selection: str              # "pooled" (Eq. 5 over the batch) or "per_class" (Eq. 5 within each nGT class)
+    refine_confidence: float    # κ: refine a rejected pixel only if its vote's mean probability ≥ κ (0: Eq. 14)
+    refine_agreement: bool      # ... and only where both networks predict the vote themselves
+    estimate_tau: bool          # no τ given: estimate it at the end of warm-up (noise_rate.confident_disagreement)
     warmup_fraction: float      # SGLR and KT start after this fraction of the epochs
     rho: float                  # ρ: KT pastes the foreground when its fraction is ≤ ρ
     slic_segments_per_256sq: int
@@ -49,6 +55,8 @@ ENVIRONMENT = {
     "threshold": ("nnUNet_GSD_T", float),
     "warmup_fraction": ("nnUNet_GSD_WARMUP", float),
     "rho": ("nnUNet_GSD_RHO", float),
+    "refine_confidence": ("nnUNet_GSD_REFINE_CONFIDENCE", float),
+    "selection": ("nnUNet_GSD_SELECTION", str),
     "keep_last_k": ("nnUNet_GSD_KEEP_LAST", int),
     "log_search_loss": ("nnUNet_GSD_LOG_SEARCH_LOSS", lambda raw: _parse_bool("nnUNet_GSD_LOG_SEARCH_LOSS", raw)),
 }
@@ -114,6 +122,8 @@ def resolve_settings(attrs: Callable[[str], Any], dataset_json: Mapping[str, Any
     _check(values["threshold"] is None or values["threshold"] > 0, "threshold", values["threshold"],
            "> 0 (pixels), or unset to scale with the patch size")
     _check(values["refinement"] in REFINEMENTS, "refinement", values["refinement"], f"one of {REFINEMENTS}")
+    _check(values["selection"] in SELECTIONS, "selection", values["selection"], f"one of {SELECTIONS}")
+    _check(0 <= values["refine_confidence"] <= 1, "refine_confidence", values["refine_confidence"], "in [0, 1]")
     _check(0 <= values["warmup_fraction"] <= 1, "warmup_fraction", values["warmup_fraction"], "in [0, 1]")
     _check(0 < values["rho"] <= 1, "rho", values["rho"], "in (0, 1]")
     _check(values["slic_segments_per_256sq"] >= 1, "slic_segments_per_256sq",

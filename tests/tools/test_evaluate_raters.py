@@ -10,6 +10,7 @@ import SimpleITK as sitk
 from PIL import Image
 
 from conftest import clean_env, run, run_failing
+from helpers import make_mmis
 from nnunet_gsd.errors import UserError
 from nnunet_gsd.tools import evaluate_raters
 
@@ -23,28 +24,6 @@ def dataset_json(root: Path, ending: str) -> None:
     root.mkdir(parents=True, exist_ok=True)
     (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "lesion": 1}, "file_ending": ending,
                                                    "channel_names": {"0": "x"}, "numTraining": 0}))
-
-
-def write_mmis_source(root: Path, raters: int = 3) -> Path:
-    """A minimal MMIS-2024 release: two 16×16 training slices, one 3×16×16 test volume, raters A1 … A3."""
-    import h5py
-    rng = np.random.default_rng(5)
-    src = root / "NPC"
-
-    def write(path: Path, shape: tuple[int, ...]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with h5py.File(path, "w") as f:
-            for key in ("t1", "t1c", "t2"):
-                f[key] = rng.random(shape).astype(np.float32)
-            for r in range(1, raters + 1):
-                m = np.zeros(shape, np.uint8)
-                m[..., 4:10 + r, 5:11] = 1
-                f[f"label_a{r}"] = m
-
-    for i in range(2):
-        write(src / "training_2d" / f"npc_{i:03d}_slice_{i}.h5", (16, 16))
-    write(src / "testing" / "npc_100.h5", (3, 16, 16))
-    return root
 
 
 def mask(shape, *pixels) -> np.ndarray:
@@ -119,13 +98,13 @@ def test_missing_prediction_and_single_rater_dataset_are_one_line_errors(png_rat
 def test_on_a_converted_mmis2024_dataset(tmp_path: Path):
     """Through `nnunet_gsd convert mmis2024`: 3D test volumes, one labelsTs_A* per rater.
 
-    write_mmis_source: rater r marks rows 4 … 9+r, columns 5 … 10 of every slice.
+    make_mmis: rater r marks rows 4 … 9+r, columns 5 … 10 of every slice.
 
     Prediction = rater A1 (7 rows × 6 columns per slice = 42 voxels): Dice vs A2 (48) = 84/90, vs A3 (54) = 84/96.
     """
     pytest.importorskip("h5py")
     env = clean_env(tmp_path)
-    run(["nnunet_gsd", "convert", "mmis2024", "--source", str(write_mmis_source(tmp_path / "src")), "--id", "950",
+    run(["nnunet_gsd", "convert", "mmis2024", "--source", str(make_mmis(tmp_path / "src", n_test=1)), "--id", "950",
          "--out", str(tmp_path / "raw")], env)
     raw = next((tmp_path / "raw").glob("Dataset950_*"))
     pred = tmp_path / "pred"

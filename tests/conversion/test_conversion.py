@@ -19,123 +19,9 @@ from dataset_conversion import bu_suc, brats2020, core, kvasir, lidc, mmis2024, 
 from dataset_conversion.core import ConvertOptions, convert
 from nnunet_gsd import cli as umbrella
 from nnunet_gsd.errors import UserError
+from helpers import make_brats, make_bu_suc, make_kvasir, make_lidc, make_mmis, make_shenzhen
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-# ----------------------------------------------------------------------------------------------
-# Fixture trees
-# ----------------------------------------------------------------------------------------------
-def _ellipse(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    cy, cx = rng.uniform(0.35, 0.65) * shape[0], rng.uniform(0.35, 0.65) * shape[1]
-    ry, rx = rng.uniform(0.15, 0.3) * shape[0], rng.uniform(0.15, 0.3) * shape[1]
-    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
-
-
-def make_kvasir(root: Path, n: int = 10, empty: int | None = None) -> Path:
-    src = root / "Kvasir-SEG"
-    (src / "images").mkdir(parents=True)
-    (src / "masks").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        shape = (40 + 2 * i, 48)  # sizes differ between cases, as in the real release
-        img = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
-        m = _ellipse(shape, rng) if i != empty else np.zeros(shape, bool)
-        Image.fromarray(img).save(src / "images" / f"cju{i:03d}.jpg")
-        Image.fromarray(np.stack([m.astype(np.uint8) * 255] * 3, -1)).save(src / "masks" / f"cju{i:03d}.jpg",
-                                                                           quality=90)
-    return src
-
-
-def make_shenzhen(root: Path, n: int = 6) -> Path:
-    src = root / "Lung Segmentation"
-    (src / "CXR_png").mkdir(parents=True)
-    (src / "masks").mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(n + 1):
-        img = rng.integers(0, 256, (36, 36), dtype=np.uint8)
-        Image.fromarray(img).save(src / "CXR_png" / f"CHNCXR_{i:04d}_{i % 2}.png")
-        if i < n:  # the last image has no mask, as 96 real ones
-            m = _ellipse((36, 36), rng).astype(np.uint8) * 255
-            Image.fromarray(m).save(src / "masks" / f"CHNCXR_{i:04d}_{i % 2}_mask.png")
-    Image.fromarray(rng.integers(0, 256, (36, 36), dtype=np.uint8)).save(src / "CXR_png" / "MCUCXR_0001_0.png")
-    Image.fromarray(np.zeros((36, 36), np.uint8)).save(src / "masks" / "MCUCXR_0001_0_mask.png")
-    return root
-
-
-def make_bu_suc(root: Path, n: int = 4) -> Path:
-    src = root / "BUS_UC" / "BUS_UC"
-    rng = np.random.default_rng(2)
-    for cls in ("Benign", "Malignant"):
-        (src / cls / "images").mkdir(parents=True)
-        (src / cls / "masks").mkdir()
-        for i in range(n):  # equal names in both classes, as in the release
-            Image.fromarray(np.stack([rng.integers(0, 256, (30, 34), dtype=np.uint8)] * 3, -1)).save(
-                src / cls / "images" / f"{i + 1}.png")
-            Image.fromarray(_ellipse((30, 34), rng).astype(np.uint8) * 255).save(src / cls / "masks" / f"{i + 1}.png")
-    return root
-
-
-def _nii(path: Path, arr: np.ndarray) -> None:
-    import SimpleITK as sitk
-    sitk.WriteImage(sitk.GetImageFromArray(arr), str(path))
-
-
-def make_brats(root: Path, n: int = 5) -> Path:
-    src = root / "MICCAI_BraTS2020_TrainingData"
-    rng = np.random.default_rng(3)
-    for i in range(1, n + 1):
-        cid = f"BraTS20_Training_{i:03d}"
-        d = src / cid
-        d.mkdir(parents=True)
-        for m in brats2020.MODALITIES:
-            _nii(d / f"{cid}_{m}.nii.gz", rng.integers(0, 1000, (10, 12, 14)).astype(np.int16))
-        seg = np.zeros((10, 12, 14), np.uint8)
-        seg[3:7, 4:9, 4:10] = 2
-        seg[4:6, 5:8, 5:8] = 1
-        seg[5, 6, 6] = 4
-        # Case 355 of the real release: the segmentation is misnamed.
-        _nii(d / ("W39_1998.09.19_Segm.nii" if i == 2 else f"{cid}_seg.nii.gz"), seg)
-    return root
-
-
-def make_lidc(root: Path, patients: int = 5, per_patient: int = 2, raters: int = 4) -> Path:
-    rng = np.random.default_rng(4)
-    data = {}
-    for p in range(patients):
-        for k in range(per_patient):
-            masks = [_ellipse((16, 16), rng).astype(np.uint8) for _ in range(raters)]
-            masks[-1][:] = 0  # one rater saw nothing, as often in LIDC
-            data[f"LIDC-IDRI-{p + 1:04d}_slice_{k}"] = {"image": rng.random((16, 16)).astype(np.float32),
-                                                        "masks": masks, "series_uid": f"1.2.{p}"}
-    with open(root / "data_lidc.pickle", "wb") as f:
-        pickle.dump(data, f)
-    return root / "data_lidc.pickle"
-
-
-def make_mmis(root: Path, n_train: int = 4, n_test: int = 2, raters: int = 3) -> Path:
-    import h5py
-    rng = np.random.default_rng(5)
-    src = root / "NPC"
-    for folder in ("training_2d", "testing", "validation"):
-        (src / folder).mkdir(parents=True)
-
-    def write(path: Path, shape: tuple[int, ...]) -> None:
-        with h5py.File(path, "w") as f:
-            for k in mmis2024.CHANNELS:
-                f[k] = rng.random(shape).astype(np.float32)
-            for r in range(1, raters + 1):
-                m = np.zeros(shape, np.uint8)
-                m[..., 4:10 + r, 5:11] = 1
-                f[f"label_a{r}"] = m
-
-    for i in range(n_train):
-        write(src / "training_2d" / f"npc_{i:03d}_slice_{i % 3}.h5", (16, 16))
-    for i in range(n_test):
-        write(src / "testing" / f"npc_{100 + i:03d}.h5", (3, 16, 16))
-    write(src / "validation" / "npc_200.h5", (3, 16, 16))
-    return root
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _gsd(ds: Path) -> dict:
@@ -208,6 +94,72 @@ def test_noise_at_output_is_recorded_and_differs(tmp_path):
     b = convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path / "b", noise="S_R", size=24, noise_at="output"))
     assert _gsd(a)["noise"]["noise_at"] == "source" and _gsd(b)["noise"]["noise_at"] == "output"
     assert _gsd(a)["noise"]["dice_vs_clean"] != _gsd(b)["noise"]["dice_vs_clean"]
+
+
+def _labels(ds: Path, folder: str) -> dict[str, np.ndarray]:
+    return {c: _read(ds / folder / f"{c}.png") for c in _gsd(ds)["split"]["train"]}
+
+
+def test_noise_at_the_output_size_in_pixels_is_the_output_mode(tmp_path):
+    src = make_kvasir(tmp_path / "src")
+    a = convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path / "a", noise="S_R", size=24, noise_at="output"))
+    b = convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path / "b", noise="S_R", size=24, noise_at=24))
+    for cid, noisy in _labels(a, "labelsTr").items():
+        np.testing.assert_array_equal(noisy, _labels(b, "labelsTr")[cid])
+    na, nb = _gsd(a)["noise"], _gsd(b)["noise"]
+    assert nb["noise_at"] == 24 and na["noise_at"] == "output"
+    assert na["steps"] == nb["steps"] == round(200 * 24 / 256) and nb["scaled_by"] == 24 / 256
+    assert na["dice_vs_clean"] == nb["dice_vs_clean"]
+
+
+def test_noise_at_a_larger_size_perturbs_there_then_resizes(tmp_path):
+    """--noise-at 32 --size 24: clean mask → 32² (nearest), M(25, …) (200 scaled by 32/256), → 24²."""
+    from dataset_conversion import noise
+    src = make_kvasir(tmp_path / "src")
+    ds = convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path / "a", noise="S_R", size=24, noise_at=32))
+    plain = convert(kvasir.discover(src), ConvertOptions(2, out=tmp_path / "p", size=24))
+    preset = noise.NoisePreset(name="S_R", kind="markov", steps=25, theta1=0.2, theta2=0.05)
+    cases = {c.case_id: c for c in kvasir.discover(src).cases}
+    for cid, noisy in _labels(ds, "labelsTr").items():
+        clean_src = cases[cid].load().label
+        at32 = core.resize_label(clean_src, (32, 32))
+        expected = core.resize_label(noise.apply_noise(at32, preset, core.rng_for(0, 4, cid)), (24, 24))
+        np.testing.assert_array_equal(noisy, expected)
+        # the clean labels do not depend on where the noise is applied
+        np.testing.assert_array_equal(_labels(ds, "labelsTr_clean")[cid], _labels(plain, "labelsTr")[cid])
+    n = _gsd(ds)["noise"]
+    assert (n["noise_at"], n["steps"], n["scaled_by"], n["notation"]) == (32, 25, 0.125, "M(25, 0.2, 0.05)")
+    assert _gsd(ds)["seed"] == 0 and "seed" in n["rng"]
+
+
+def test_custom_markov_is_the_preset_with_the_same_parameters(tmp_path):
+    """The lead's heavy regime, M(200, 0.2, 0.05) at 256² then 64², spelled both ways (here 32² → 24²)."""
+    src = make_kvasir(tmp_path / "src")
+    raw = tmp_path / "raw"
+    assert _cli("convert", "kvasir", "--source", str(src), "--id", "3", "--out", str(raw), "--size", "24",
+                "--noise", "markov", "--markov-steps", "25", "--markov-p", "0.2", "--markov-v", "0.05",
+                "--noise-at", "32") == 0
+    custom = raw / "Dataset003_KvasirSEG"
+    named = convert(kvasir.discover(src), ConvertOptions(4, out=raw, noise="S_R", size=24, noise_at=32))
+    for cid, noisy in _labels(custom, "labelsTr").items():
+        np.testing.assert_array_equal(noisy, _labels(named, "labelsTr")[cid])
+    n = _gsd(custom)["noise"]
+    assert (n["preset"], n["notation"], n["noise_at"], n["scaled_by"]) == ("markov", "M(25, 0.2, 0.05)", 32, 1.0)
+    assert (n["steps"], n["theta1"], n["theta2"]) == (25, 0.2, 0.05)
+    # a custom M(T, P, V) is never rescaled: at the output size too, T stays as given
+    out = convert(kvasir.discover(src), ConvertOptions(5, out=raw, noise="markov", markov=(7, 0.8, 0.1), size=24))
+    assert _gsd(out)["noise"]["steps"] == 7 and _gsd(out)["noise"]["noise_at"] == "output"
+
+
+def test_markov_and_noise_at_mistakes_are_one_line_errors(tmp_path, capsys):
+    src = make_kvasir(tmp_path / "src", n=3)
+    with pytest.raises(UserError, match="--markov-p is a probability"):
+        convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path, noise="markov", markov=(10, 1.5, 0.05)))
+    with pytest.raises(UserError, match="need --noise markov"):
+        convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path, noise="S_R", markov=(10, 0.5, 0.05)))
+    with pytest.raises(SystemExit):
+        _cli("convert", "kvasir", "--source", str(src), "--id", "1", "--noise-at", "big")
+    assert "must be source, output or a size in pixels, got 'big'" in capsys.readouterr().err
 
 
 def test_shenzhen_skips_unmasked_and_montgomery_images(tmp_path):
@@ -401,7 +353,8 @@ def test_help_explains_every_option(capsys):
     with pytest.raises(SystemExit):
         _cli("convert", "kvasir", "--help")
     out = capsys.readouterr().out
-    for opt in ("--source", "--id", "--noise", "--noise-at", "--seed", "--size", "--subset", "--out", "--overwrite"):
+    for opt in ("--source", "--id", "--noise", "--noise-at", "--markov-steps", "--markov-p", "--markov-v", "--seed",
+                "--size", "--subset", "--out", "--overwrite"):
         assert opt in out
     assert "masks/" in out and "M(200, 0.2, 0.05)" in out and "[source]" in out
     with pytest.raises(SystemExit):
