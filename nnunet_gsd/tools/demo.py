@@ -2,9 +2,9 @@
 
 Every step is the real console command a user would type: ``nnunet_gsd convert synthetic`` (blob
 "lesions" with simulated label noise on the training labels, clean test labels) →
-``nnUNetv2_plan_and_preprocess`` → ``nnUNetv2_train`` with stock nnU-Net
-(``nnUNetTrainerNoDeepSupervisionBudget``: nnU-Net's Dice + CE trainer without deep supervision, as
-GSD trains) and with ``nnUNetTrainerGSD``, both at the same epochs × iterations → ``nnUNetv2_predict``
+``nnUNetv2_plan_and_preprocess`` → ``nnUNetv2_train`` with stock nnU-Net (``nnUNetTrainerBudget``:
+nnU-Net's own ``nnUNetTrainer``, Dice + CE with deep supervision, with a settable budget) and with
+``nnUNetTrainerGSD``, both at the same epochs × iterations → ``nnUNetv2_predict``
 → ``nnUNetv2_evaluate_folder`` against the clean test labels. Unless ``--no-ceiling``, stock nnU-Net
 also trains on the clean training labels of the same images: the score the noise takes away.
 
@@ -31,7 +31,7 @@ from nnunet_gsd.errors import UserError
 from nnunet_gsd.tools.common import HARMLESS_NOTE, console_env, run_command
 from nnunet_gsd.utils import write_json_atomic
 
-STOCK = "nnUNetTrainerNoDeepSupervisionBudget"
+STOCK = "nnUNetTrainerBudget"
 GSD = "nnUNetTrainerGSD"
 NUM_TRAIN, NUM_TEST, SIZE = 40, 12, 64
 OVERLAY_CASES = 4
