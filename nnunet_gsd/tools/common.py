@@ -99,6 +99,7 @@ def console_env(**extra: str) -> Dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("MPLBACKEND", "Agg")
+    env.setdefault("PYTHONUNBUFFERED", "1")  # output piped into a log arrives line by line, not at exit
     env.update(extra)
     return env
 
