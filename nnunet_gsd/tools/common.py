@@ -26,7 +26,7 @@ Label = Union[int, Tuple[int, ...]]
 def load_dataset_json(location: Path) -> dict:
     """A dataset.json as a dict (``location``: the file, or the folder holding it), or a one-line UserError."""
     path = Path(location)
-    if path.is_dir() or path.name != "dataset.json" and not path.suffix == ".json":
+    if path.is_dir() or path.suffix != ".json":
         path = path / "dataset.json"
     if not path.is_file():
         raise UserError(f"{path} not found: pass an nnU-Net raw dataset folder (the one holding dataset.json, "
