@@ -35,6 +35,7 @@ class GSDSettings:
     selection: str              # "pooled" (Eq. 5 over the batch) or "per_class" (Eq. 5 within each nGT class)
     refine_confidence: float    # κ: refine a rejected pixel only if its vote's mean probability ≥ κ (0: Eq. 14)
     refine_agreement: bool      # ... and only where both networks predict the vote themselves
+    ignore_unrefined: bool      # leave rejected, unrefined pixels out of L_KT (paper: they keep nGT there)
     estimate_tau: bool          # no τ given: estimate it at the end of warm-up (noise_rate.confident_disagreement)
     warmup_fraction: float      # SGLR and KT start after this fraction of the epochs
     rho: float                  # ρ: KT pastes the foreground when its fraction is ≤ ρ
@@ -57,6 +58,10 @@ ENVIRONMENT = {
     "rho": ("nnUNet_GSD_RHO", float),
     "refine_confidence": ("nnUNet_GSD_REFINE_CONFIDENCE", float),
     "selection": ("nnUNet_GSD_SELECTION", str),
+    "ignore_unrefined": ("nnUNet_GSD_IGNORE_UNREFINED", lambda raw: _parse_bool("nnUNet_GSD_IGNORE_UNREFINED", raw)),
+    "refine_agreement": ("nnUNet_GSD_REFINE_AGREEMENT", lambda raw: _parse_bool("nnUNet_GSD_REFINE_AGREEMENT", raw)),
+    "gda_dice": ("nnUNet_GSD_GDA_DICE", lambda raw: _parse_bool("nnUNet_GSD_GDA_DICE", raw)),
+    "refinement": ("nnUNet_GSD_REFINEMENT", str),
     "keep_last_k": ("nnUNet_GSD_KEEP_LAST", int),
     "log_search_loss": ("nnUNet_GSD_LOG_SEARCH_LOSS", lambda raw: _parse_bool("nnUNet_GSD_LOG_SEARCH_LOSS", raw)),
 }

@@ -51,6 +51,7 @@ class StepSchedule:
     refinement: str          # "none", "pixel" (LR) or "superpixel" (SGLR) — "none" also during warm-up
     refine_confidence: float  # κ: refine a rejected pixel only where the vote's mean probability ≥ κ (0: Eq. 14)
     refine_agreement: bool   # ... and only where both networks' own argmax equal the vote
+    ignore_unrefined: bool   # rejected pixels that keep nGT are left out of L_KT (paper: supervised with nGT)
     use_kt: bool             # Knowledge Transfer this epoch (after warm-up)
     rho: float               # ρ of the KT masks
 
@@ -68,7 +69,7 @@ class StepSchedule:
                    gda_dice=settings.gda_dice, lam=settings.lam, selection=settings.selection,
                    refinement=settings.refinement if after_warmup else "none",
                    refine_confidence=settings.refine_confidence, refine_agreement=settings.refine_agreement,
-                   use_kt=after_warmup and settings.use_kt, rho=settings.rho)
+                   ignore_unrefined=settings.ignore_unrefined, use_kt=after_warmup and settings.use_kt, rho=settings.rho)
 
 
 @dataclass
@@ -81,6 +82,7 @@ class SelectionHalf:
     clean_mask: Tensor         # D_clean, bool (B, *spatial)
     weights: Tensor            # W(e), float (B, *spatial)
     refined: Tensor            # y, long (B, *spatial)
+    trusted: Optional[Tensor]  # pixels L_KT supervises (D_clean ∪ refined), or None: all of them
     refined_fraction: Tensor   # share of pixels whose label refinement changed
     disagreement: Tensor       # share of pixels where both networks confidently contradict nGT (τ estimate)
 
@@ -130,13 +132,14 @@ def selection_half(logits1: Tensor, logits2: Tensor, noisy: Tensor, superpixel_i
                 agree = (pixel_argmax(logits1.detach()) == proposal) & (pixel_argmax(logits2.detach()) == proposal)
             refined = confident_refinement(noisy, clean_mask, proposal, confidence, schedule.refine_confidence,
                                            agree)
+    trusted = (clean_mask | (refined != noisy)) if schedule.ignore_unrefined else None
     loss_kt = loss_gda.new_zeros(())
     if schedule.refinement != "none" and not schedule.use_kt:
         # Without KT the refined labels supervise the unmixed passes (ablation rows +LR, +SGLR) in L_KT's
         # form (W-weighted CE + Dice), at no extra network pass.
-        loss_kt = kt_loss(logits1, refined, weights, dice) + kt_loss(logits2, refined, weights, dice)
+        loss_kt = kt_loss(logits1, refined, weights, dice, trusted) + kt_loss(logits2, refined, weights, dice, trusted)
     return SelectionHalf(loss=loss_gda + loss_kt, loss_gda=loss_gda, loss_kt_unmixed=loss_kt,
-                         clean_mask=clean_mask, weights=weights, refined=refined,
+                         clean_mask=clean_mask, weights=weights, refined=refined, trusted=trusted,
                          refined_fraction=(refined != noisy).float().mean(), disagreement=disagreement)
 
 
@@ -148,6 +151,7 @@ class MixedBatch:
     view: Tensor
     labels: Tensor
     weights: Tensor
+    trusted: Optional[Tensor]
 
 
 def transfer_inputs(data: Tensor, view: Tensor, half: SelectionHalf, num_classes: int, rho: float,
@@ -155,13 +159,16 @@ def transfer_inputs(data: Tensor, view: Tensor, half: SelectionHalf, num_classes
     """Pair every sample with a random other one and paste its refined-label region onto it (Eq. 15)."""
     partner = derangement(data.shape[0], generator=generator, device=data.device)
     masks = transfer_masks(half.refined, num_classes, rho, generator=generator)
+    region = masks[:, 0]
     return MixedBatch(data=mix(data, masks, partner), view=mix(view, masks, partner),
-                      labels=mix(half.refined, masks[:, 0], partner), weights=mix(half.weights, masks[:, 0], partner))
+                      labels=mix(half.refined, region, partner), weights=mix(half.weights, region, partner),
+                      trusted=None if half.trusted is None else mix(half.trusted, region, partner))
 
 
 def transfer_losses(mixed1: Tensor, mixed2: Tensor, mixed: MixedBatch, dice: DiceFn) -> tuple[Tensor, Tensor]:
     """``(L_KT, L_cor)`` of the two networks' logits on the mixed batch (Eq. 16–18)."""
-    loss_kt = kt_loss(mixed1, mixed.labels, mixed.weights, dice) + kt_loss(mixed2, mixed.labels, mixed.weights, dice)
+    loss_kt = (kt_loss(mixed1, mixed.labels, mixed.weights, dice, mixed.trusted)
+               + kt_loss(mixed2, mixed.labels, mixed.weights, dice, mixed.trusted))
     return loss_kt, correlation_loss(mixed1, mixed2, mixed.weights)
 
 

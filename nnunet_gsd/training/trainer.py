@@ -57,6 +57,7 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
     gsd_selection: str = "per_class"
     gsd_refine_confidence: float = 0.8
     gsd_refine_agreement: bool = True
+    gsd_ignore_unrefined: bool = False
     gsd_estimate_tau: bool = True
     gsd_warmup_fraction: float = 0.3
     gsd_rho: float = 0.5
@@ -248,14 +249,20 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
                                self._tau)
 
     @property
+    def _estimates_tau(self) -> bool:
+        return self.gsd.estimate_tau and self.gsd.tau_source == "default" and self._warmup_epochs > 0
+
+    def _tau_after_warmup(self) -> float:
+        estimate = self.logger.get_value("gsd_disagreement", step=self._warmup_epochs - 1)
+        return float(min(max(estimate, 0.0), 0.5))
+
+    @property
     def _tau(self) -> float:
         """τ of this epoch: the setting, or — with no τ given and ``estimate_tau`` — the networks' confident
         disagreement with nGT averaged over the last warm-up epoch (the default τ until then)."""
-        if not (self.gsd.estimate_tau and self.gsd.tau_source == "default" and self._warmup_epochs > 0
-                and self.current_epoch >= self._warmup_epochs):
-            return self.gsd.tau
-        estimate = self.logger.get_value("gsd_disagreement", step=self._warmup_epochs - 1)
-        return float(min(max(estimate, 0.0), 0.5))
+        if self._estimates_tau and self.current_epoch >= self._warmup_epochs:
+            return self._tau_after_warmup()
+        return self.gsd.tau
 
     @property
     def _step_figure_names(self) -> tuple:
@@ -270,6 +277,10 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
         self.logger.log("gsd_tau", self._tau, epoch)
         for key in self._step_figure_names[1:]:
             self.logger.log("gsd_" + key, all_ranks_nanmean(outputs[key]), epoch)
+        if self._estimates_tau and epoch == self._warmup_epochs - 1:
+            self.print_to_log_file(f"GSD: no τ given (dataset.json or nnUNet_GSD_TAU): estimated τ = "
+                                   f"{self._tau_after_warmup():.4f} from this epoch's confident disagreement of "
+                                   f"both networks with the labels; used from the next epoch on")
         names = StepFigures.names(search=self.gsd.log_search_loss, truth=False)[1:]
         line = ", ".join(f"{k}={self.logger.get_value('gsd_' + k, step=-1):.4f}" for k in ("tau", "retention") + names)
         self.print_to_log_file(f"GSD: {line}")

@@ -21,6 +21,7 @@ class nnUNetTrainerGSDFaithful(nnUNetTrainerGSD):
     gsd_selection = "pooled"
     gsd_refine_confidence = 0.0
     gsd_refine_agreement = False
+    gsd_ignore_unrefined = False
     gsd_estimate_tau = False
 
 

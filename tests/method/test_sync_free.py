@@ -17,7 +17,7 @@ DICE = MemoryEfficientSoftDiceLoss(apply_nonlin=softmax_helper_dim1, batch_dice=
                                    ddp=False)
 SCHEDULE = step.StepSchedule(keep=0.9, epoch=3, num_epochs=10, threshold=2.0, use_gda=True, gda_dice=True, lam=0.5,
                              selection="per_class", refinement="superpixel", refine_confidence=0.8,
-                             refine_agreement=True, use_kt=True, rho=0.5)
+                             refine_agreement=True, ignore_unrefined=True, use_kt=True, rho=0.5)
 
 
 def _step(device: torch.device, spatial, num_classes: int) -> None:
