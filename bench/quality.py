@@ -144,11 +144,12 @@ def arms_of(args) -> List[Arm]:
     arms = []
     for r in args.regimes:
         clean = "clean" if r != "clean" else "noisy"  # the clean regime's "noisy" dataset is clean already
-        arms += [Arm("stock_clean", r, STOCK, clean), Arm("stock_noisy", r, STOCK, "noisy"),
-                 Arm("gsd_noisy", r, GSD, "noisy")]
+        # run order = this order (regimes as given): the long GSD runs first, so both lanes stay busy to the end
+        arms.append(Arm("gsd_noisy", r, GSD, "noisy"))
         if r == "heavy_S_R" and not args.no_faithful:
             arms.append(Arm("gsd_faithful", r, FAITHFUL, "noisy"))
         arms += [Arm(name, r, trainer, "noisy", env) for name, trainer, env in args.variants]
+        arms += [Arm("stock_noisy", r, STOCK, "noisy"), Arm("stock_clean", r, STOCK, clean)]
     return arms
 
 
@@ -396,7 +397,9 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
                                     f"pixels wrong" if dnc is not None else " — clean labels"), "",
                   "| arm | trainer | test Dice % | Δ vs stock_noisy | recovered | selection prec. | noisy acc. | "
                   "refined acc. | τ̂ % | train s |", "|---|---|---|---|---|---|---|---|---|---|"]
-        here = {a.name: a for a in arms if a.regime == regime}
+        fixed = ("stock_clean", "stock_noisy", "gsd_noisy", "gsd_faithful")
+        here = {a.name: a for a in sorted((a for a in arms if a.regime == regime),
+                                          key=lambda a: fixed.index(a.name) if a.name in fixed else len(fixed))}
         base = runs.get(here["stock_noisy"].run_key(args), {})
         ceil = runs.get(here["stock_clean"].run_key(args), {})
         for name, arm in here.items():

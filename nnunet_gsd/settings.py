@@ -34,7 +34,7 @@ class GSDSettings:
     gda_dice: bool              # add nnU-Net's soft Dice on D_clean to L_GDA (ours; paper: CE + KL only)
     selection: str              # "pooled" (Eq. 5 over the batch) or "per_class" (Eq. 5 within each nGT class)
     refine_confidence: float    # κ: refine a rejected pixel only if its vote's mean probability ≥ κ (0: Eq. 14)
-    refine_agreement: bool      # ... and only where both networks predict the vote themselves
+    refine_majority: bool       # SGLR: ... and only where the vote is also the superpixel's majority nGT label
     ignore_unrefined: bool      # leave rejected, unrefined pixels out of L_KT (paper: they keep nGT there)
     estimate_tau: bool          # no τ given: estimate it at the end of warm-up (noise_rate.confident_disagreement)
     warmup_fraction: float      # SGLR and KT start after this fraction of the epochs
@@ -59,7 +59,7 @@ ENVIRONMENT = {
     "refine_confidence": ("nnUNet_GSD_REFINE_CONFIDENCE", float),
     "selection": ("nnUNet_GSD_SELECTION", str),
     "ignore_unrefined": ("nnUNet_GSD_IGNORE_UNREFINED", lambda raw: _parse_bool("nnUNet_GSD_IGNORE_UNREFINED", raw)),
-    "refine_agreement": ("nnUNet_GSD_REFINE_AGREEMENT", lambda raw: _parse_bool("nnUNet_GSD_REFINE_AGREEMENT", raw)),
+    "refine_majority": ("nnUNet_GSD_REFINE_MAJORITY", lambda raw: _parse_bool("nnUNet_GSD_REFINE_MAJORITY", raw)),
     "gda_dice": ("nnUNet_GSD_GDA_DICE", lambda raw: _parse_bool("nnUNet_GSD_GDA_DICE", raw)),
     "refinement": ("nnUNet_GSD_REFINEMENT", str),
     "keep_last_k": ("nnUNet_GSD_KEEP_LAST", int),

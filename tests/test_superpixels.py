@@ -180,15 +180,25 @@ def test_superpixel_vote_gives_label_and_mean_probability():
 
 def test_confident_refinement_keeps_weak_votes():
     """A rejected pixel takes ŷ only with a confident vote that both networks share; the paper's rule is
-    κ = 0 without the agreement test."""
+    κ = 0 without a gate."""
     from nnunet_gsd.method.superpixels import confident_refinement
     noisy = torch.tensor([0, 0, 1, 1, 1])
     clean_mask = torch.tensor([True, False, False, False, False])
     proposal = torch.tensor([1, 1, 0, 0, 0])
     confidence = torch.tensor([0.99, 0.6, 0.95, 0.95, 0.81])
-    agree = torch.tensor([True, True, True, False, True])
-    refined = confident_refinement(noisy, clean_mask, proposal, confidence, 0.8, agree)
-    # selected: nGT; weak vote: nGT; confident + agreeing: ŷ; disagreeing: nGT; just above κ: ŷ
+    gate = torch.tensor([True, True, True, False, True])
+    refined = confident_refinement(noisy, clean_mask, proposal, confidence, 0.8, gate)
+    # selected: nGT; weak vote: nGT; confident and gated: ŷ; gate closed: nGT; just above κ: ŷ
     assert refined.tolist() == [0, 0, 0, 1, 0]
     assert torch.equal(confident_refinement(noisy, clean_mask, proposal, confidence, 0.0),
                        refine_labels(noisy, clean_mask, proposal))
+
+
+def test_superpixel_majority_gate():
+    """The labels' own vote per superpixel: a pixel labelled against its region's majority is flagged."""
+    from nnunet_gsd.method.superpixels import superpixel_majority
+    labels = torch.tensor([[0, 1, 1, 1, 0, 0]])
+    ids = torch.tensor([[1, 1, 1, 1, 2, 0]])  # superpixel 1: 0,1,1,1 → 1; superpixel 2: 0 → 0; id 0 keeps its own
+    assert superpixel_majority(labels, ids, 2).tolist() == [[1, 1, 1, 1, 0, 0]]
+    labels3 = torch.tensor([[2, 2, 1, 0]])
+    assert superpixel_majority(labels3, torch.ones(1, 4, dtype=torch.long), 3).tolist() == [[2, 2, 2, 2]]

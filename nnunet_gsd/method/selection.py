@@ -119,19 +119,19 @@ def class_balanced_small_loss_mask(loss: Tensor, labels: Tensor, keep_fraction: 
     Returns:
         Bool tensor shaped like ``loss``.
 
-    Method: sort by loss, then stably by class, so each class is one run ordered by loss; a pixel's rank
-    in its class is its position minus the run's start (from per-class counts).
+    Method: one sort by the key ``class · (span + 1) + (loss − min)`` (float64, span = max − min of the
+    losses) groups the pixels by class, each group ordered by loss; a pixel's rank in its class is its
+    position minus the group's start (from per-class counts). Nothing leaves the device.
     """
     flat = loss.detach().reshape(-1)
     lab = labels.reshape(-1).long().clamp(0, num_classes - 1)
     n = flat.numel()
-    by_loss = torch.argsort(flat)
-    by_class = torch.sort(lab[by_loss], stable=True)
-    order = by_loss[by_class.indices]                       # pixels grouped by class, loss ascending
+    shifted = flat.double() - flat.min().double()
+    order = torch.sort(lab.double() * (shifted.max() + 1.0) + shifted).indices   # grouped by class, loss ascending
+    grouped = lab[order]
     counts = torch.zeros(num_classes, dtype=torch.long, device=flat.device).scatter_add_(
         0, lab, torch.ones_like(lab))
     starts = torch.cumsum(counts, 0) - counts
-    grouped = by_class.values
     rank = torch.arange(n, device=flat.device) - starts[grouped]
     k = torch.floor(counts.double() * float(keep_fraction) + 0.5).long().clamp_min(1)
     k = torch.minimum(k, counts)

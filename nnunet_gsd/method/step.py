@@ -25,7 +25,8 @@ from .gda import clipped_boundary_distance, gda_loss, gda_weights
 from .losses import correlation_loss, kt_loss
 from .noise_rate import confident_disagreement, search_loss
 from .selection import class_balanced_small_loss_mask, pick_loss, retention_rate, small_loss_mask
-from .superpixels import (confident_refinement, fuse_probabilities, pixel_argmax, superpixel_vote)
+from .superpixels import (confident_refinement, fuse_probabilities, pixel_argmax, superpixel_majority,
+                          superpixel_vote)
 from .transfer import derangement, mix, transfer_masks
 
 __all__ = ["StepSchedule", "SelectionHalf", "MixedBatch", "StepFigures", "selection_half", "transfer_inputs",
@@ -49,7 +50,7 @@ class StepSchedule:
     selection: str           # "pooled" (Eq. 5, one ranking over the batch) or "per_class" (within each nGT class)
     refinement: str          # "none", "pixel" (LR) or "superpixel" (SGLR) — "none" also during warm-up
     refine_confidence: float  # κ: refine a rejected pixel only where the vote's mean probability ≥ κ (0: Eq. 14)
-    refine_agreement: bool   # ... and only where both networks' own argmax equal the vote
+    refine_majority: bool    # SGLR: ... and only where the vote equals the superpixel's majority nGT label
     ignore_unrefined: bool   # rejected pixels that keep nGT are left out of L_KT (paper: supervised with nGT)
     use_kt: bool             # Knowledge Transfer this epoch (after warm-up)
     rho: float               # ρ of the KT masks
@@ -67,7 +68,7 @@ class StepSchedule:
                    epoch=epoch, num_epochs=num_epochs, threshold=threshold, use_gda=settings.use_gda,
                    gda_dice=settings.gda_dice, lam=settings.lam, selection=settings.selection,
                    refinement=settings.refinement if after_warmup else "none",
-                   refine_confidence=settings.refine_confidence, refine_agreement=settings.refine_agreement,
+                   refine_confidence=settings.refine_confidence, refine_majority=settings.refine_majority,
                    ignore_unrefined=settings.ignore_unrefined, use_kt=after_warmup and settings.use_kt,
                    rho=settings.rho)
 
@@ -127,11 +128,11 @@ def selection_half(logits1: Tensor, logits2: Tensor, noisy: Tensor, superpixel_i
             else:
                 proposal = pixel_argmax(fused)
                 confidence = fused.gather(1, proposal[:, None])[:, 0]
-            agree = None
-            if schedule.refine_agreement:
-                agree = (pixel_argmax(logits1.detach()) == proposal) & (pixel_argmax(logits2.detach()) == proposal)
+            gate = None
+            if schedule.refine_majority and schedule.refinement == "superpixel":
+                gate = proposal == superpixel_majority(noisy, superpixel_ids, num_classes)
             refined = confident_refinement(noisy, clean_mask, proposal, confidence, schedule.refine_confidence,
-                                           agree)
+                                           gate)
     trusted = (clean_mask | (refined != noisy)) if schedule.ignore_unrefined else None
     loss_kt = loss_gda.new_zeros(())
     if schedule.refinement != "none" and not schedule.use_kt:

@@ -23,6 +23,7 @@ __all__ = [
     "refine_labels",
     "superpixel_vote",
     "confident_refinement",
+    "superpixel_majority",
 ]
 
 #: ids are split as ``id = hi · ID_BASE + lo`` so both parts fit nnU-Net's int16 segmentation.
@@ -302,23 +303,37 @@ def refine_labels(noisy: Tensor, clean_mask: Tensor, proposal: Tensor) -> Tensor
 
 
 def confident_refinement(noisy: Tensor, clean_mask: Tensor, proposal: Tensor, confidence: Tensor,
-                         min_confidence: float, agree: Tensor | None = None) -> Tensor:
+                         min_confidence: float, gate: Tensor | None = None) -> Tensor:
     """Eq. 14, replacing a rejected pixel's label only where the evidence for ŷ is strong.
 
-    ``y = nGT`` on D_clean and wherever ``confidence < min_confidence`` or (with ``agree``) the two
-    networks do not both predict ŷ; ``y = ŷ`` elsewhere. With ``min_confidence = 0`` and no ``agree`` this
-    is exactly :func:`refine_labels` (the paper's rule). Why: a rejected pixel is rejected because of its
-    loss, which under-trained networks also produce on *correct* labels; overwriting it with a weak vote
-    turns more right labels wrong than wrong ones right (measured in bench/results/quality-64.md).
+    ``y = nGT`` on D_clean, wherever ``confidence < min_confidence``, and (with ``gate``) wherever the gate
+    is False; ``y = ŷ`` elsewhere. With ``min_confidence = 0`` and no gate this is exactly
+    :func:`refine_labels` (the paper's rule). Why: a pixel is rejected for its loss, which under-trained
+    networks also produce on *correct* labels; overwriting every rejected pixel turns more right labels
+    wrong than wrong ones right (bench/results/refinement-audit-64.md).
 
     Args:
         noisy, clean_mask, proposal: as in :func:`refine_labels`.
         confidence: ``(B, *spatial)`` strength of ŷ (e.g. from :func:`superpixel_vote`).
         min_confidence: κ ∈ [0, 1].
-        agree: optional bool ``(B, *spatial)``: both networks' own argmax equal ŷ.
+        gate: optional bool ``(B, *spatial)``, e.g. ``ŷ == superpixel_majority(nGT)``.
     """
     with torch.no_grad():
         keep = clean_mask | (confidence < min_confidence)
-        if agree is not None:
-            keep = keep | ~agree
+        if gate is not None:
+            keep = keep | ~gate
         return torch.where(keep, noisy.long(), proposal.long())
+
+
+def superpixel_majority(labels: Tensor, ids: Tensor, num_classes: int) -> Tensor:
+    """Each pixel's superpixel's most frequent label (ties: the lower class), ``(B, *spatial)`` long.
+
+    The labels' own superpixel vote. Used as SGLR's gate (ours): a rejected pixel takes the networks'
+    vote ŷ only where ŷ is also what most of its superpixel is labelled — the pixel contradicts both the
+    networks and its own region's labels. Pixels with id 0 keep their own label.
+    """
+    with torch.no_grad():
+        onehot = torch.nn.functional.one_hot(labels.long().clamp(0, num_classes - 1), num_classes)
+        sums, dense = _superpixel_sums(onehot.movedim(-1, 1).float(), ids, None, with_counts=False)
+        out = _class_argmax(sums, 0).gather(0, dense.reshape(-1)).view(labels.shape)
+        return torch.where(ids.long() <= 0, labels.long(), out)

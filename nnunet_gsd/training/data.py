@@ -57,7 +57,7 @@ class TargetLayout:
 
 
 def _atomic_save(path: str, array: np.ndarray) -> None:
-    tmp = path + ".tmp.npy"
+    tmp = f"{path}.tmp-{os.getpid()}.npy"  # unique: two trainings on one dataset may build the cache at once
     np.save(tmp, array)
     os.replace(tmp, path)
 
@@ -71,7 +71,7 @@ def _cache_is_current(folder: str, params: dict) -> bool:
 
 
 def _write_params(folder: str, params: dict) -> None:
-    tmp = join(folder, "params.json.tmp")
+    tmp = join(folder, f"params.json.tmp-{os.getpid()}")
     with open(tmp, "w") as f:
         json.dump(params, f, indent=1)
     os.replace(tmp, join(folder, "params.json"))

@@ -55,9 +55,9 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
     gsd_use_kt: bool = True
     gsd_gda_dice: bool = True
     gsd_selection: str = "per_class"
-    gsd_refine_confidence: float = 0.8
-    gsd_refine_agreement: bool = True
-    gsd_ignore_unrefined: bool = False
+    gsd_refine_confidence: float = 0.0
+    gsd_refine_majority: bool = True
+    gsd_ignore_unrefined: bool = True
     gsd_estimate_tau: bool = True
     gsd_warmup_fraction: float = 0.3
     gsd_rho: float = 0.5

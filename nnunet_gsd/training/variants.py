@@ -20,7 +20,7 @@ class nnUNetTrainerGSDFaithful(nnUNetTrainerGSD):
     gsd_gda_dice = False
     gsd_selection = "pooled"
     gsd_refine_confidence = 0.0
-    gsd_refine_agreement = False
+    gsd_refine_majority = False
     gsd_ignore_unrefined = False
     gsd_estimate_tau = False
 

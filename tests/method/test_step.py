@@ -43,7 +43,7 @@ def batch(b: int, spatial, num_classes: int, boundary: bool = True):
 def schedule(after_warmup: bool, refinement="superpixel", use_kt=True, **kw) -> StepSchedule:
     base = dict(keep=0.9, epoch=5, num_epochs=10, threshold=2.0, use_gda=True, gda_dice=True, lam=0.5,
                 selection="per_class", refinement=refinement if after_warmup else "none", refine_confidence=0.8,
-                refine_agreement=True, ignore_unrefined=True, use_kt=after_warmup and use_kt, rho=0.5)
+                refine_majority=True, ignore_unrefined=True, use_kt=after_warmup and use_kt, rho=0.5)
     base.update(kw)
     return StepSchedule(**base)
 

@@ -17,7 +17,7 @@ DICE = MemoryEfficientSoftDiceLoss(apply_nonlin=softmax_helper_dim1, batch_dice=
                                    ddp=False)
 SCHEDULE = step.StepSchedule(keep=0.9, epoch=3, num_epochs=10, threshold=2.0, use_gda=True, gda_dice=True, lam=0.5,
                              selection="per_class", refinement="superpixel", refine_confidence=0.8,
-                             refine_agreement=True, ignore_unrefined=True, use_kt=True, rho=0.5)
+                             refine_majority=True, ignore_unrefined=True, use_kt=True, rho=0.5)
 
 
 def _step(device: torch.device, spatial, num_classes: int) -> None:
@@ -30,7 +30,7 @@ def _step(device: torch.device, spatial, num_classes: int) -> None:
     enc = torch.stack([ids // 32768, ids % 32768], dim=1).to(torch.int16)
     xv = views.weak_intensity_view(x)
     for schedule in (SCHEDULE, dataclasses.replace(SCHEDULE, selection="pooled", refinement="pixel", use_kt=False,
-                                                   refine_agreement=False, gda_dice=False)):
+                                                   refine_majority=False, gda_dice=False)):
         l1 = torch.randn(b, num_classes, *spatial, device=device)
         l2 = torch.randn(b, num_classes, *spatial, device=device)
         half = step.selection_half(l1, l2, y, superpixels.decode_ids(enc), schedule, DICE)
