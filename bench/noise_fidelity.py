@@ -5,7 +5,9 @@ resize; or at the output size), prints the mean Dice(nGT, GT) at 256² over the 
 Table 3. The per-case random streams are those of ``nnunet_gsd convert kvasir`` (same seed, same
 case ids), so the "default" rows equal the ``dice_vs_clean`` that a conversion records.
 
-    PYTHONPATH=. .venv/bin/python bench/noise_fidelity.py --source ../shared/data/Kvasir-SEG --split train
+    .venv/bin/python bench/noise_fidelity.py --source PATH/Kvasir-SEG --split train
+
+Kvasir-SEG is downloaded by you: docs/datasets.md says where from and which folder to pass.
 """
 from __future__ import annotations
 
@@ -16,13 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from dataset_conversion import core, kvasir, noise
+from nnunet_gsd.errors import UserError
 
 TABLE3 = {"S_R": 84.97, "S_E": 88.61, "S_DE": 76.14}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--source", type=Path, default=Path("../shared/data/Kvasir-SEG"))
+    ap.add_argument("--source", type=Path, required=True,
+                    help="your Kvasir-SEG download, the folder holding images/ and masks/ (docs/datasets.md)")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split", choices=("train", "all"), default="train",
@@ -70,4 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except UserError as e:
+        raise SystemExit(f"noise_fidelity.py: error: {e}") from None

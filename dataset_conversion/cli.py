@@ -48,7 +48,7 @@ def _noise_at(text: str) -> str | int:
 
 
 def _preset_epilog(key: str, module: ModuleType) -> str:
-    lines = ["expected source tree:", *("  " + l for l in module.EXPECTED_TREE.rstrip().splitlines())]
+    lines = ["expected source tree:", *("  " + line for line in module.EXPECTED_TREE.rstrip().splitlines())]
     if key in noise_mod.PRESETS:
         lines += ["", "noise presets (Table 3; default --noise-at in brackets):"]
         lines += [f"  {n:5s} {p.describe():18s} [{p.noise_at}]" for n, p in noise_mod.PRESETS[key].items()]
@@ -88,7 +88,7 @@ def _add_common(p: argparse.ArgumentParser, key: str, multi: bool) -> None:
     p.add_argument("--id", dest="dataset_id", type=int, required=True, metavar="N",
                    help="nnU-Net dataset id (1-999): writes DatasetNNN_<Name>")
     p.add_argument("--noise", default="none", choices=("none", "S_R", "S_E", "S_DE", "markov"),
-                   help="simulated training-label noise (SPEC §4): S_R shrinks (under-annotation), S_E grows "
+                   help="simulated training-label noise (docs/noise.md): S_R shrinks (under-annotation), S_E grows "
                         "(over-annotation), S_DE erodes or dilates, markov = M(T, P, V) with the --markov-* "
                         "values; clean labels go to labelsTr_clean/"
                         + (" (not offered for multi-rater sets)" if multi else "") + " (default none)")

@@ -39,7 +39,7 @@ noise               ``null``, or ``preset`` (S_R/S_E/S_DE), ``kind``, ``notation
                     ``pixel_noise_rate`` (fraction of training pixels whose label changed)
 raters              ``null``, or ``mode`` (A1…An or sample), ``available`` raters,
                     ``assignment`` {case: rater}, ``test_consensus`` ("majority")
-tau                 forget rate (SPEC §5): the pixel noise rate for simulated noise; 15 % of the
+tau                 forget rate (docs/decisions.md §8): the pixel noise rate for simulated noise; 15 % of the
                     training foreground proportion for multi-rater sets; 0 for clean labels
 tau_source          how ``tau`` was obtained
 foreground_fraction mean fraction of foreground pixels in the training labels
@@ -476,7 +476,8 @@ def convert(discovery: Discovery, opts: ConvertOptions, dataset_key: str | None 
     if spec.multi_rater:
         rater_mode = opts.raters or "sample"
         if rater_mode != "sample" and rater_mode not in discovery.raters:
-            raise UserError(f"--raters {rater_mode}: this dataset has raters {', '.join(discovery.raters)} (or use sample)")
+            raise UserError(f"--raters {rater_mode}: this dataset has raters {', '.join(discovery.raters)} "
+                            f"(or use sample)")
     elif opts.raters:
         raise UserError(f"--raters applies to multi-rater datasets (lidc, mmis2024), not {key}")
     if opts.size is not None and opts.size < 8:
@@ -566,7 +567,8 @@ def convert(discovery: Discovery, opts: ConvertOptions, dataset_key: str | None 
         bar.close()
 
         if empty:
-            warn(f"{len(empty)} case(s) have an empty mask (kept): {', '.join(empty[:5])}{' …' if len(empty) > 5 else ''}")
+            more = " …" if len(empty) > 5 else ""
+            warn(f"{len(empty)} case(s) have an empty mask (kept): {', '.join(empty[:5])}{more}")
         fg_frac = fg / total if total else 0.0
         gsd: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
@@ -587,12 +589,13 @@ def convert(discovery: Discovery, opts: ConvertOptions, dataset_key: str | None 
                             "rng": f"numpy default_rng([seed, {_TAG_NOISE}, crc32(case_id)]) per case",
                             "dice_vs_clean": float(np.mean(dices)) if dices else 1.0,
                             "pixel_noise_rate": noise_rate}
-            gsd["tau"], gsd["tau_source"] = noise_rate, "pixel_noise_rate (SPEC §5)"
+            gsd["tau"], gsd["tau_source"] = noise_rate, "pixel_noise_rate (docs/decisions.md §8)"
             gsd["clean_labels"] = "labelsTr_clean"
         elif spec.multi_rater:
             gsd["raters"] = {"mode": rater_mode, "available": discovery.raters, "assignment": assignment,
-                             "test_consensus": "majority", "test_rater_folders": [f"labelsTs_{r}" for r in discovery.raters]}
-            gsd["tau"], gsd["tau_source"] = 0.15 * fg_frac, "0.15 x training foreground fraction (SPEC §5)"
+                             "test_consensus": "majority",
+                             "test_rater_folders": [f"labelsTs_{r}" for r in discovery.raters]}
+            gsd["tau"], gsd["tau_source"] = 0.15 * fg_frac, "0.15 x training foreground fraction (docs/decisions.md §8)"
         else:
             gsd["tau"], gsd["tau_source"] = 0.0, "clean labels"
         gsd["empty_masks"] = empty
@@ -629,7 +632,8 @@ def _check_image(s: Sample, spec: DatasetSpec, case: Case, role: str) -> None:
                         f"({', '.join(spec.channel_names.values())})")
 
 
-def _resized_spacing(spacing: tuple[float, ...] | None, old: Sequence[int], new: Sequence[int]) -> tuple[float, ...] | None:
+def _resized_spacing(spacing: tuple[float, ...] | None, old: Sequence[int],
+                     new: Sequence[int]) -> tuple[float, ...] | None:
     if spacing is None:
         return None
     return tuple(float(s) * o / n for s, o, n in zip(spacing, old, new))

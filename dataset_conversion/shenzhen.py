@@ -33,9 +33,9 @@ def _mask_stem(stem: str) -> str:
 
 
 def discover(source: Path) -> Discovery:
-    root = next((source / l for l in _LAYOUTS if (source / l / "CXR_png").is_dir()), None)
+    root = next((source / layout for layout in _LAYOUTS if (source / layout / "CXR_png").is_dir()), None)
     if root is None:
-        root = find_dir(source, [l + "/CXR_png" for l in _LAYOUTS], EXPECTED_TREE, "CXR_png").parent
+        root = find_dir(source, [layout + "/CXR_png" for layout in _LAYOUTS], EXPECTED_TREE, "CXR_png").parent
     images = list_files(root / "CXR_png", (".png",))
     masks = list_files(find_dir(root, ["masks", "mask"], EXPECTED_TREE, "masks"), (".png",))
     notes = []

@@ -1,6 +1,6 @@
 """Every setting of the GSD trainers in one table: one reader, one error style, one record per run.
 
-Where a value comes from, lowest priority first (SPEC §5 for τ):
+Where a value comes from, lowest priority first (τ: docs/decisions.md §8):
 
 1. the default in :data:`SETTINGS`;
 2. dataset.json ``"gsd": {...}`` — only for settings with a ``dataset_key`` (τ). nnU-Net trains from the
@@ -102,7 +102,7 @@ class Setting:
 
 
 SETTINGS: Tuple[Setting, ...] = (
-    # --- the method (SPEC §2, §5)
+    # --- the method (docs/method.md, docs/decisions.md)
     Setting("tau", float, 0.05, between(0, 1, high_open=True, why="the expected fraction of noisy pixels"),
             "forget rate τ of R(e) (Eq. 6)", env="nnUNet_GSD_TAU", dataset_key="tau"),
     Setting("lam", float, 0.5, at_least(0), "λ of the symmetric KL term in L_pick (Eq. 4)", env="nnUNet_GSD_LAMBDA"),
@@ -133,8 +133,8 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("rho", float, 0.5, between(0, 1, low_open=True), "ρ: KT pastes the foreground when its fraction ≤ ρ",
             env="nnUNet_GSD_RHO"),
     Setting("slic_segments_per_256sq", int, 1024, at_least(1), "SLIC n_segments per 256² pixels (scaled by area)"),
-    Setting("slic_compactness", float, 10.0, positive(), "SLIC compactness (SPEC §2.4)"),
-    Setting("slic_sigma", float, 1.0, at_least(0), "SLIC Gaussian smoothing σ (SPEC §2.4)"),
+    Setting("slic_compactness", float, 10.0, positive(), "SLIC compactness (docs/decisions.md §5)"),
+    Setting("slic_sigma", float, 1.0, at_least(0), "SLIC Gaussian smoothing σ (docs/decisions.md §5)"),
     # --- the budget; unset keeps the trainer's own (nnU-Net: 1000 epochs × 250 iterations, 50 validation)
     Setting("num_epochs", int, None, at_least(1), "training epochs", env="nnUNet_GSD_NUM_EPOCHS",
             group="budget", may_change_on_resume=True),
@@ -173,12 +173,12 @@ class GSDSettings:
         raise AttributeError(f"no setting {name!r} was resolved for this trainer (settings: {sorted(values)})")
 
     @classmethod
-    def from_values(cls, groups: Sequence[str] = GROUPS, **values: Any) -> "GSDSettings":
+    def from_values(cls, groups: Sequence[str] = GROUPS, **values: Any) -> GSDSettings:
         """Defaults with ``values`` set like class attributes, validated (for code and tests that need settings)."""
         attrs = {SETTING[n].attribute if n in SETTING else n: (v, "GSDSettings.from_values") for n, v in values.items()}
         return resolve_settings(attrs, env={}, groups=groups)
 
-    def replace(self, name: str, value: Any, source: str) -> "GSDSettings":
+    def replace(self, name: str, value: Any, source: str) -> GSDSettings:
         return dataclasses.replace(self, values={**self.values, name: value}, sources={**self.sources, name: source})
 
     def summary(self) -> str:

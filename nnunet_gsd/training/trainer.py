@@ -1,4 +1,4 @@
-"""nnUNetTrainerGSD: GSD-Net (SPEC §2–§3) composed from ``nnunet_gsd.method`` in nnU-Net's lifecycle.
+"""nnUNetTrainerGSD: GSD-Net (docs/method.md) composed from ``nnunet_gsd.method`` in nnU-Net's lifecycle.
 
 Everything nnU-Net does stays nnU-Net's: plans, preprocessing, augmentation, data loading, the
 optimizer, poly LR schedule, gradient clipping, validation, checkpoints, the logger. This class adds
@@ -61,7 +61,7 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         except UserError as e:
             raise SystemExit(f"{self.__class__.__name__}: {e}") from None
         super().__init__(plans, configuration, fold, dataset_json, device)
-        # The GSD terms are defined at full resolution (SPEC §2, deep supervision).
+        # The GSD terms are defined at full resolution (docs/decisions.md §1, deep supervision).
         self.enable_deep_supervision = False
         self.layout: Optional[TargetLayout] = None
         self._dice = None

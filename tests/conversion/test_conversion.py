@@ -286,7 +286,7 @@ def test_subsets_are_nested_and_leave_the_test_set_alone(tmp_path):
     full = _gsd(convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path / "f")))
     half = _gsd(convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path / "h", subset=0.5)))
     quarter = _gsd(convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path / "q", subset=0.25)))
-    assert len(full["split"]["train"]) == 14 and len(half["split"]["train"]) == 7 and len(quarter["split"]["train"]) == 4
+    assert [len(s["split"]["train"]) for s in (full, half, quarter)] == [14, 7, 4]
     assert set(quarter["split"]["train"]) <= set(half["split"]["train"]) <= set(full["split"]["train"])
     assert full["split"]["test"] == half["split"]["test"] == quarter["split"]["test"]
     assert half["split"]["n_train_available"] == 14
