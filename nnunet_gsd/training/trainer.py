@@ -186,13 +186,9 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
             self.optimizer.step()
 
     def train_step(self, batch: dict) -> dict:
-        """One GSD iteration (Algorithm 1; the method is :mod:`nnunet_gsd.method.step`).
-
-        The refined labels, weights and masks that link the two halves carry no gradient, so the gradient
-        of L_GDA + L_KT + L_cor is the sum of two backward passes. Running the first before the KT passes
-        frees the activations of passes 1–2 first: peak memory of two passes, not four, same gradients.
-        Under DDP the first backward runs in ``no_sync``, so gradients are all-reduced once per step.
-        """
+        """One GSD iteration (Algorithm 1, :mod:`nnunet_gsd.method.step`). The halves are linked only by
+        gradient-free labels and weights, so two backward passes give the gradient of L_GDA + L_KT + L_cor at
+        the peak memory of two passes; under DDP the first runs in ``no_sync`` (one all-reduce per step)."""
         timer, schedule = self._timer, self._schedule()
         with timer.phase("to_device"):
             data = batch["data"].to(self.device, non_blocking=True)
