@@ -15,8 +15,8 @@ from nnunet_gsd.errors import UserError
 #: (module, description) of every sub-command, in the order ``--help`` lists them.
 SUBCOMMANDS = [
     ("nnunet_gsd.tools.demo", "the whole pipeline on a small generated noisy dataset (CPU, minutes)"),
-    ("dataset_conversion.cli", "convert a public dataset (or generate a synthetic one) to nnU-Net raw format"),
-    ("dataset_conversion.preview", "PNG grid of image, clean and noisy contours of a converted dataset"),
+    ("nnunet_gsd.dataset_conversion.cli", "convert a public dataset (or generate a synthetic one) to nnU-Net raw format"),
+    ("nnunet_gsd.dataset_conversion.preview", "PNG grid of image, clean and noisy contours of a converted dataset"),
     ("nnunet_gsd.tools.evaluate_raters", "Dice of predictions against every rater's test labels"),
     ("nnunet_gsd.tools.last_k", "the paper's protocol: predict with the last K epochs' weights, mean ± std Dice"),
     ("nnunet_gsd.tools.search_tau", "choose the forget rate tau by short trainings (paper Eq. 20)"),

@@ -12,6 +12,7 @@ import dataclasses
 import os
 from typing import Any, Callable, Mapping, Optional
 
+from nnunet_gsd.dataset_conversion.provenance import from_dataset_json
 from nnunet_gsd.errors import UserError
 
 REFINEMENTS = ("none", "pixel", "superpixel")
@@ -98,13 +99,9 @@ def resolve_settings(attrs: Callable[[str], Any], dataset_json: Mapping[str, Any
     if _from_env("tau", env) is not None:
         tau_source = "nnUNet_GSD_TAU"
     elif values["tau"] is None:
-        dataset_tau = (dataset_json.get("gsd") or {}).get("tau")
+        dataset_tau = from_dataset_json(dataset_json).tau
         if dataset_tau is not None:
-            try:
-                values["tau"], tau_source = float(dataset_tau), 'dataset.json "gsd": {"tau"}'
-            except (TypeError, ValueError):
-                raise UserError(f'dataset.json "gsd": {{"tau": {dataset_tau!r}}} is not a number; fix it or '
-                                f"set nnUNet_GSD_TAU") from None
+            values["tau"], tau_source = dataset_tau, 'dataset.json "gsd": {"tau"}'
         else:
             values["tau"], tau_source = DEFAULT_TAU, "default"
 

@@ -5,9 +5,8 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+from nnunet_gsd.dataset_conversion import brats2020, mmis2024
 from PIL import Image
-
-from dataset_conversion import brats2020, mmis2024
 
 
 def _ellipse(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
+from nnunet_gsd.dataset_conversion import provenance
 from nnunet_gsd.tools.common import console_env, run_command
 
 
@@ -73,8 +74,7 @@ def run_demo(args: argparse.Namespace) -> int:
           ["nnUNetv2_evaluate_folder", str(raw_folder / "labelsTs"), str(predictions),
            "-djfile", str(predictions / "dataset.json"), "-pfile", str(predictions / "plans.json")], env)
     summary = json.loads((predictions / "summary.json").read_text())
-    provenance = json.loads((raw_folder / "dataset.json").read_text()).get("gsd", {})
-    noise = provenance.get("noise", {})
+    noise = provenance.read(raw_folder).noise or {}
     results = work / "nnUNet_results" / raw_folder.name / "nnUNetTrainerGSD__nnUNetPlans__2d" / "fold_0"
     print(f"\nDemo finished in {time.time() - started:.0f} s.")
     if "dice_vs_clean" in noise:

@@ -27,6 +27,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from nnunet_gsd.dataset_conversion import provenance
 from nnunet_gsd.errors import UserError
 from nnunet_gsd.tools.common import (case_ids, foreground_dice, load_dataset_json, markdown_table, nanmean,
                                      reader_writer, require_folder, write_json, foreground_labels)
@@ -104,7 +105,7 @@ def evaluate(pred_dir: Path, raw_dir: Path, raters: Optional[Sequence[str]] = No
         raise UserError(f"{raw_dir}/dataset.json has no 'file_ending'; add it (e.g. \".png\")")
     folders = rater_folders(raw_dir, raters)
     labels = foreground_labels(dataset_json)
-    slice_map = (dataset_json.get("gsd") or {}).get("test_slices")
+    slice_map = provenance.from_dataset_json(dataset_json, str(raw_dir / "dataset.json")).test_slices
     cases = sorted(set().union(*(case_ids(f, ending) for f in folders.values())))
     if not cases:
         raise UserError(f"the rater folders of {raw_dir} hold no {ending} files")
