@@ -1,57 +1,87 @@
-"""What GSD buys: test Dice under simulated label noise on the real Kvasir-SEG (not a test).
+"""Does GSD beat stock nnU-Net under label noise, and never lose on clean labels? (not a test)
 
-    .venv/bin/python bench/quality.py --background            # default: 64², 7 arms, ~1 h on 2 CPU cores
-    .venv/bin/python bench/quality.py --size 256 --epochs 100 --iterations 250 --batch 16 --device cuda
+    .venv/bin/python bench/quality.py --source /data/Kvasir-SEG --background     # the decisive table (CPU, hours)
+    .venv/bin/python bench/quality.py --source /data/Kvasir-SEG --regimes heavy_S_R --iterations 300 \\
+        --variant conf09:nnUNet_GSD_REFINE_CONFIDENCE=0.9                        # explore a setting, cheaply
 
-Arms (same plans, same budget, same fold for all): nnU-Net's one-network Dice+CE baseline
-(``nnUNetTrainerNoDeepSupervisionBudget``) on clean labels (the ceiling) and on S_R / S_E / S_DE labels,
-and ``nnUNetTrainerGSD`` on S_R / S_E / S_DE labels; ``--ablation`` adds the Table 7 family on S_R.
-Every arm is trained on all 700 training images (fold ``all``), predicted on the 300 test images with
-stock ``nnUNetv2_predict`` and scored against the clean test labels with ``nnUNetv2_evaluate_folder``.
+Kvasir-SEG (Jha et al., MMM 2020; https://datasets.simula.no/kvasir-seg/) is converted with
+``nnunet_gsd convert kvasir`` — pass ``--source`` to the unpacked ``Kvasir-SEG/`` folder (``images/``,
+``masks/``). The multi-class regime is generated (``nnunet_gsd convert synthetic``) and needs nothing.
 
-Resumable: each finished stage of each arm is recorded in ``<work>/state.json`` at once, and a rerun
-with the same options skips it (an interrupted training continues from nnU-Net's latest checkpoint).
-The results file ``bench/results/quality-<size>.md`` is rewritten after every arm.
+Regimes (every one at 64², seeded 700/300 Kvasir split; test Dice against the *clean* test labels):
+
+- ``clean``: clean training labels (GSD must not lose to stock nnU-Net here);
+- ``mild_S_R``: Table 3's S_R under-annotation, applied at the source resolution (Dice(nGT, GT) ≈ 84);
+- ``heavy_S_R``: the same Markov preset applied to 256² masks, then resized (Dice(nGT, GT) ≈ 62);
+- ``multiclass_thin``: generated images with two blob classes and one thin-line class under heavy
+  over-annotation (S_E); no class may collapse.
+
+Arms at equal iterations (``--iterations`` in all, nnU-Net's own loop, fold ``all``): ``stock_clean`` and
+``stock_noisy`` (``nnUNetTrainerBudget``: stock nnU-Net, Dice+CE with deep supervision), ``gsd_noisy``
+(``nnUNetTrainerGSD``, its defaults), ``gsd_faithful`` on ``heavy_S_R`` (``nnUNetTrainerGSDFaithful``,
+the paper's rules), plus any ``--variant``. Every arm is predicted with stock ``nnUNetv2_predict`` and
+scored with ``nnUNetv2_evaluate_folder``. GSD arms get no τ from the dataset unless ``--tau dataset``:
+a user has no clean labels to measure it, so by default GSD estimates it.
+
+Resumable (``<work>/state.json``; a run is identified by its dataset, trainer and settings, so one
+stock run on clean Kvasir serves every Kvasir regime). Writes ``bench/results/quality-<size>.md`` and
+``.json`` after every arm.
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import datetime as dt
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "Kvasir-SEG"
+STOCK, GSD, FAITHFUL = "nnUNetTrainerBudget", "nnUNetTrainerGSD", "nnUNetTrainerGSDFaithful"
 
-BASELINE = "nnUNetTrainerNoDeepSupervisionBudget"
-NOISES = ("S_R", "S_E", "S_DE")
-# the order puts each GSD arm right after its CE arm, so partial results already answer something
-DEFAULT_ARMS = [("ce_clean", "none", BASELINE)]
-for _n in NOISES:
-    DEFAULT_ARMS += [(f"ce_{_n}", _n, BASELINE), (f"gsd_{_n}", _n, "nnUNetTrainerGSD")]
-ABLATION_ARMS = [  # Table 7 on S_R; "+KT" (= GSD) is the default arm gsd_S_R
-    ("jocor_S_R", "S_R", "nnUNetTrainerJoCoR"),
-    ("jocor_gda_S_R", "S_R", "nnUNetTrainerJoCoRGDA"),
-    ("jocor_gda_lr_S_R", "S_R", "nnUNetTrainerJoCoRGDALR"),
-    ("jocor_gda_sglr_S_R", "S_R", "nnUNetTrainerJoCoRGDASGLR"),
-]
-CE_ONLY = "nnUNetTrainerCELossBudget"
-CE_ONLY_ARMS = [("celoss_clean", "none", CE_ONLY)] + [(f"celoss_{n}", n, CE_ONLY) for n in NOISES]
-PAPER = {  # SPEC §6 (Dice %, U-Net backbone, 256², 100 epochs)
-    # the paper's baseline is a U-Net trained with CE only: its rows anchor the CE-only arms
-    "celoss_clean": 80.62, "celoss_S_R": 66.86, "celoss_S_E": 70.33, "celoss_S_DE": 63.11,
-    "gsd_S_R": 80.04, "gsd_S_E": 79.39, "gsd_S_DE": 79.97,
-    "jocor_S_R": 71.05, "jocor_gda_S_R": 76.76, "jocor_gda_lr_S_R": 78.74, "jocor_gda_sglr_S_R": 78.84,
-}
+
+@dataclass(frozen=True)
+class Regime:
+    name: str
+    convert: List[str]          # `nnunet_gsd convert` arguments of the noisy dataset (without --id/--seed)
+    offset: int                 # dataset id = --id-base + offset
+    clean_offset: int           # the same images with clean labels
+    kvasir: bool = True
+
+
+REGIMES = {r.name: r for r in [
+    Regime("clean", ["kvasir", "--noise", "none"], 0, 0),
+    Regime("mild_S_R", ["kvasir", "--noise", "S_R", "--noise-at", "source"], 1, 0),
+    Regime("heavy_S_R", ["kvasir", "--noise", "S_R", "--noise-at", "256"], 2, 0),
+    Regime("multiclass_thin", ["synthetic", "--classes", "3", "--thin", "--noise", "S_E",
+                               "--num-train", "300", "--num-test", "150"], 4, 3, kvasir=False),
+]}
+REQUIRED = ("heavy_S_R", "mild_S_R", "clean", "multiclass_thin")
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str                   # as in the table: stock_clean, stock_noisy, gsd_noisy, gsd_faithful, variant names
+    regime: str
+    trainer: str
+    labels: str                 # "clean" or "noisy" (the regime's dataset)
+    env: Dict[str, str] = field(default_factory=dict)
+
+    def run_key(self, args) -> str:
+        """Arms that train the same thing share one run (e.g. stock on clean Kvasir for three regimes)."""
+        did = dataset_id(args, self.regime, self.labels)
+        return "|".join([str(did), self.trainer] + [f"{k}={v}" for k, v in sorted(self.env.items())])
 
 
 def log(msg: str) -> None:
@@ -60,81 +90,93 @@ def log(msg: str) -> None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE,
-                    help="the Kvasir-SEG download (images/, masks/); read only, never copied (default: %(default)s)")
-    ap.add_argument("--size", type=int, default=64, help="resize every image to SIZE² (paper: 256; default 64)")
-    ap.add_argument("--epochs", type=int, default=25, help="epochs of every arm (default 25)")
-    ap.add_argument("--iterations", type=int, default=20, help="training iterations per epoch (default 20)")
-    ap.add_argument("--val-iterations", type=int, default=2,
-                    help="nnU-Net's per-epoch validation iterations (pseudo Dice only; default 2)")
-    ap.add_argument("--batch", type=int, default=8,
-                    help="batch size written into the plans variant used by every arm (nnU-Net's default plans "
-                         "pick 35 at 64², ~1.1 s per baseline iteration on 2 CPU cores; default 8)")
-    ap.add_argument("--sde-noise-at", choices=("auto", "source", "output"), default="auto",
-                    help="where the converter applies S_DE (K(9-11), a kernel in pixels). auto: the converter's "
-                         "default (output) at 256², 'source' below: at 64² an output-size kernel of 9-11 px is 4x "
-                         "too big (measured Dice(nGT, GT) 30 %% vs Table 3's 76 %%; at source: ~89 %%)")
-    ap.add_argument("--id-base", type=int, default=610,
-                    help="nnU-Net dataset ids: clean = ID, S_R = ID+1, S_E = ID+2, S_DE = ID+3 (default 610)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the 700/300 split and of the noise (default 0)")
-    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="training/inference device")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch intra-op threads for training on CPU (default 1: on a shared, loaded 2-core CPU "
-                         "two threads stall in OpenMP barriers)")
-    ap.add_argument("--tta", action="store_true",
-                    help="mirroring test-time augmentation at prediction (nnU-Net's default; off here to save time, "
-                         "the same for every arm)")
-    ap.add_argument("--ablation", action="store_true", help="also run the Table 7 family on S_R (4 more arms)")
-    ap.add_argument("--ce-only", action="store_true",
-                    help="also train a cross-entropy-only baseline (the loss of the paper's CE rows) on clean and "
-                         "noisy labels (4 more arms; Δ is then against the Dice+CE baseline on the same labels)")
-    ap.add_argument("--arms", nargs="+", metavar="ARM",
-                    help="run only these arms (names as in the results table, e.g. ce_S_R gsd_S_R)")
-    ap.add_argument("--work", type=Path, default=None,
-                    help="nnU-Net folders and state (default bench/work/quality-<size>; git-ignored)")
-    ap.add_argument("--results", type=Path, default=None,
-                    help="results markdown (default bench/results/quality-<size>.md)")
-    ap.add_argument("--log", type=Path, default=None,
-                    help="log file with --background (default bench/logs/quality-<size>.log); per-arm command "
-                         "output goes next to it in quality-<size>/")
+    ap.add_argument("--source", type=Path, default=None,
+                    help="the unpacked Kvasir-SEG download (images/, masks/): https://datasets.simula.no/kvasir-seg/")
+    ap.add_argument("--regimes", nargs="+", default=list(REQUIRED), choices=list(REGIMES),
+                    help="regimes to run (default: all)")
+    ap.add_argument("--size", type=int, default=64, help="image edge (default 64)")
+    ap.add_argument("--iterations", type=int, default=850,
+                    help="training iterations of every arm (default 850: 17 epochs × 50)")
+    ap.add_argument("--iterations-per-epoch", type=int, default=50, help="nnU-Net epoch length (default 50)")
+    ap.add_argument("--batch", type=int, default=16,
+                    help="batch size of the plans variant every arm uses (nnU-Net picks 35 at 64²; default 16, the "
+                         "paper's)")
+    ap.add_argument("--tau", choices=("estimate", "dataset"), default="estimate",
+                    help="GSD's τ: estimated during training (default; what a user without clean labels gets) or "
+                         "the converter's measured noise rate from dataset.json")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:VAR=VALUE[,VAR=VALUE]",
+                    help="an extra GSD arm on every regime with these environment settings (e.g. "
+                         "conf09:nnUNet_GSD_REFINE_CONFIDENCE=0.9); TRAINER= picks another trainer")
+    ap.add_argument("--no-faithful", action="store_true", help="skip the paper-faithful GSD arm")
+    ap.add_argument("--jobs", type=int, default=2, help="arms trained at once, one torch thread each (default 2)")
+    ap.add_argument("--id-base", type=int, default=610, help="nnU-Net dataset ids ID..ID+4 (default 610)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of split, noise and training (default 0)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--work", type=Path, default=None, help="nnU-Net folders and state (default bench/work/quality-SIZE)")
+    ap.add_argument("--results", type=Path, default=None, help="results stem (default bench/results/quality-SIZE)")
     ap.add_argument("--background", action="store_true",
-                    help="detach: rerun this command in a new session with output to --log, print its PID, return")
-    ap.add_argument("--report-only", action="store_true", help="rewrite the results file from the state and exit")
+                    help="detach (log in bench/logs/), return once the child runs")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the results from the state and exit")
     args = ap.parse_args(argv)
-    if args.sde_noise_at == "auto":
-        args.sde_noise_at = "source" if args.size < 256 else "output"
+    if any(REGIMES[r].kvasir for r in args.regimes) and not args.report_only:
+        if args.source is None:
+            ap.error("--source is required for the Kvasir regimes: the unpacked Kvasir-SEG folder (images/, "
+                     "masks/) from https://datasets.simula.no/kvasir-seg/ (or run only --regimes multiclass_thin)")
+        if not (args.source / "images").is_dir() and not (args.source / "Kvasir-SEG" / "images").is_dir():
+            ap.error(f"--source {args.source} holds no images/ folder: point it at the unpacked Kvasir-SEG folder")
+    args.variants = [parse_variant(v, ap) for v in args.variant]
     args.work = (args.work or REPO / "bench" / "work" / f"quality-{args.size}").resolve()
-    args.results = (args.results or REPO / "bench" / "results" / f"quality-{args.size}.md").resolve()
-    args.log = (args.log or REPO / "bench" / "logs" / f"quality-{args.size}.log").resolve()
+    args.results = (args.results or REPO / "bench" / "results" / f"quality-{args.size}").resolve()
+    args.log = (REPO / "bench" / "logs" / f"quality-{args.size}.log").resolve()
     return args
 
 
+def parse_variant(spec: str, ap: argparse.ArgumentParser) -> tuple:
+    name, _, rest = spec.partition(":")
+    env = dict(kv.split("=", 1) for kv in rest.split(",") if "=" in kv)
+    if not name or not env or any(not (k.startswith("nnUNet_GSD_") or k == "TRAINER") for k in env):
+        ap.error(f"--variant {spec!r}: expected NAME:nnUNet_GSD_X=V[,…] (or TRAINER=…)")
+    return name, env.pop("TRAINER", GSD), env
+
+
+def arms_of(args) -> List[Arm]:
+    arms = []
+    for r in args.regimes:
+        clean = "clean" if r != "clean" else "noisy"  # the clean regime's "noisy" dataset is clean already
+        # run order = this order (regimes as given): the long GSD runs first, so both lanes stay busy to the end
+        arms.append(Arm("gsd_noisy", r, GSD, "noisy"))
+        if r == "heavy_S_R" and not args.no_faithful:
+            arms.append(Arm("gsd_faithful", r, FAITHFUL, "noisy"))
+        arms += [Arm(name, r, trainer, "noisy", env) for name, trainer, env in args.variants]
+        arms += [Arm("stock_noisy", r, STOCK, "noisy"), Arm("stock_clean", r, STOCK, clean)]
+    return arms
+
+
 # ---------------------------------------------------------------------------------------------- environment
-def nnunet_env(args) -> Dict[str, str]:
-    """A clean environment like the tests' (tests/conftest.py): nnU-Net's folders, small process counts."""
+def nnunet_env(args, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     env = {
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
         "HOME": os.environ.get("HOME", str(args.work)),
         "nnUNet_raw": str(args.work / "nnUNet_raw"),
         "nnUNet_preprocessed": str(args.work / "nnUNet_preprocessed"),
         "nnUNet_results": str(args.work / "nnUNet_results"),
-        # 2 shared cores: nnU-Net's default 8-12 worker processes would only fight each other
         "nnUNet_def_n_proc": "1",
         "nnUNet_n_proc_DA": "0" if args.device == "cpu" else "4",
-        "nnUNet_GSD_NUM_EPOCHS": str(args.epochs),
-        "nnUNet_GSD_NUM_ITERATIONS": str(args.iterations),
-        "nnUNet_GSD_NUM_VAL_ITERATIONS": str(args.val_iterations),
-        "OMP_NUM_THREADS": str(args.threads),
+        "nnUNet_compile": "f",
+        "nnUNet_GSD_NUM_EPOCHS": str(args.iterations // args.iterations_per_epoch),
+        "nnUNet_GSD_NUM_ITERATIONS": str(args.iterations_per_epoch),
+        "nnUNet_GSD_NUM_VAL_ITERATIONS": "1",
+        "OMP_NUM_THREADS": "1",
         "MPLBACKEND": "Agg",
+        "PYTHONPATH": str(REPO),
     }
     for var in ("CUDA_VISIBLE_DEVICES",):
         if var in os.environ:
             env[var] = os.environ[var]
-    return env
+    return {**env, **(extra or {})}
 
 
 def run(cmd: List[str], env: Dict[str, str], logfile: Path) -> float:
-    """Run a command with its output appended to logfile; stop with its tail on failure. Returns seconds."""
     logfile.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with open(logfile, "a") as fh:
@@ -142,307 +184,271 @@ def run(cmd: List[str], env: Dict[str, str], logfile: Path) -> float:
         fh.flush()
         proc = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
-        tail = logfile.read_text(errors="replace")[-4000:]
-        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n--- tail of {logfile} ---\n{tail}")
+        tail = logfile.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n--- tail of {logfile} ---\n{tail}")
     return time.perf_counter() - t0
 
 
-def load_state(args) -> dict:
-    path = args.work / "state.json"
-    return json.loads(path.read_text()) if path.is_file() else {"arms": {}}
+class State:
+    """``state.json``, saved atomically after every change (arms run in threads)."""
 
+    def __init__(self, path: Path):
+        self.path, self.lock = path, threading.Lock()
+        self.data = json.loads(path.read_text()) if path.is_file() else {"runs": {}, "datasets": {}}
 
-def save_state(args, state: dict) -> None:
-    path = args.work / "state.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, path)
+    def save(self) -> None:
+        with self.lock:
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.data, indent=1))
+            os.replace(tmp, self.path)
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "CPU")
     import torch
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return f"{os.cpu_count()} CPU cores ({cpu}){gpu}, torch {torch.__version__}, Python {platform.python_version()}"
 
 
 # ---------------------------------------------------------------------------------------------- datasets
-def dataset_ids(args) -> Dict[str, int]:
-    return {"none": args.id_base, "S_R": args.id_base + 1, "S_E": args.id_base + 2, "S_DE": args.id_base + 3}
+def dataset_id(args, regime: str, labels: str) -> int:
+    r = REGIMES[regime]
+    return args.id_base + (r.offset if labels == "noisy" else r.clean_offset)
 
 
-def raw_folder(args, did: int) -> Optional[Path]:
+def dataset_specs(args) -> Dict[int, List[str]]:
+    """dataset id → convert arguments, for every dataset the chosen regimes need."""
+    specs = {}
+    for name in args.regimes:
+        r = REGIMES[name]
+        specs[args.id_base + r.offset] = r.convert
+        clean = [a for a in r.convert]
+        i = clean.index("--noise")
+        clean[i + 1] = "none"
+        if "--noise-at" in clean:
+            j = clean.index("--noise-at")
+            del clean[j:j + 2]
+        specs[args.id_base + r.clean_offset] = clean
+    return specs
+
+
+def raw_folder(args, did: int) -> Path:
     hits = sorted((args.work / "nnUNet_raw").glob(f"Dataset{did:03d}_*"))
-    return hits[0] if hits else None
-
-
-def noise_at(args, noise: str) -> List[str]:
-    return ["--noise-at", args.sde_noise_at] if noise == "S_DE" else []
-
-
-def converted_as(raw: Path, args, noise: str) -> bool:
-    """An earlier conversion with the same source, size, seed and noise can be reused (conversion is seeded)."""
-    try:
-        gsd = json.loads((raw / "dataset.json").read_text())["gsd"]
-    except (OSError, KeyError, ValueError):
-        return False
-    spec = gsd.get("noise") or {}
-    if noise == "S_DE" and spec.get("noise_at") != args.sde_noise_at:
-        return False
-    return (gsd.get("size") == [args.size, args.size] and gsd.get("seed") == args.seed
-            and spec.get("preset", "none") == noise)
-
-
-def preprocessed(args, did: int) -> bool:
-    """nnU-Net's 2d preprocessing of every training case is there (e.g. from an interrupted earlier run)."""
-    raw = raw_folder(args, did)
-    folder = args.work / "nnUNet_preprocessed" / raw.name
-    n = json.loads((raw / "dataset.json").read_text())["numTraining"]
-    return (folder / "nnUNetPlans.json").is_file() and len(list((folder / "nnUNetPlans_2d").glob("*.pkl"))) >= n
+    if not hits:
+        raise RuntimeError(f"Dataset{did:03d} was not converted")
+    return hits[0]
 
 
 def plans_name(args) -> str:
     return f"nnUNetPlans_b{args.batch}"
 
 
-def prepare(args, state: dict, env: Dict[str, str], logdir: Path) -> None:
-    """Convert each noise type once (same seed: same split, same clean labels), preprocess, write the plans variant."""
-    for noise, did in dataset_ids(args).items():
-        key = f"dataset_{did}"
-        if state.get(key, {}).get("done"):
+def prepare(args, state: State, logdir: Path) -> None:
+    """Convert and preprocess every dataset once, then write one plans variant (batch size) per dataset."""
+    env = nnunet_env(args, {"nnUNet_n_proc_DA": "1"})  # 0 crashes nnU-Net's planner (set_num_threads(0))
+    for did, conv in dataset_specs(args).items():
+        key = " ".join(conv + ["--size", str(args.size), "--seed", str(args.seed)])
+        if state.data["datasets"].get(str(did), {}).get("convert") == key:
             continue
-        if not args.source.is_dir():
-            raise SystemExit(f"Kvasir-SEG not found at {args.source}: pass --source (see ../shared/data/README.md)")
-        log(f"convert + preprocess Kvasir-SEG, noise {noise} → Dataset{did:03d}")
-        raw = raw_folder(args, did)
-        t_conv = 0.0
-        if not (raw and converted_as(raw, args, noise)):
-            t_conv = run(["nnunet_gsd", "convert", "kvasir", "--source", str(args.source), "--id", str(did),
-                          "--noise", noise, "--size", str(args.size), "--seed", str(args.seed), "--overwrite"]
-                         + noise_at(args, noise),
-                         env, logdir / "prepare.log")
-        t_pre = 0.0
-        if not preprocessed(args, did):
-            t_pre = run(["nnUNetv2_plan_and_preprocess", "-d", str(did), "-c", "2d", "-np", "1", "-npfp", "1",
-                         "--verify_dataset_integrity"], env, logdir / "prepare.log")
-        raw = raw_folder(args, did)
-        tau = json.loads((raw / "dataset.json").read_text()).get("gsd", {}).get("tau")
-        gsd = json.loads((raw / "dataset.json").read_text()).get("gsd", {})
-        state[key] = {"done": True, "noise": noise, "tau": tau,
-                      "noise_at": (gsd.get("noise") or {}).get("noise_at"),
-                      "dice_noisy_vs_clean": (gsd.get("noise") or {}).get("dice_vs_clean"), "convert_s": round(t_conv, 1),
-                      "preprocess_s": round(t_pre, 1)}
-        save_state(args, state)
-    # One plans variant, written into every dataset from the clean dataset's plans so that every arm trains
-    # with identical plans; only the batch size differs from nnU-Net's own choice.
-    clean_plans = args.work / "nnUNet_preprocessed" / raw_folder(args, args.id_base).name / "nnUNetPlans.json"
-    base = json.loads(clean_plans.read_text())
-    for noise, did in dataset_ids(args).items():
+        log(f"Dataset{did:03d}: convert {key}")
+        source = ["--source", str(args.source)] if conv[0] != "synthetic" else []
+        run(["nnunet_gsd", "convert"] + conv[:1] + source + conv[1:] + ["--id", str(did), "--size", str(args.size),
+                                                                         "--seed", str(args.seed), "--overwrite"],
+            env, logdir / "prepare.log")
+        run(["nnUNetv2_plan_and_preprocess", "-d", str(did), "-c", "2d", "-np", "1", "-npfp", "1",
+             "--verify_dataset_integrity"], env, logdir / "prepare.log")
+        gsd = json.loads((raw_folder(args, did) / "dataset.json").read_text()).get("gsd", {})
+        noise = gsd.get("noise") or {}
+        state.data["datasets"][str(did)] = {"convert": key, "dice_noisy_vs_clean": noise.get("dice_vs_clean"),
+                                            "pixel_noise_rate": noise.get("pixel_noise_rate")}
+        state.save()
+    for did in dataset_specs(args):
         folder = args.work / "nnUNet_preprocessed" / raw_folder(args, did).name
-        own = json.loads((folder / "nnUNetPlans.json").read_text())
-        if own["configurations"]["2d"] != base["configurations"]["2d"]:
-            log(f"note: nnU-Net planned Dataset{did:03d} differently from the clean dataset; using the clean plans")
-        plans = json.loads(json.dumps(base))
-        plans["dataset_name"] = own["dataset_name"]
+        plans = json.loads((folder / "nnUNetPlans.json").read_text())
         plans["plans_name"] = plans_name(args)
         plans["configurations"]["2d"]["batch_size"] = args.batch
-        target = folder / f"{plans_name(args)}.json"
-        if not target.is_file() or json.loads(target.read_text()) != plans:
-            target.write_text(json.dumps(plans, indent=1))
-    state["plans"] = {"name": plans_name(args), "nnunet_batch_size": base["configurations"]["2d"]["batch_size"],
-                      "batch_size": args.batch, "patch_size": base["configurations"]["2d"]["patch_size"]}
-    save_state(args, state)
+        (folder / f"{plans_name(args)}.json").write_text(json.dumps(plans, indent=1))
 
 
-# ---------------------------------------------------------------------------------------------- arms
+def without_tau(args, did: int) -> None:
+    """Drop τ from the preprocessed dataset.json that GSD trains from (kept in the raw one and in a copy)."""
+    path = args.work / "nnUNet_preprocessed" / raw_folder(args, did).name / "dataset.json"
+    content = json.loads(path.read_text())
+    if "tau" in content.get("gsd", {}):
+        content["gsd"]["measured_tau_hidden_from_training"] = content["gsd"].pop("tau")
+        path.write_text(json.dumps(content, indent=1))
+
+
+# ---------------------------------------------------------------------------------------------- one run
 TRAIN_ONLY = """
 import sys, torch
 from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
-did, trainer, plans, device, threads = sys.argv[1:6]
-torch.set_num_threads(int(threads))
+did, trainer, plans, device = sys.argv[1:5]
+torch.set_num_threads(1)
 t = get_trainer_from_args(did, "2d", "all", trainer, plans, True, device=torch.device(device))
 maybe_load_checkpoint(t, True, False, None)
 t.run_training()
 """
 
 
-def last_match(text: str, prefix: str) -> Dict[str, float]:
-    lines = [l for l in text.splitlines() if prefix in l]
-    if not lines:
-        return {}
-    return {k: float(v) for k, v in re.findall(r"(\w+)=(-?[\d.]+(?:e-?\d+)?|nan)", lines[-1].split(prefix, 1)[1])}
-
-
-def run_arm(args, state: dict, env: Dict[str, str], logdir: Path, name: str, noise: str, trainer: str) -> None:
-    arm = state["arms"].setdefault(name, {"noise": noise, "trainer": trainer})
-    did = dataset_ids(args)[noise]
+def train_predict_evaluate(args, state: State, arm: Arm, logdir: Path) -> None:
+    key = arm.run_key(args)
+    rec = state.data["runs"].setdefault(key, {})
+    if rec.get("evaluated"):
+        return
+    did = dataset_id(args, arm.regime, arm.labels)
     raw = raw_folder(args, did)
-    out = (args.work / "nnUNet_results" / raw.name / f"{trainer}__{plans_name(args)}__2d" / "fold_all")
-    alog = logdir / f"{name}.log"
-    if not arm.get("trained"):
-        log(f"{name}: train {trainer} on Dataset{did:03d} ({args.epochs} epochs × {args.iterations} iterations, "
-            f"batch {args.batch})")
-        # nnU-Net's own training loop; only its final 'validation' on the training images is skipped: fold
-        # 'all' has no held-out cases and the test set below is the evaluation.
-        secs = run([sys.executable, "-c", TRAIN_ONLY, str(did), trainer, plans_name(args), args.device,
-                    str(args.threads)], env, alog)
-        arm.update(trained=True, train_s=round(secs + arm.get("train_s_partial", 0), 1))
-        logs = sorted(out.glob("training_log_*.txt"))
-        text = "\n".join(p.read_text(errors="replace") for p in logs)
-        epoch_times = [float(x) for x in re.findall(r"Epoch time: ([\d.]+) s", text)]
-        arm["epoch_s_median"] = sorted(epoch_times)[len(epoch_times) // 2] if epoch_times else None
-        arm["gsd"] = last_match(text, "GSD: ")
-        arm["truth"] = last_match(text, "GSD truth: ")
-        pseudo = re.findall(r"Pseudo dice \[([^\]]*)\]", text)
-        arm["last_pseudo_dice"] = pseudo[-1] if pseudo else None
-        save_state(args, state)
-    pred = args.work / "predictions" / name
-    if not arm.get("predicted"):
-        log(f"{name}: nnUNetv2_predict on the {args.size}² test images")
+    tag = "__".join([arm.trainer] + [f"{k[11:]}{v}" for k, v in sorted(arm.env.items())])
+    results = args.work / "nnUNet_results" / tag
+    env = nnunet_env(args, {**arm.env, "nnUNet_results": str(results)})
+    out = results / raw.name / f"{arm.trainer}__{plans_name(args)}__2d" / "fold_all"
+    alog = logdir / f"{raw.name}__{tag}.log"
+    if not rec.get("trained"):
+        log(f"train {tag} on {raw.name}")
+        rec["train_s"] = round(run([sys.executable, "-c", TRAIN_ONLY, str(did), arm.trainer, plans_name(args),
+                                    args.device], env, alog), 1)
+        import torch
+        logging = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)["logging"]
+        rec["log"] = {k: [float(x) for x in v] for k, v in logging.items()
+                      if k.startswith("gsd_") or k in ("train_losses", "mean_fg_dice")}
+        rec["trained"] = True
+        state.save()
+    pred = args.work / "predictions" / tag / raw.name
+    if not rec.get("evaluated"):
         if pred.exists():
             shutil.rmtree(pred)
         cmd = ["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", str(did), "-c", "2d",
-               "-tr", trainer, "-p", plans_name(args), "-f", "all", "-chk", "checkpoint_final.pth",
-               "-npp", "1", "-nps", "1", "-device", args.device, "--disable_progress_bar"]
-        if not args.tta:
-            cmd.append("--disable_tta")
-        arm["predict_s"] = round(run(cmd, env, alog), 1)
-        arm["predicted"] = True
-        save_state(args, state)
-    if not arm.get("evaluated"):
+               "-tr", arm.trainer, "-p", plans_name(args), "-f", "all", "-chk", "checkpoint_final.pth",
+               "-npp", "1", "-nps", "1", "-device", args.device, "--disable_progress_bar", "--disable_tta"]
+        rec["predict_s"] = round(run(cmd, env, alog), 1)
         run(["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred), "-djfile", str(pred / "dataset.json"),
              "-pfile", str(pred / "plans.json"), "-np", "1"], env, alog)
         summary = json.loads((pred / "summary.json").read_text())
-        dice = [c["metrics"]["1"]["Dice"] for c in summary["metric_per_case"]]
-        dice = [d for d in dice if d == d]  # an empty reference and prediction gives NaN: not a case to score
-        import numpy as np
-        arm.update(evaluated=True, dice_mean=100 * float(np.mean(dice)), dice_std=100 * float(np.std(dice)),
-                   n_cases=len(dice), finished=dt.datetime.now().isoformat(timespec="seconds"))
-        save_state(args, state)
-        log(f"{name}: test Dice {arm['dice_mean']:.2f} ± {arm['dice_std']:.2f} % over {len(dice)} cases "
-            f"(train {arm['train_s']:.0f} s, predict {arm['predict_s']:.0f} s)")
+        rec["per_case"] = {Path(c["reference_file"]).name: {k: 100 * m["Dice"] for k, m in c["metrics"].items()}
+                           for c in summary["metric_per_case"]}
+        rec["evaluated"] = True
+        state.save()
+        log(f"{tag} on {raw.name}: mean Dice {mean_dice(rec):.2f}")
+
+
+def mean_dice(rec: dict, label: Optional[str] = None) -> float:
+    """Mean over test cases of the mean foreground Dice (NaN cases — empty reference and prediction — skipped)."""
+    per = []
+    for metrics in rec["per_case"].values():
+        vals = [v for k, v in metrics.items() if label is None or k == label]
+        vals = [v for v in vals if v == v]
+        if vals:
+            per.append(float(np.mean(vals)))
+    return float(np.mean(per))
+
+
+def case_means(rec: dict) -> Dict[str, float]:
+    out = {}
+    for case, metrics in rec["per_case"].items():
+        vals = [v for v in metrics.values() if v == v]
+        if vals:
+            out[case] = float(np.mean(vals))
+    return out
+
+
+def paired(a: dict, b: dict) -> tuple[float, float]:
+    """Mean per-case Dice difference a − b on the same test images and its standard error."""
+    ca, cb = case_means(a), case_means(b)
+    d = np.array([ca[k] - cb[k] for k in ca.keys() & cb.keys()])
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
 
 
 # ---------------------------------------------------------------------------------------------- report
-def recovered(state: dict, name: str, noise: str) -> Optional[float]:
-    arms = state["arms"]
-    try:
-        clean, noisy, own = (arms[k]["dice_mean"] for k in ("ce_clean", f"ce_{noise}", name))
-    except KeyError:
-        return None
-    return (own - noisy) / (clean - noisy) if clean != noisy else None
+def last(rec: dict, key: str) -> Optional[float]:
+    values = (rec.get("log") or {}).get("gsd_" + key)
+    return 100 * values[-1] if values else None
 
 
-def per_case(args, name: str) -> Dict[str, float]:
-    path = args.work / "predictions" / name / "summary.json"
-    if not path.is_file():
-        return {}
-    cases = json.loads(path.read_text())["metric_per_case"]
-    return {Path(c["reference_file"]).name: 100 * c["metrics"]["1"]["Dice"] for c in cases}
-
-
-def paired_delta(args, name: str, reference: str) -> Optional[str]:
-    """Mean per-case Dice difference on the same test images ± its standard error (test-set noise only:
-    the run-to-run spread of training is not in it)."""
-    a, b = per_case(args, name), per_case(args, reference)
-    diffs = [a[k] - b[k] for k in a.keys() & b.keys() if a[k] == a[k] and b[k] == b[k]]
-    if len(diffs) < 2:
-        return None
-    import numpy as np
-    return f"{np.mean(diffs):+.2f} ± {np.std(diffs, ddof=1) / np.sqrt(len(diffs)):.2f}"
-
-
-def write_report(args, state: dict, command: str) -> None:
-    arms = state["arms"]
-    lines = [f"# Quality under label noise on the real Kvasir-SEG ({args.size}²)", "",
-             "What GSD buys: test Dice (clean test labels, stock `nnUNetv2_predict` + `nnUNetv2_evaluate_folder`) "
-             "of nnU-Net's one-network Dice+CE baseline and of GSD, trained on the same plans for the same budget.",
-             "", "Command (from the repository root):", "", f"    {command}", "",
-             f"- Machine: {machine()}", f"- Date: {state.get('started', '?')} → {state.get('updated', '?')}",
-             f"- Data: Kvasir-SEG 700 train / 300 test (seed {args.seed}), resized to {args.size}²; noise presets "
-             f"of `nnunet_gsd convert kvasir` (S_DE applied at the {args.sde_noise_at} resolution); per noise type "
-             f"Dice(nGT, GT) of the training labels (Table 3: S_R 84.97, S_E 88.61, S_DE 76.14) and measured pixel "
-             f"noise rate τ (dataset.json, GSD's forget rate): " + ", ".join(
-                 f"{v['noise']} {100 * (v.get('dice_noisy_vs_clean') or 0):.2f} / τ {100 * (v.get('tau') or 0):.2f} %"
-                 for k, v in state.items() if k.startswith("dataset_") and v["noise"] != "none"),
-             f"- Plans: `{state.get('plans', {}).get('name')}` = nnU-Net's 2d plans of the clean dataset with batch "
-             f"size {args.batch} (nnU-Net picked {state.get('plans', {}).get('nnunet_batch_size')}), patch "
-             f"{state.get('plans', {}).get('patch_size')}; identical for every arm",
-             f"- Budget (every arm): {args.epochs} epochs × {args.iterations} iterations × batch {args.batch}, "
-             f"{args.val_iterations} validation iterations per epoch, fold `all` (700 images), device {args.device}"
-             f", {args.threads} torch thread(s); prediction {'with' if args.tta else 'without'} mirroring TTA",
-             "- Baseline = `nnUNetTrainerNoDeepSupervisionBudget` (nnU-Net's Dice+CE, one network); "
-             "\"recovered\" = (arm − CE_noisy) / (CE_clean − CE_noisy) of the same noise type; \"Δ Dice, paired\" = mean "
-             "per-case difference to CE on the same labels (CE arms: to CE on clean labels) ± its standard error over "
-             "the 300 test images — test-set noise only, not the run-to-run spread of training (one seed per arm)",
-             "",
-             "| arm | trainer | labels | test Dice % (mean ± std) | paper | Δ Dice, paired (± s.e.) | "
-             "recovered | selection precision | refined acc. | noisy acc. | train s | predict s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    order = [a[0] for a in DEFAULT_ARMS + ABLATION_ARMS + CE_ONLY_ARMS]
-    for name in order:
-        a = arms.get(name)
-        if not a:
-            continue
-        rec = (recovered(state, name, a["noise"]) if a["noise"] != "none" and not name.startswith(("ce_", "celoss_"))
-               else None)
-        t = a.get("truth") or {}
-        dice = f"{a['dice_mean']:.2f} ± {a['dice_std']:.2f}" if "dice_mean" in a else "(running)"
-        fmt = lambda k: f"{100 * t[k]:.2f}" if k in t and not name.startswith("ce_") else "—"
-        lines.append(f"| {name} | `{a['trainer']}` | {a['noise'] if a['noise'] != 'none' else 'clean'} | {dice} | "
-                     f"{PAPER.get(name, '—')} | "
-                     f"{(paired_delta(args, name, reference_arm(name, a['noise'])) if name != 'ce_clean' else None) or '—'} | "
-                     f"{'—' if rec is None else f'{100 * rec:.0f} %'} | "
-                     f"{fmt('selection_precision')} | {fmt('refined_accuracy')} | {fmt('noisy_accuracy')} | "
-                     f"{a.get('train_s', '—')} | {a.get('predict_s', '—')} |")
-    lines += ["", "Truth diagnostics are the GSD log's last-epoch `GSD truth:` means over the training batches "
-              "(selection precision = share of the selected pixels whose noisy label is right; refined acc. = "
-              "refined labels vs clean; noisy acc. = nGT vs clean), in %.", ""]
-    final = {}
-    for noise in NOISES:
-        rec = recovered(state, f"gsd_{noise}", noise)
-        if rec is not None:
-            final[noise] = rec
-    if final:
-        lines.append("Final line:")
+def report(args, state: State, arms: List[Arm], command: str) -> None:
+    runs = state.data["runs"]
+    regimes_json, lines = {}, []
+    lines += [f"# GSD vs stock nnU-Net under label noise ({args.size}²)", "",
+              "Test Dice (clean test labels; stock `nnUNetv2_predict` without TTA + `nnUNetv2_evaluate_folder`), "
+              "every arm trained for the same iterations on the same plans.", "",
+              "Command (from the repository root):", "", f"    {command}", "",
+              f"- Machine: {machine()}; date {dt.date.today().isoformat()}",
+              f"- Budget: {args.iterations} iterations ({args.iterations // args.iterations_per_epoch} epochs × "
+              f"{args.iterations_per_epoch}) × batch {args.batch} (plans `{plans_name(args)}` = nnU-Net's 2d plans "
+              f"with this batch size), fold `all`, device {args.device}, 1 torch thread per arm, seed {args.seed}",
+              f"- GSD's τ: {'estimated during training (dataset.json τ hidden)' if args.tau == 'estimate' else 'dataset.json (measured noise rate)'}",
+              "- stock = `nnUNetTrainerBudget` (nnU-Net's Dice+CE with deep supervision, one network); gsd = "
+              "`nnUNetTrainerGSD` (defaults); faithful = `nnUNetTrainerGSDFaithful` (the paper's rules)",
+              "- Δ = mean per-case difference to stock on the same noisy labels ± its standard error over the test "
+              "images (test-set noise only: one training seed per arm); recovered = (gsd − stock_noisy) / "
+              "(stock_clean − stock_noisy)",
+              "- truth diagnostics (last epoch, training batches): selection precision = share of D_clean whose nGT "
+              "is right; noisy acc. = nGT vs clean; refined acc. = refined labels vs clean; τ̂ = GSD's estimate "
+              "(true rate: the noisy acc.'s complement)", ""]
+    for regime in args.regimes:
+        ds = state.data["datasets"].get(str(dataset_id(args, regime, "noisy")), {})
+        dnc = ds.get("dice_noisy_vs_clean")
+        rj = {"dice_noisy_vs_clean": None if dnc is None else 100 * dnc,
+              "pixel_noise_rate": None if ds.get("pixel_noise_rate") is None else 100 * ds["pixel_noise_rate"],
+              "arms": {}}
+        lines += [f"## {regime}" + (f" — Dice(nGT, GT) {100 * dnc:.1f} %, {100 * ds['pixel_noise_rate']:.1f} % of "
+                                    f"pixels wrong" if dnc is not None else " — clean labels"), "",
+                  "| arm | trainer | test Dice % | Δ vs stock_noisy | recovered | selection prec. | noisy acc. | "
+                  "refined acc. | τ̂ % | train s |", "|---|---|---|---|---|---|---|---|---|---|"]
+        fixed = ("stock_clean", "stock_noisy", "gsd_noisy", "gsd_faithful")
+        here = {a.name: a for a in sorted((a for a in arms if a.regime == regime),
+                                          key=lambda a: fixed.index(a.name) if a.name in fixed else len(fixed))}
+        base = runs.get(here["stock_noisy"].run_key(args), {})
+        ceil = runs.get(here["stock_clean"].run_key(args), {})
+        for name, arm in here.items():
+            rec = runs.get(arm.run_key(args), {})
+            if not rec.get("evaluated"):
+                lines.append(f"| {name} | `{arm.trainer}` | (pending) | | | | | | | |")
+                continue
+            dice = mean_dice(rec)
+            entry = {"dice": dice, "trainer": arm.trainer, "settings": arm.env}
+            labels = sorted({k for m in rec["per_case"].values() for k in m}, key=int)
+            if len(labels) > 1:
+                entry["dice_per_class"] = {k: mean_dice(rec, k) for k in labels}
+            delta = rec_str = "—"
+            if base.get("evaluated") and name != "stock_noisy" and name != "stock_clean":
+                d, se = paired(rec, base)
+                entry["delta_vs_stock_noisy"], entry["delta_se"] = d, se
+                delta = f"{d:+.2f} ± {se:.2f}"
+                if regime != "clean" and ceil.get("evaluated"):
+                    gap = mean_dice(ceil) - mean_dice(base)
+                    if abs(gap) > 1e-9:
+                        entry["recovered"] = (dice - mean_dice(base)) / gap
+                        rec_str = f"{100 * entry['recovered']:.0f} %"
+            truth = {k: last(rec, k) for k in ("selection_precision", "noisy_accuracy", "refined_accuracy",
+                                               "disagreement")}
+            if truth["noisy_accuracy"] is not None:
+                entry.update(selection_precision=truth["selection_precision"], noisy_accuracy=truth["noisy_accuracy"],
+                             refined_accuracy=truth["refined_accuracy"])
+            if arm.trainer != STOCK:
+                tau = (rec.get("log") or {}).get("gsd_tau")
+                entry["tau_used"] = None if not tau else 100 * tau[-1]
+            fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
+            per_class = (" (" + " / ".join(f"{entry['dice_per_class'][k]:.1f}" for k in labels) + ")"
+                         if "dice_per_class" in entry else "")
+            lines.append(f"| {name} | `{arm.trainer}`{' ' + str(arm.env) if arm.env else ''} | {dice:.2f}{per_class} | "
+                         f"{delta} | {rec_str} | {fmt(truth['selection_precision'])} | {fmt(truth['noisy_accuracy'])} "
+                         f"| {fmt(truth['refined_accuracy'])} | {fmt(entry.get('tau_used'))} | {rec.get('train_s')} |")
+            rj["arms"][name] = entry
         lines.append("")
-        lines.append("    " + final_line(state))
-    lines.append("")
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    existing = args.results.read_text() if args.results.is_file() else ""
-    marker = "\n## Notes"
-    notes = existing[existing.index(marker):] if marker in existing else ""
-    args.results.write_text("\n".join(lines) + notes)
-
-
-def reference_arm(name: str, noise: str) -> str:
-    """The Dice+CE arm a row's paired Δ is taken against: CE arms vs clean, CE-only arms vs Dice+CE on the same
-    labels, GSD-family arms vs Dice+CE on their labels."""
-    if name.startswith("ce_"):
-        return "ce_clean"
-    if name.startswith("celoss_"):
-        return "ce_" + name.split("_", 1)[1]
-    return "ce_" + noise
-
-
-def final_line(state: dict) -> str:
-    arms = state["arms"]
-    parts = []
-    for noise in NOISES:
-        g, c = arms.get(f"gsd_{noise}", {}), arms.get(f"ce_{noise}", {})
-        rec = recovered(state, f"gsd_{noise}", noise)
-        if "dice_mean" in g and "dice_mean" in c:
-            parts.append(f"{noise}: GSD {g['dice_mean']:.2f} vs CE {c['dice_mean']:.2f} "
-                         f"(recovered {100 * rec:.0f} %)" if rec is not None else f"{noise}: GSD {g['dice_mean']:.2f}")
-    clean = arms.get("ce_clean", {}).get("dice_mean")
-    return "; ".join(parts) + (f"; CE clean {clean:.2f}" if clean is not None else "")
+        regimes_json[regime] = rj
+    stem = args.results
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    md = stem.with_suffix(".md")
+    notes = ""
+    if md.is_file() and "\n## Notes" in md.read_text():
+        text = md.read_text()
+        notes = text[text.index("\n## Notes"):]
+    md.write_text("\n".join(lines) + notes)
+    budget = {"iterations": args.iterations, "iterations_per_epoch": args.iterations_per_epoch, "batch": args.batch,
+              "size": args.size, "device": args.device, "seed": args.seed, "tau": args.tau}
+    stem.with_suffix(".json").write_text(json.dumps({"regimes": regimes_json, "budget": budget, "command": command,
+                                                     "machine": machine(), "date": dt.date.today().isoformat()},
+                                                    indent=1))
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -456,47 +462,43 @@ def main(argv=None) -> None:
             proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve())]
                                     + [a for a in argv if a != "--background"],
                                     stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
-        print(f"quality benchmark running in the background: PID {proc.pid}, log {args.log}\n"
-              f"resume after an interruption with the same command; results: {args.results}")
+        time.sleep(5)
+        if proc.poll() is not None:
+            raise SystemExit(f"the background run ended at once (exit {proc.returncode}); see {args.log}")
+        print(f"quality benchmark running: PID {proc.pid}, log {args.log}; results {args.results}.md/.json")
         return
-    args.work.mkdir(parents=True, exist_ok=True)
     for sub in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        (args.work / sub).mkdir(exist_ok=True)
-    state = load_state(args)
-    budget = {k: getattr(args, k) for k in ("size", "epochs", "iterations", "val_iterations", "batch", "seed",
-                                            "device", "threads", "tta", "sde_noise_at")}
-    if state.get("budget") not in (None, budget):
-        raise SystemExit(f"{args.work} holds results of another budget {state['budget']}: pass another --work "
-                         f"(or delete that folder) to run with {budget}")
-    state["budget"] = budget
-    state.setdefault("started", dt.datetime.now().isoformat(timespec="seconds"))
+        (args.work / sub).mkdir(parents=True, exist_ok=True)
+    state = State(args.work / "state.json")
+    budget = {"iterations": args.iterations, "per_epoch": args.iterations_per_epoch, "batch": args.batch,
+              "size": args.size, "seed": args.seed, "device": args.device, "tau": args.tau}
+    if state.data.get("budget") not in (None, budget):
+        raise SystemExit(f"{args.work} holds runs of another budget {state.data['budget']}: pass another --work")
+    state.data["budget"] = budget
+    arms = arms_of(args)
     if args.report_only:
-        write_report(args, state, state.get("command", command))
-        print(args.results.read_text())
+        report(args, state, arms, state.data.get("command", command))
         return
-    state["command"] = command
-    env = nnunet_env(args)
+    state.data["command"] = command
     logdir = args.log.parent / f"quality-{args.size}"
-    log(f"quality benchmark: {budget}; work {args.work}; per-arm logs {logdir}")
-    prepare(args, state, env, logdir)
-    arms = DEFAULT_ARMS + (ABLATION_ARMS if args.ablation else []) + (CE_ONLY_ARMS if args.ce_only else [])
-    if args.arms:
-        unknown = set(args.arms) - {a[0] for a in DEFAULT_ARMS + ABLATION_ARMS + CE_ONLY_ARMS}
-        if unknown:
-            raise SystemExit(f"unknown arm(s) {sorted(unknown)}; known: "
-                             f"{[a[0] for a in DEFAULT_ARMS + ABLATION_ARMS + CE_ONLY_ARMS]}")
-        arms = [a for a in DEFAULT_ARMS + ABLATION_ARMS + CE_ONLY_ARMS if a[0] in args.arms]
-    for i, (name, noise, trainer) in enumerate(arms, 1):
-        if state["arms"].get(name, {}).get("evaluated"):
-            log(f"[{i}/{len(arms)}] {name}: done before, skipped")
-            continue
-        log(f"[{i}/{len(arms)}] {name}")
-        run_arm(args, state, env, logdir, name, noise, trainer)
-        state["updated"] = dt.datetime.now().isoformat(timespec="seconds")
-        save_state(args, state)
-        write_report(args, state, command)
-    write_report(args, state, command)
-    log("final: " + final_line(state))
+    prepare(args, state, logdir)
+    if args.tau == "estimate":
+        for regime in args.regimes:
+            without_tau(args, dataset_id(args, regime, "noisy"))
+    unique = {}
+    for arm in arms:
+        unique.setdefault(arm.run_key(args), arm)
+    log(f"{len(arms)} arms, {len(unique)} distinct runs, {args.jobs} at a time")
+    with cf.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(train_predict_evaluate, args, state, arm, logdir): arm for arm in unique.values()}
+        for fut in cf.as_completed(futures):
+            try:
+                fut.result()
+            except RuntimeError as e:
+                log(f"FAILED {futures[fut].name} ({futures[fut].regime}): {e}")
+            report(args, state, arms, command)
+    report(args, state, arms, command)
+    log(f"done: {args.results}.md")
 
 
 if __name__ == "__main__":

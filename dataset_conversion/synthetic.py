@@ -47,13 +47,25 @@ def _blobs(rng: np.random.Generator, shape: tuple[int, ...], fraction: float) ->
     return field > np.quantile(field, 1.0 - fraction)
 
 
-def make_sample(rng: np.random.Generator, size: int, dim: int, classes: int, channels: int) -> Sample:
-    """One synthetic case: (C, *spatial) image (uint8 in 2D, float32 in 3D) and its label map."""
+def _thin_lines(rng: np.random.Generator, shape: tuple[int, ...], width: int = 2) -> np.ndarray:
+    """Curved lines ``width`` pixels wide: the rims of a few smooth blobs (a thin class, like clavicles or
+    vessels, whose pixels a batch-pooled small-loss selection rejects first)."""
+    blob = _blobs(rng, shape, rng.uniform(0.15, 0.25))
+    return blob & ~ndimage.binary_erosion(blob, iterations=width)
+
+
+def make_sample(rng: np.random.Generator, size: int, dim: int, classes: int, channels: int,
+                thin: bool = False) -> Sample:
+    """One synthetic case: (C, *spatial) image (uint8 in 2D, float32 in 3D) and its label map.
+
+    ``thin``: the last foreground class is drawn as thin lines instead of a blob.
+    """
     shape = (size,) * dim
     total = rng.uniform(0.10, 0.30)
     label = np.zeros(shape, np.uint8)
     for c in range(1, classes + 1):
-        label[_blobs(rng, shape, total / classes) & (label == 0)] = c
+        region = _thin_lines(rng, shape) if thin and c == classes else _blobs(rng, shape, total / classes)
+        label[region & (label == 0)] = c
     texture = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 1.0)
     texture /= texture.std() + 1e-6
     grid = np.meshgrid(*[np.linspace(-1, 1, size, dtype=np.float32)] * dim, indexing="ij")
@@ -70,20 +82,20 @@ def make_sample(rng: np.random.Generator, size: int, dim: int, classes: int, cha
 
 
 def discover(num_train: int = 8, num_test: int = 4, size: int = 64, dim: int = 2, classes: int = 1,
-             channels: int = 1, seed: int = 0) -> Discovery:
+             channels: int = 1, seed: int = 0, thin: bool = False) -> Discovery:
     spec = make_spec(dim, classes, channels)
     cases = []
     for i in range(num_train + num_test):
         cid = f"synth_{i:04d}"
 
         def load(cid: str = cid) -> Sample:
-            return make_sample(rng_for(seed, TAG_SYNTHETIC, cid), size, dim, classes, channels)
+            return make_sample(rng_for(seed, TAG_SYNTHETIC, cid), size, dim, classes, channels, thin)
 
         cases.append(Case(case_id=cid, load=load, source=f"synthetic case {cid}",
                           role="train" if i < num_train else "test"))
     return Discovery(spec=spec, cases=cases, source=None, native_edge=size,
                      notes=[(f"synthetic: {num_train} train / {num_test} test, {size}px, {dim}D, "
-                             f"{classes} class(es), {channels} channel(s)")])
+                             f"{classes} class(es), {channels} channel(s)" + (", last class thin" if thin else ""))])
 
 
 def generate(out_dir: Path, dataset_id: int = 901, num_train: int = 8, num_test: int = 4, size: int = 64,
@@ -108,3 +120,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", type=int, choices=(1, 2, 3), default=1, help="foreground classes (default 1)")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=1,
                         help="image channels; 3 in 2D gives an RGB PNG (default 1)")
+    parser.add_argument("--thin", action="store_true",
+                        help="draw the last foreground class as thin lines (2 px) instead of a blob")

@@ -16,6 +16,7 @@ from nnunet_gsd.dataset_conversion.provenance import from_dataset_json
 from nnunet_gsd.errors import UserError
 
 REFINEMENTS = ("none", "pixel", "superpixel")
+SELECTIONS = ("pooled", "per_class")
 DEFAULT_TAU = 0.05
 
 
@@ -31,6 +32,12 @@ class GSDSettings:
     use_gda: bool               # GDA weights (Eq. 7–10); off = W ≡ 1 (JoCoR)
     refinement: str             # "superpixel" (SGLR), "pixel" (LR ablation) or "none"
     use_kt: bool                # Knowledge Transfer (Eq. 15–18)
+    gda_dice: bool              # add nnU-Net's soft Dice on D_clean to L_GDA (ours; paper: CE + KL only)
+    selection: str              # "pooled" (Eq. 5 over the batch) or "per_class" (Eq. 5 within each nGT class)
+    refine_confidence: float    # κ: refine a rejected pixel only if its vote's mean probability ≥ κ (0: Eq. 14)
+    refine_majority: bool       # SGLR: ... and only where the vote is also the superpixel's majority nGT label
+    ignore_unrefined: bool      # leave rejected, unrefined pixels out of L_KT (paper: they keep nGT there)
+    estimate_tau: bool          # no τ given: estimate it at the end of warm-up (noise_rate.confident_disagreement)
     warmup_fraction: float      # SGLR and KT start after this fraction of the epochs
     rho: float                  # ρ: KT pastes the foreground when its fraction is ≤ ρ
     slic_segments_per_256sq: int
@@ -50,6 +57,12 @@ ENVIRONMENT = {
     "threshold": ("nnUNet_GSD_T", float),
     "warmup_fraction": ("nnUNet_GSD_WARMUP", float),
     "rho": ("nnUNet_GSD_RHO", float),
+    "refine_confidence": ("nnUNet_GSD_REFINE_CONFIDENCE", float),
+    "selection": ("nnUNet_GSD_SELECTION", str),
+    "ignore_unrefined": ("nnUNet_GSD_IGNORE_UNREFINED", lambda raw: _parse_bool("nnUNet_GSD_IGNORE_UNREFINED", raw)),
+    "refine_majority": ("nnUNet_GSD_REFINE_MAJORITY", lambda raw: _parse_bool("nnUNet_GSD_REFINE_MAJORITY", raw)),
+    "gda_dice": ("nnUNet_GSD_GDA_DICE", lambda raw: _parse_bool("nnUNet_GSD_GDA_DICE", raw)),
+    "refinement": ("nnUNet_GSD_REFINEMENT", str),
     "keep_last_k": ("nnUNet_GSD_KEEP_LAST", int),
     "log_search_loss": ("nnUNet_GSD_LOG_SEARCH_LOSS", lambda raw: _parse_bool("nnUNet_GSD_LOG_SEARCH_LOSS", raw)),
 }
@@ -111,6 +124,8 @@ def resolve_settings(attrs: Callable[[str], Any], dataset_json: Mapping[str, Any
     _check(values["threshold"] is None or values["threshold"] > 0, "threshold", values["threshold"],
            "> 0 (pixels), or unset to scale with the patch size")
     _check(values["refinement"] in REFINEMENTS, "refinement", values["refinement"], f"one of {REFINEMENTS}")
+    _check(values["selection"] in SELECTIONS, "selection", values["selection"], f"one of {SELECTIONS}")
+    _check(0 <= values["refine_confidence"] <= 1, "refine_confidence", values["refine_confidence"], "in [0, 1]")
     _check(0 <= values["warmup_fraction"] <= 1, "warmup_fraction", values["warmup_fraction"], "in [0, 1]")
     _check(0 < values["rho"] <= 1, "rho", values["rho"], "in (0, 1]")
     _check(values["slic_segments_per_256sq"] >= 1, "slic_segments_per_256sq",

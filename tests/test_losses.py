@@ -49,3 +49,25 @@ def test_correlation_loss_weighted_mean():
     kl = symmetric_kl(a, b)
     assert correlation_loss(a, b, w).item() == pytest.approx(((w * kl).sum() / w.sum()).item(), rel=1e-6)
     assert correlation_loss(a, a, w).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_kt_loss_mask_leaves_untrusted_pixels_out():
+    """With a mask, a pixel outside it changes neither term: its label may be anything."""
+    from nnunet_gsd.method.losses import kt_loss
+    torch.manual_seed(0)
+    logits = torch.randn(2, 2, 4, 4)
+    target = torch.randint(0, 2, (2, 4, 4))
+    weights = torch.ones(2, 4, 4)
+    mask = torch.ones(2, 4, 4, dtype=torch.bool)
+    mask[0, 0, 0] = False
+
+    def dice(x, y, loss_mask=None):
+        p = x.softmax(1)[:, 1:]
+        y1 = (y == 1).float()
+        m = torch.ones_like(y1) if loss_mask is None else loss_mask
+        return -(2 * (p * y1 * m).sum() + 1e-5) / ((p * m).sum() + (y1 * m).sum() + 1e-5)
+
+    flipped = target.clone()
+    flipped[0, 0, 0] = 1 - flipped[0, 0, 0]
+    assert torch.allclose(kt_loss(logits, target, weights, dice, mask), kt_loss(logits, flipped, weights, dice, mask))
+    assert not torch.allclose(kt_loss(logits, target, weights, dice), kt_loss(logits, flipped, weights, dice))

@@ -39,3 +39,16 @@ def test_search_loss_all_clean_is_mean_sup():
     t = torch.randint(0, 3, (2, 4, 4))
     ref = F.cross_entropy(l1, t) + F.cross_entropy(l2, t)
     assert search_loss(l1, l2, t, torch.ones_like(t, dtype=torch.bool)).item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_confident_disagreement_counts_pixels_both_networks_contradict():
+    from nnunet_gsd.method.noise_rate import confident_disagreement
+    # 4 pixels labelled 0; net 1 predicts class 1 at pixels 0, 1; net 2 at pixels 1, 2 → only pixel 1 counts
+    l1 = torch.zeros(1, 2, 4)
+    l1[0, 1] = torch.tensor([10.0, 10.0, -10.0, -10.0])
+    l2 = torch.zeros(1, 2, 4)
+    l2[0, 1] = torch.tensor([-10.0, 10.0, 10.0, -10.0])
+    noisy = torch.zeros(1, 4, dtype=torch.long)
+    assert confident_disagreement(l1, l2, noisy).item() == pytest.approx(0.25)
+    # p(nGT) = 0.5 is not "confident" at the default 0.2
+    assert confident_disagreement(torch.zeros(1, 2, 4), torch.zeros(1, 2, 4), noisy).item() == 0.0

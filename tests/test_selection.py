@@ -94,3 +94,22 @@ def test_small_loss_mask_ignores_grad():
     loss = torch.rand(2, 4, 4, requires_grad=True)
     m = small_loss_mask(loss * 2, 0.5)
     assert not m.requires_grad
+
+
+def test_class_balanced_selection_keeps_each_class_share():
+    """Hand-made: class 1 (the minority) has every high loss; pooled selection drops all of it, per-class
+    selection keeps round(0.5·n_c) of each class — the smallest losses within the class."""
+    from nnunet_gsd.method.selection import class_balanced_small_loss_mask
+    loss = torch.tensor([[0.1, 0.2, 0.3, 0.4, 5.0, 6.0, 7.0, 8.0]])
+    labels = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1]])
+    pooled = small_loss_mask(loss, 0.5)
+    assert pooled.tolist() == [[True, True, True, True, False, False, False, False]]
+    per_class = class_balanced_small_loss_mask(loss, labels, 0.5, 2)
+    assert per_class.tolist() == [[True, True, False, False, True, True, False, False]]
+    # a class with one pixel keeps it (k_c ≥ 1); an absent class is no problem
+    one = class_balanced_small_loss_mask(torch.tensor([[3.0, 1.0, 2.0]]), torch.tensor([[1, 0, 0]]), 0.5, 3)
+    assert one.tolist() == [[True, True, False]]
+    # a single class: identical to the pooled rule
+    x = torch.rand(2, 5, 7)
+    assert torch.equal(class_balanced_small_loss_mask(x, torch.zeros(2, 5, 7, dtype=torch.long), 0.8, 2),
+                       small_loss_mask(x, 0.8))

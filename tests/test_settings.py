@@ -8,7 +8,8 @@ from nnunet_gsd.settings import DEFAULT_TAU, resolve_settings
 
 DEFAULTS = dict(tau=None, lam=0.5, ramp_fraction=0.1, threshold=None, use_gda=True, refinement="superpixel",
                 use_kt=True, warmup_fraction=0.3, rho=0.5, slic_segments_per_256sq=1024, slic_compactness=10.0,
-                slic_sigma=1.0, keep_last_k=0, log_search_loss=False)
+                slic_sigma=1.0, keep_last_k=0, log_search_loss=False, gda_dice=True, selection="per_class",
+                refine_confidence=0.8, refine_majority=True, estimate_tau=True, ignore_unrefined=False)
 
 
 def resolve(dataset_json=None, env=None, **overrides):

@@ -164,3 +164,41 @@ def test_class_argmax_matches_torch_argmax_including_ties(c):
     assert torch.equal(_class_argmax(t, 1), t.argmax(dim=1))
     assert torch.equal(_class_argmax(t[0], 0), t[0].argmax(dim=0))
     assert torch.equal(pixel_argmax(t), t.argmax(dim=1))
+
+
+def test_superpixel_vote_gives_label_and_mean_probability():
+    from nnunet_gsd.method.superpixels import superpixel_vote
+    # one sample, 4 pixels, superpixels {1: pixels 0-2, 2: pixel 3}; p(class 1) = .9 .8 .1 | .3
+    p1 = torch.tensor([0.9, 0.8, 0.1, 0.3])
+    probs = torch.stack([1 - p1, p1]).view(1, 2, 1, 4)
+    ids = torch.tensor([1, 1, 1, 2]).view(1, 1, 4)
+    label, conf = superpixel_vote(probs, ids)
+    assert label.view(-1).tolist() == [1, 1, 1, 0]
+    assert torch.allclose(conf.view(-1), torch.tensor([0.6, 0.6, 0.6, 0.7]))
+    assert torch.equal(label, superpixel_argmax(probs, ids))
+
+
+def test_confident_refinement_keeps_weak_votes():
+    """A rejected pixel takes ŷ only with a confident vote that both networks share; the paper's rule is
+    κ = 0 without a gate."""
+    from nnunet_gsd.method.superpixels import confident_refinement
+    noisy = torch.tensor([0, 0, 1, 1, 1])
+    clean_mask = torch.tensor([True, False, False, False, False])
+    proposal = torch.tensor([1, 1, 0, 0, 0])
+    confidence = torch.tensor([0.99, 0.6, 0.95, 0.95, 0.81])
+    gate = torch.tensor([True, True, True, False, True])
+    refined = confident_refinement(noisy, clean_mask, proposal, confidence, 0.8, gate)
+    # selected: nGT; weak vote: nGT; confident and gated: ŷ; gate closed: nGT; just above κ: ŷ
+    assert refined.tolist() == [0, 0, 0, 1, 0]
+    assert torch.equal(confident_refinement(noisy, clean_mask, proposal, confidence, 0.0),
+                       refine_labels(noisy, clean_mask, proposal))
+
+
+def test_superpixel_majority_gate():
+    """The labels' own vote per superpixel: a pixel labelled against its region's majority is flagged."""
+    from nnunet_gsd.method.superpixels import superpixel_majority
+    labels = torch.tensor([[0, 1, 1, 1, 0, 0]])
+    ids = torch.tensor([[1, 1, 1, 1, 2, 0]])  # superpixel 1: 0,1,1,1 → 1; superpixel 2: 0 → 0; id 0 keeps its own
+    assert superpixel_majority(labels, ids, 2).tolist() == [[1, 1, 1, 1, 0, 0]]
+    labels3 = torch.tensor([[2, 2, 1, 0]])
+    assert superpixel_majority(labels3, torch.ones(1, 4, dtype=torch.long), 3).tolist() == [[2, 2, 2, 2]]

@@ -1,7 +1,7 @@
 """Knowledge-transfer and correlation losses (paper Eq. 16–19, SPEC §2.5–2.6)."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -30,19 +30,26 @@ def weighted_ce(logits: Tensor, target: Tensor, weights: Tensor) -> Tensor:
     return (w * ce).sum() / w.sum().clamp_min(_EPS)
 
 
-def kt_loss(logits: Tensor, target: Tensor, weights: Tensor, dice: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+def kt_loss(logits: Tensor, target: Tensor, weights: Tensor, dice: Callable[..., Tensor],
+            mask: Optional[Tensor] = None) -> Tensor:
     """One network's KT loss: weighted CE + soft Dice on the mixed batch (Eq. 17).
 
     Args:
         logits, target, weights: as in :func:`weighted_ce`.
         dice: nnU-Net's ``MemoryEfficientSoftDiceLoss(apply_nonlin=softmax_helper_dim1,
-            batch_dice=..., do_bg=False, smooth=1e-5)`` (SPEC: nnU-Net's Dice); it returns the
-            negative Dice, as in nnU-Net's DC_and_CE_loss. Called as ``dice(logits, target[:, None])``.
+            batch_dice=..., do_bg=False, smooth=1e-5)``; it returns the negative Dice, as in nnU-Net's
+            DC_and_CE_loss. Called as ``dice(logits, target[:, None], loss_mask=...)``.
+        mask: optional bool ``(B, *spatial)``: only these pixels are supervised (both terms). Ours: the
+            pixels whose label is trusted (selected or confidently refined), so that KT does not put back the
+            noisy labels that selection took out of L_GDA.
 
     Returns:
         Scalar.
     """
-    return weighted_ce(logits, target, weights) + dice(logits, target.long()[:, None])
+    if mask is None:
+        return weighted_ce(logits, target, weights) + dice(logits, target.long()[:, None])
+    m = mask.to(weights.dtype)
+    return weighted_ce(logits, target, weights * m) + dice(logits, target.long()[:, None], loss_mask=m[:, None])
 
 
 def correlation_loss(logits1: Tensor, logits2: Tensor, weights: Tensor) -> Tensor:

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["search_loss", "not_label_ce"]
+__all__ = ["search_loss", "not_label_ce", "confident_disagreement"]
 
 
 def not_label_ce(logits: Tensor, target: Tensor) -> Tensor:
@@ -45,3 +45,22 @@ def search_loss(logits1: Tensor, logits2: Tensor, noisy: Tensor, clean_mask: Ten
     sup = F.cross_entropy(logits1, noisy, reduction="none") + F.cross_entropy(logits2, noisy, reduction="none")
     inv = not_label_ce(logits1, noisy) + not_label_ce(logits2, noisy)
     return torch.where(clean_mask, sup, inv).mean()
+
+
+def confident_disagreement(logits1: Tensor, logits2: Tensor, noisy: Tensor, max_probability: float = 0.2) -> Tensor:
+    """Share of pixels where *both* networks give nGT a probability below ``max_probability``.
+
+    An estimate of the label-noise rate τ without clean labels (ours, not the paper's; the paper searches
+    τ with Eq. 20): where two independently initialised networks, after warm-up, both confidently
+    contradict the label, the label is more likely wrong than the networks. It over-counts the networks'
+    shared mistakes and under-counts errors they have memorised, so it is logged beside the truth
+    diagnostics and used only when the dataset gives no τ.
+
+    Returns:
+        0-d float tensor in [0, 1].
+    """
+    with torch.no_grad():
+        idx = noisy.long().unsqueeze(1)
+        p1 = torch.softmax(logits1.float(), dim=1).gather(1, idx)
+        p2 = torch.softmax(logits2.float(), dim=1).gather(1, idx)
+        return ((p1 < max_probability) & (p2 < max_probability)).float().mean()

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["symmetric_kl", "pick_loss", "retention_rate", "small_loss_mask"]
+__all__ = ["symmetric_kl", "pick_loss", "retention_rate", "small_loss_mask", "class_balanced_small_loss_mask"]
 
 
 def symmetric_kl(logits_a: Tensor, logits_b: Tensor) -> Tensor:
@@ -97,4 +97,44 @@ def small_loss_mask(loss: Tensor, keep_fraction: float) -> Tensor:
         if n - k > 0:
             idx = torch.topk(flat, n - k, largest=True, sorted=False).indices
             mask.index_fill_(0, idx, False)
+    return mask.view(loss.shape)
+
+
+def class_balanced_small_loss_mask(loss: Tensor, labels: Tensor, keep_fraction: float, num_classes: int) -> Tensor:
+    """Eq. 5 applied within each nGT class: of the ``n_c`` pixels labelled c in the batch, the
+    ``k_c = clamp(round(keep_fraction · n_c), 1, n_c)`` with the smallest loss are kept.
+
+    Why: pooled over the batch, the ranking rejects a class that the networks have not learnt yet as a
+    whole (a thin or small class has the highest losses early on), so it never enters L_GDA and the
+    superpixel vote then hands it to its neighbours — measured: a thin class at Dice 0. Ranked within
+    each class, every class keeps the same share of its pixels, and the high-loss outliers of each class
+    are still the ones rejected. Identical to :func:`small_loss_mask` when the batch has one class.
+
+    Args:
+        loss: ``(B, *spatial)`` per-pixel loss (gradient ignored).
+        labels: ``(B, *spatial)`` integer nGT in ``[0, num_classes)``.
+        keep_fraction: R(e).
+        num_classes: C (host value: keeps every shape host-known, so nothing synchronises).
+
+    Returns:
+        Bool tensor shaped like ``loss``.
+
+    Method: one sort by the key ``class · (span + 1) + (loss − min)`` (float64, span = max − min of the
+    losses) groups the pixels by class, each group ordered by loss; a pixel's rank in its class is its
+    position minus the group's start (from per-class counts). Nothing leaves the device.
+    """
+    flat = loss.detach().reshape(-1)
+    lab = labels.reshape(-1).long().clamp(0, num_classes - 1)
+    n = flat.numel()
+    shifted = flat.double() - flat.min().double()
+    order = torch.sort(lab.double() * (shifted.max() + 1.0) + shifted).indices   # grouped by class, loss ascending
+    grouped = lab[order]
+    counts = torch.zeros(num_classes, dtype=torch.long, device=flat.device).scatter_add_(
+        0, lab, torch.ones_like(lab))
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(n, device=flat.device) - starts[grouped]
+    k = torch.floor(counts.double() * float(keep_fraction) + 0.5).long().clamp_min(1)
+    k = torch.minimum(k, counts)
+    mask = torch.empty(n, dtype=torch.bool, device=flat.device)
+    mask[order] = rank < k[grouped]
     return mask.view(loss.shape)

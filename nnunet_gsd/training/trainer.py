@@ -26,14 +26,11 @@ from torch._dynamo import OptimizedModule
 
 from nnunet_gsd.dual_network import DualNetwork
 from nnunet_gsd.errors import UserError
-from nnunet_gsd.method.diagnostics import truth_diagnostics
-from nnunet_gsd.method.gda import clipped_boundary_distance, default_threshold, gda_loss, gda_weights
-from nnunet_gsd.method.losses import correlation_loss, kt_loss
-from nnunet_gsd.method.noise_rate import search_loss
-from nnunet_gsd.method.selection import pick_loss, retention_rate, small_loss_mask
-from nnunet_gsd.method.superpixels import (decode_ids, fuse_probabilities, pixel_argmax, refine_labels,
-                                           superpixel_argmax)
-from nnunet_gsd.method.transfer import derangement, mix, transfer_masks
+from nnunet_gsd.method.gda import default_threshold
+from nnunet_gsd.method.selection import retention_rate
+from nnunet_gsd.method.step import (StepFigures, StepSchedule, selection_half, step_figures, transfer_inputs,
+                                    transfer_losses)
+from nnunet_gsd.method.superpixels import decode_ids
 from nnunet_gsd.method.views import weak_intensity_view
 from nnunet_gsd.settings import GSDSettings, resolve_settings
 from nnunet_gsd.training.budget import BudgetMixin
@@ -43,11 +40,6 @@ from nnunet_gsd.training.data import (AuxChannelDataset, TargetLayout, build_cle
                                       with_aux_spatial_transform)
 from nnunet_gsd.training.plots import plot_gsd_progress
 from nnunet_gsd.training.profiling import PhaseTimer, profiling_enabled
-
-#: figures reported by every training step, in this order (one host transfer per step)
-STEP_FIGURES = ("loss", "loss_gda", "loss_kt", "loss_cor", "mean_weight", "kept_fraction")
-TRUTH_FIGURES = ("selection_precision", "noise_rate_selected", "noise_rate_rejected", "noise_rate",
-                 "refined_accuracy", "noisy_accuracy")
 
 
 class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
@@ -61,6 +53,12 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
     gsd_use_gda: bool = True
     gsd_refinement: str = "superpixel"
     gsd_use_kt: bool = True
+    gsd_gda_dice: bool = True
+    gsd_selection: str = "per_class"
+    gsd_refine_confidence: float = 0.0
+    gsd_refine_majority: bool = True
+    gsd_ignore_unrefined: bool = True
+    gsd_estimate_tau: bool = True
     gsd_warmup_fraction: float = 0.3
     gsd_rho: float = 0.5
     gsd_slic_segments_per_256sq: int = 1024
@@ -173,7 +171,7 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
             self.initialize()
         self._prepare_aux_maps()
         # only keys logged every epoch: nnU-Net's progress plot stops at the shortest logged list
-        for key in ("retention",) + self._step_figure_names[1:]:
+        for key in ("retention", "tau") + self._step_figure_names[1:]:
             self.logger.local_logger.my_fantastic_logging.setdefault("gsd_" + key, [])
         super().on_train_start()
         self.print_to_log_file(f"GSD settings: {self.gsd.summary()}; T={self._threshold}; "
@@ -204,116 +202,91 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
             self.optimizer.step()
 
     def train_step(self, batch: dict) -> dict:
-        """One GSD iteration (SPEC §2, Algorithm 1).
+        """One GSD iteration (Algorithm 1; the method is :mod:`nnunet_gsd.method.step`).
 
-        L_total = L_GDA + L_KT + L_cor, but the refined labels, weights and masks that link the two
-        halves carry no gradient, so the gradient of the sum is the sum of two separate backward passes.
-        Running the first before the KT passes frees the activations of passes 1–2 before passes 3–4
-        allocate theirs: peak memory is that of two passes, not four, with identical gradients. Under
-        DDP the first backward runs in ``no_sync`` so gradients are all-reduced once per step.
+        The refined labels, weights and masks that link the two halves carry no gradient, so the gradient
+        of L_GDA + L_KT + L_cor is the sum of two backward passes. Running the first before the KT passes
+        frees the activations of passes 1–2 first: peak memory of two passes, not four, same gradients.
+        Under DDP the first backward runs in ``no_sync``, so gradients are all-reduced once per step.
         """
-        timer, settings = self._timer, self.gsd
-        epoch, num_epochs = self.current_epoch, self.num_epochs
+        timer, schedule = self._timer, self._schedule()
         with timer.phase("to_device"):
             data = batch["data"].to(self.device, non_blocking=True)
             target = batch["target"].to(self.device, non_blocking=True)
-            noisy = target[:, 0].long()
-            view = weak_intensity_view(data)
-        threshold = self._threshold
-        keep = retention_rate(epoch, num_epochs, settings.tau, settings.ramp_fraction)
-        after_warmup = epoch >= self._warmup_epochs
-        refine = after_warmup and settings.refinement != "none"
-        transfer = after_warmup and settings.use_kt
-
+            noisy, view = target[:, 0].long(), weak_intensity_view(data)
+            ids = decode_ids(target[:, self.layout.superpixel_channels]) if self.layout.has_superpixels else None
         self.optimizer.zero_grad(set_to_none=True)
-        defer_sync = self.network.no_sync() if (self.is_ddp and transfer) else dummy_context()
-        with defer_sync:
+        with self.network.no_sync() if (self.is_ddp and schedule.use_kt) else dummy_context():
             with self._autocast():
                 with timer.phase("passes_1_2"):
                     logits1, logits2 = self.network(data, view)
-                with timer.phase("selection"):
-                    # per-pixel terms in float32: CE/KL of fp16 logits lose the small losses
-                    logits1, logits2 = logits1.float(), logits2.float()
-                    pick = pick_loss(logits1, logits2, noisy, settings.lam)
-                    clean_mask = small_loss_mask(pick.detach(), keep)
-                with timer.phase("gda"):
-                    if settings.use_gda:
-                        weights = gda_weights(clipped_boundary_distance(noisy, threshold), epoch, num_epochs,
-                                              threshold)
-                    else:
-                        weights = torch.ones_like(pick)
-                    loss_gda = gda_loss(pick, clean_mask, weights)
-                refined = noisy
-                if refine:
-                    with timer.phase("refinement"), torch.no_grad():
-                        fused = fuse_probabilities(logits1.detach(), logits2.detach(),
-                                                   torch.rand((), device=self.device))
-                        if settings.refinement == "superpixel":
-                            ids = decode_ids(target[:, self.layout.superpixel_channels])
-                            proposal = superpixel_argmax(fused, ids)
-                        else:
-                            proposal = pixel_argmax(fused)
-                        refined = refine_labels(noisy, clean_mask, proposal)
-                loss_kt = loss_cor = loss_gda.new_zeros(())
-                if refine and not transfer:
-                    # Without KT the refined labels supervise the unmixed passes (ablation rows +LR, +SGLR)
-                    # in L_KT's form (W-weighted CE + Dice), at no extra network pass.
-                    with timer.phase("kt_losses"):
-                        loss_kt = (kt_loss(logits1, refined, weights, self._dice)
-                                   + kt_loss(logits2, refined, weights, self._dice))
+                with timer.phase("selection"):  # per-pixel terms in float32: fp16 CE/KL lose the small losses
+                    half = selection_half(logits1.float(), logits2.float(), noisy, ids, schedule, self._dice)
             with timer.phase("backward_1_2"):
-                self._backward(loss_gda + loss_kt)
-
-        if transfer:
+                self._backward(half.loss)
+        loss_kt = loss_cor = half.loss.new_zeros(())
+        if schedule.use_kt:
             with self._autocast():
                 with timer.phase("kt_mixing"):
-                    partner = derangement(data.shape[0], device=self.device)
-                    masks = transfer_masks(refined, self.label_manager.num_segmentation_heads, settings.rho)
-                    data_mix, view_mix = mix(data, masks, partner), mix(view, masks, partner)
-                    refined_mix, weights_mix = mix(refined, masks[:, 0], partner), mix(weights, masks[:, 0], partner)
+                    mixed = transfer_inputs(data, view, half, self.label_manager.num_segmentation_heads, schedule.rho)
                 with timer.phase("passes_3_4"):
-                    mixed1, mixed2 = self.network(data_mix, view_mix)
+                    mixed1, mixed2 = self.network(mixed.data, mixed.view)
                 with timer.phase("kt_losses"):
-                    mixed1, mixed2 = mixed1.float(), mixed2.float()
-                    loss_kt = (kt_loss(mixed1, refined_mix, weights_mix, self._dice)
-                               + kt_loss(mixed2, refined_mix, weights_mix, self._dice))
-                    loss_cor = correlation_loss(mixed1, mixed2, weights_mix)
+                    loss_kt, loss_cor = transfer_losses(mixed1.float(), mixed2.float(), mixed, self._dice)
             with timer.phase("backward_3_4"):
                 self._backward(loss_kt + loss_cor)
         with timer.phase("optimizer"):
             self._optimizer_step()
-        loss = loss_gda + loss_kt + loss_cor
-
-        figures = [loss, loss_gda, loss_kt, loss_cor, weights.mean(), clean_mask.float().mean()]
-        if settings.log_search_loss:
-            figures.append(search_loss(logits1.detach(), logits2.detach(), noisy, clean_mask))
-        if self.layout.has_clean:
-            truth = truth_diagnostics(noisy, target[:, self.layout.clean_channel].long(), clean_mask, refined)
-            figures += [truth[k] for k in TRUTH_FIGURES]
+        clean = target[:, self.layout.clean_channel].long() if self.layout.has_clean else None
+        figures = step_figures(half, loss_kt, loss_cor, noisy, clean,
+                               (logits1.float(), logits2.float()) if self.gsd.log_search_loss else None).values()
         # one device→host transfer per step, as in nnU-Net's own train_step
-        values = torch.stack([f.detach().float() for f in figures]).cpu().numpy()
-        return dict(zip(self._step_figure_names, values))
+        values = torch.stack([v.detach().float() for v in figures.values()]).cpu().numpy()
+        return dict(zip(figures.keys(), values))
+
+    def _schedule(self) -> StepSchedule:
+        return StepSchedule.of(self.gsd, self.current_epoch, self.num_epochs, self._threshold, self._warmup_epochs,
+                               self._tau)
+
+    @property
+    def _estimates_tau(self) -> bool:
+        return self.gsd.estimate_tau and self.gsd.tau_source == "default" and self._warmup_epochs > 0
+
+    def _tau_after_warmup(self) -> float:
+        estimate = self.logger.get_value("gsd_disagreement", step=self._warmup_epochs - 1)
+        return float(min(max(estimate, 0.0), 0.5))
+
+    @property
+    def _tau(self) -> float:
+        """τ of this epoch: the setting, or — with no τ given and ``estimate_tau`` — the networks' confident
+        disagreement with nGT averaged over the last warm-up epoch (the default τ until then)."""
+        if self._estimates_tau and self.current_epoch >= self._warmup_epochs:
+            return self._tau_after_warmup()
+        return self.gsd.tau
 
     @property
     def _step_figure_names(self) -> tuple:
-        return (STEP_FIGURES + (("search_loss",) if self.gsd.log_search_loss else ())
-                + (TRUTH_FIGURES if self.layout.has_clean else ()))
+        return StepFigures.names(search=self.gsd.log_search_loss, truth=self.layout.has_clean)
 
     def on_train_epoch_end(self, train_outputs: List[dict]):
         super().on_train_epoch_end(train_outputs)
         outputs = collate_outputs(train_outputs)
         epoch = self.current_epoch
-        self.logger.log("gsd_retention", retention_rate(epoch, self.num_epochs, self.gsd.tau,
-                                                        self.gsd.ramp_fraction), epoch)
+        self.logger.log("gsd_retention", retention_rate(epoch, self.num_epochs, self._tau, self.gsd.ramp_fraction),
+                        epoch)
+        self.logger.log("gsd_tau", self._tau, epoch)
         for key in self._step_figure_names[1:]:
             self.logger.log("gsd_" + key, all_ranks_nanmean(outputs[key]), epoch)
-        line = ", ".join(f"{k}={self.logger.get_value('gsd_' + k, step=-1):.4f}"
-                         for k in ("retention",) + STEP_FIGURES[1:] + (("search_loss",) if self.gsd.log_search_loss
-                                                                       else ()))
+        if self._estimates_tau and epoch == self._warmup_epochs - 1:
+            self.print_to_log_file(f"GSD: no τ given (dataset.json or nnUNet_GSD_TAU): estimated τ = "
+                                   f"{self._tau_after_warmup():.4f} from this epoch's confident disagreement of "
+                                   f"both networks with the labels; used from the next epoch on")
+        names = StepFigures.names(search=self.gsd.log_search_loss, truth=False)[1:]
+        line = ", ".join(f"{k}={self.logger.get_value('gsd_' + k, step=-1):.4f}" for k in ("tau", "retention") + names)
         self.print_to_log_file(f"GSD: {line}")
         if self.layout.has_clean:
             self.print_to_log_file("GSD truth: " + ", ".join(
-                f"{k}={self.logger.get_value('gsd_' + k, step=-1):.4f}" for k in TRUTH_FIGURES))
+                f"{k}={self.logger.get_value('gsd_' + k, step=-1):.4f}" for k in StepFigures.TRUTH))
         if self._timer.enabled:
             self.print_to_log_file("GSD phase ms/iteration: " + ", ".join(
                 f"{k}={v:.1f}" for k, v in self._timer.mean_ms().items()))

@@ -5,6 +5,7 @@ training step is shared. Table 7 rows (Kvasir, S_R): JoCoR 71.05 → +GDA 76.76 
 +SGLR 78.84 → +KT (= GSD) 80.04.
 """
 import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.training.nnUNetTrainer.variants.loss.nnUNetTrainerCELoss import nnUNetTrainerCELoss
 from nnunetv2.training.nnUNetTrainer.variants.network_architecture.nnUNetTrainerNoDeepSupervision import \
     nnUNetTrainerNoDeepSupervision
@@ -13,8 +14,19 @@ from nnunet_gsd.training.budget import BudgetMixin
 from nnunet_gsd.training.trainer import nnUNetTrainerGSD
 
 
-# --- ablation family (paper Table 7) -------------------------------------------------------------
-class nnUNetTrainerJoCoR(nnUNetTrainerGSD):
+class nnUNetTrainerGSDFaithful(nnUNetTrainerGSD):
+    """GSD-Net exactly as the paper states it: L_GDA without a Dice term, selection pooled over the batch
+    (Eq. 5), every rejected pixel refined by the superpixel vote (Eq. 14), the given or default τ."""
+    gsd_gda_dice = False
+    gsd_selection = "pooled"
+    gsd_refine_confidence = 0.0
+    gsd_refine_majority = False
+    gsd_ignore_unrefined = False
+    gsd_estimate_tau = False
+
+
+# --- ablation family (paper Table 7), on the paper's rules --------------------------------------------
+class nnUNetTrainerJoCoR(nnUNetTrainerGSDFaithful):
     """Table 7 row 1: two networks, small-loss selection, co-regularisation (L_pick) only."""
     gsd_use_gda = False
     gsd_refinement = "none"
@@ -76,7 +88,12 @@ class nnUNetTrainerGSD_tiny(nnUNetTrainerGSD):
     gsd_warmup_fraction = 0.25
 
 
-# --- benchmark baseline ---------------------------------------------------------------------------
+# --- benchmark baselines -------------------------------------------------------------------------------
+class nnUNetTrainerBudget(BudgetMixin, nnUNetTrainer):
+    """Stock nnU-Net (Dice + CE, deep supervision) with the budget environment variables: the baseline users
+    compare with, trained exactly as long as the GSD arms."""
+
+
 class nnUNetTrainerNoDeepSupervisionBudget(BudgetMixin, nnUNetTrainerNoDeepSupervision):
     """nnU-Net's nnUNetTrainerNoDeepSupervision (Dice + CE, one network) with the budget environment
     variables, so benchmark baselines train exactly as long as the GSD arms."""

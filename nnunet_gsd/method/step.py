@@ -1,0 +1,223 @@
+"""One GSD training step (paper Algorithm 1) as pure functions of tensors.
+
+The step has two halves joined by labels and weights that carry no gradient:
+
+* :func:`selection_half` — from the logits of f1(x) and f2(x'): L_pick, the clean set D_clean, the GDA
+  weights W, L_GDA (Eq. 1–10), and the refined labels y (Eq. 11–14);
+* :func:`transfer_inputs` + :func:`transfer_losses` — the mixed batch of Knowledge Transfer (Eq. 15) and,
+  from the logits of the two networks on it, L_KT and L_cor (Eq. 16–18).
+
+The trainer runs the network passes, autocast and the backward passes between them; everything that
+decides *what* is learnt lives here and is tested on CPU with stand-in networks. No function here
+synchronises host and device.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from .diagnostics import truth_diagnostics
+from .gda import clipped_boundary_distance, gda_loss, gda_weights
+from .losses import correlation_loss, kt_loss
+from .noise_rate import confident_disagreement, search_loss
+from .selection import class_balanced_small_loss_mask, pick_loss, retention_rate, small_loss_mask
+from .superpixels import (confident_refinement, fuse_probabilities, pixel_argmax, superpixel_majority,
+                          superpixel_vote)
+from .transfer import derangement, mix, transfer_masks
+
+__all__ = ["StepSchedule", "SelectionHalf", "MixedBatch", "StepFigures", "selection_half", "transfer_inputs",
+           "transfer_losses", "step_figures"]
+
+#: ``dice(logits, target[:, None], loss_mask=None)`` → negative soft Dice (nnU-Net's MemoryEfficientSoftDiceLoss)
+DiceFn = Callable[..., Tensor]
+
+
+@dataclass(frozen=True)
+class StepSchedule:
+    """What the current epoch does, from the settings and the epoch (all host values, fixed for an epoch)."""
+
+    keep: float              # R(e), the fraction of pixels kept as clean (Eq. 6)
+    epoch: int
+    num_epochs: int
+    threshold: float         # T of Eq. 8-9
+    use_gda: bool
+    gda_dice: bool           # add nnU-Net's soft Dice on D_clean to L_GDA (ours; the paper's L_GDA is CE + KL)
+    lam: float               # λ of L_pick (Eq. 4)
+    selection: str           # "pooled" (Eq. 5, one ranking over the batch) or "per_class" (ranking within each nGT class)
+    refinement: str          # "none", "pixel" (LR) or "superpixel" (SGLR) — "none" also during warm-up
+    refine_confidence: float  # κ: refine a rejected pixel only where the vote's mean probability ≥ κ (0: Eq. 14)
+    refine_majority: bool    # SGLR: ... and only where the vote equals the superpixel's majority nGT label
+    ignore_unrefined: bool   # rejected pixels that keep nGT are left out of L_KT (paper: supervised with nGT)
+    use_kt: bool             # Knowledge Transfer this epoch (after warm-up)
+    rho: float               # ρ of the KT masks
+
+    @classmethod
+    def of(cls, settings, epoch: int, num_epochs: int, threshold: float, warmup_epochs: int,
+           tau: Optional[float] = None) -> "StepSchedule":
+        """The schedule of ``epoch`` under ``settings`` (a :class:`~nnunet_gsd.settings.GSDSettings`).
+
+        ``tau`` overrides ``settings.tau`` (the trainer passes its estimate when the dataset gives none).
+        """
+        after_warmup = epoch >= warmup_epochs
+        return cls(keep=retention_rate(epoch, num_epochs, settings.tau if tau is None else tau,
+                                       settings.ramp_fraction),
+                   epoch=epoch, num_epochs=num_epochs, threshold=threshold, use_gda=settings.use_gda,
+                   gda_dice=settings.gda_dice, lam=settings.lam, selection=settings.selection,
+                   refinement=settings.refinement if after_warmup else "none",
+                   refine_confidence=settings.refine_confidence, refine_majority=settings.refine_majority,
+                   ignore_unrefined=settings.ignore_unrefined, use_kt=after_warmup and settings.use_kt, rho=settings.rho)
+
+
+@dataclass
+class SelectionHalf:
+    """The selection half of a step: its loss, what links it to the transfer half, and its figures."""
+
+    loss: Tensor               # L_GDA (+ L_KT's form on the unmixed passes when refining without KT)
+    loss_gda: Tensor
+    loss_kt_unmixed: Tensor    # refined labels on the unmixed passes (ablation rows +LR/+SGLR); 0 otherwise
+    clean_mask: Tensor         # D_clean, bool (B, *spatial)
+    weights: Tensor            # W(e), float (B, *spatial)
+    refined: Tensor            # y, long (B, *spatial)
+    trusted: Optional[Tensor]  # pixels L_KT supervises (D_clean ∪ refined), or None: all of them
+    refined_fraction: Tensor   # share of pixels whose label refinement changed
+    disagreement: Tensor       # share of pixels where both networks confidently contradict nGT (τ estimate)
+
+
+def selection_half(logits1: Tensor, logits2: Tensor, noisy: Tensor, superpixel_ids: Optional[Tensor],
+                   schedule: StepSchedule, dice: DiceFn, alpha: Optional[Tensor] = None) -> SelectionHalf:
+    """L_pick → D_clean → W → L_GDA → refined labels (Eq. 1–14).
+
+    Args:
+        logits1, logits2: ``(B, C, *spatial)`` float logits of f1(x) and f2(x').
+        noisy: ``(B, *spatial)`` long nGT.
+        superpixel_ids: ``(B, *spatial)`` long ids (needed for ``refinement == "superpixel"``).
+        schedule: the epoch's :class:`StepSchedule`.
+        dice: nnU-Net's soft Dice loss (used by the Dice term of L_GDA and the unmixed L_KT form).
+        alpha: fusion weight α of Eq. 11 (a 0-d tensor); drawn uniformly when None.
+    """
+    num_classes = logits1.shape[1]
+    pick = pick_loss(logits1, logits2, noisy, schedule.lam)
+    if schedule.selection == "per_class":
+        clean_mask = class_balanced_small_loss_mask(pick.detach(), noisy, schedule.keep, num_classes)
+    else:
+        clean_mask = small_loss_mask(pick.detach(), schedule.keep)
+    if schedule.use_gda:
+        weights = gda_weights(clipped_boundary_distance(noisy, schedule.threshold), schedule.epoch,
+                              schedule.num_epochs, schedule.threshold)
+    else:
+        weights = torch.ones_like(pick)
+    loss_gda = gda_loss(pick, clean_mask, weights)
+    if schedule.gda_dice:
+        mask = clean_mask[:, None].to(logits1.dtype)
+        loss_gda = loss_gda + dice(logits1, noisy[:, None], loss_mask=mask) + dice(logits2, noisy[:, None],
+                                                                                    loss_mask=mask)
+    refined = noisy
+    with torch.no_grad():
+        disagreement = confident_disagreement(logits1.detach(), logits2.detach(), noisy)
+        if schedule.refinement != "none":
+            if alpha is None:
+                alpha = torch.rand((), device=logits1.device)
+            fused = fuse_probabilities(logits1.detach(), logits2.detach(), alpha)
+            if schedule.refinement == "superpixel":
+                proposal, confidence = superpixel_vote(fused, superpixel_ids)
+            else:
+                proposal = pixel_argmax(fused)
+                confidence = fused.gather(1, proposal[:, None])[:, 0]
+            gate = None
+            if schedule.refine_majority and schedule.refinement == "superpixel":
+                gate = proposal == superpixel_majority(noisy, superpixel_ids, num_classes)
+            refined = confident_refinement(noisy, clean_mask, proposal, confidence, schedule.refine_confidence,
+                                           gate)
+    trusted = (clean_mask | (refined != noisy)) if schedule.ignore_unrefined else None
+    loss_kt = loss_gda.new_zeros(())
+    if schedule.refinement != "none" and not schedule.use_kt:
+        # Without KT the refined labels supervise the unmixed passes (ablation rows +LR, +SGLR) in L_KT's
+        # form (W-weighted CE + Dice), at no extra network pass.
+        loss_kt = kt_loss(logits1, refined, weights, dice, trusted) + kt_loss(logits2, refined, weights, dice, trusted)
+    return SelectionHalf(loss=loss_gda + loss_kt, loss_gda=loss_gda, loss_kt_unmixed=loss_kt,
+                         clean_mask=clean_mask, weights=weights, refined=refined, trusted=trusted,
+                         refined_fraction=(refined != noisy).float().mean(), disagreement=disagreement)
+
+
+@dataclass
+class MixedBatch:
+    """The KT batch (Eq. 15): sample i's label-shaped region pasted onto its partner."""
+
+    data: Tensor
+    view: Tensor
+    labels: Tensor
+    weights: Tensor
+    trusted: Optional[Tensor]
+
+
+def transfer_inputs(data: Tensor, view: Tensor, half: SelectionHalf, num_classes: int, rho: float,
+                    generator: Optional[torch.Generator] = None) -> MixedBatch:
+    """Pair every sample with a random other one and paste its refined-label region onto it (Eq. 15)."""
+    partner = derangement(data.shape[0], generator=generator, device=data.device)
+    masks = transfer_masks(half.refined, num_classes, rho, generator=generator)
+    region = masks[:, 0]
+    return MixedBatch(data=mix(data, masks, partner), view=mix(view, masks, partner),
+                      labels=mix(half.refined, region, partner), weights=mix(half.weights, region, partner),
+                      trusted=None if half.trusted is None else mix(half.trusted, region, partner))
+
+
+def transfer_losses(mixed1: Tensor, mixed2: Tensor, mixed: MixedBatch, dice: DiceFn) -> tuple[Tensor, Tensor]:
+    """``(L_KT, L_cor)`` of the two networks' logits on the mixed batch (Eq. 16–18)."""
+    loss_kt = (kt_loss(mixed1, mixed.labels, mixed.weights, dice, mixed.trusted)
+               + kt_loss(mixed2, mixed.labels, mixed.weights, dice, mixed.trusted))
+    return loss_kt, correlation_loss(mixed1, mixed2, mixed.weights)
+
+
+@dataclass
+class StepFigures:
+    """Every figure a step reports, by name (the trainer logs each as ``gsd_<name>``).
+
+    Optional groups are None when not computed (search loss unless asked for; truth figures without
+    clean labels); :meth:`names` and :meth:`values` skip them, so a name and its value cannot drift apart.
+    """
+
+    loss: Tensor
+    loss_gda: Tensor
+    loss_kt: Tensor
+    loss_cor: Tensor
+    mean_weight: Tensor
+    kept_fraction: Tensor
+    refined_fraction: Tensor
+    disagreement: Tensor
+    search_loss: Optional[Tensor] = None
+    selection_precision: Optional[Tensor] = None
+    noise_rate_selected: Optional[Tensor] = None
+    noise_rate_rejected: Optional[Tensor] = None
+    noise_rate: Optional[Tensor] = None
+    refined_accuracy: Optional[Tensor] = None
+    noisy_accuracy: Optional[Tensor] = None
+
+    TRUTH = ("selection_precision", "noise_rate_selected", "noise_rate_rejected", "noise_rate",
+             "refined_accuracy", "noisy_accuracy")
+
+    @classmethod
+    def names(cls, search: bool, truth: bool) -> tuple[str, ...]:
+        """The figure names a run reports, in order (fixed for the run: nnU-Net's logger wants every key
+        every epoch)."""
+        out = [f.name for f in dataclasses.fields(cls) if f.name not in cls.TRUTH and f.name != "search_loss"]
+        return tuple(out + (["search_loss"] if search else []) + (list(cls.TRUTH) if truth else []))
+
+    def values(self) -> dict[str, Tensor]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+
+
+def step_figures(half: SelectionHalf, loss_kt: Tensor, loss_cor: Tensor, noisy: Tensor,
+                 clean: Optional[Tensor] = None, logits: Optional[tuple[Tensor, Tensor]] = None) -> StepFigures:
+    """The step's figures; ``loss_kt``/``loss_cor`` are the transfer half's (zero without KT), ``clean`` adds the
+    truth diagnostics, ``logits`` (f1(x), f2(x')) the τ-search loss."""
+    truth = truth_diagnostics(noisy, clean, half.clean_mask, half.refined) if clean is not None else {}
+    search = search_loss(logits[0].detach(), logits[1].detach(), noisy, half.clean_mask) if logits else None
+    loss_kt = half.loss_kt_unmixed + loss_kt
+    return StepFigures(loss=half.loss_gda + loss_kt + loss_cor, loss_gda=half.loss_gda, loss_kt=loss_kt,
+                       loss_cor=loss_cor, mean_weight=half.weights.mean(),
+                       kept_fraction=half.clean_mask.float().mean(), refined_fraction=half.refined_fraction,
+                       disagreement=half.disagreement, search_loss=search, **truth)

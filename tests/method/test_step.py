@@ -1,0 +1,138 @@
+"""The whole GSD step (method/step.py) on CPU with two stand-in networks and hand-made batches."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from nnunet_gsd.method.step import (StepFigures, StepSchedule, selection_half, step_figures, transfer_inputs,
+                                    transfer_losses)
+
+
+def dice(logits, target, loss_mask=None):
+    """nnU-Net's soft Dice (no background, batch Dice), as the trainer configures it."""
+    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+    from nnunetv2.utilities.helpers import softmax_helper_dim1
+    return MemoryEfficientSoftDiceLoss(apply_nonlin=softmax_helper_dim1, batch_dice=True, do_bg=False, smooth=1e-5,
+                                       ddp=False)(logits, target, loss_mask=loss_mask)
+
+
+def nets(num_classes: int, dim: int, seed: int = 0):
+    torch.manual_seed(seed)
+    conv = nn.Conv2d if dim == 2 else nn.Conv3d
+    return [nn.Sequential(conv(1, 6, 3, padding=1), nn.ReLU(), conv(6, num_classes, 1)) for _ in range(2)]
+
+
+def batch(b: int, spatial, num_classes: int, boundary: bool = True):
+    """Images brighter inside a centred box of class 1 (class 2, if any, a thin bar); superpixels = 4×4 tiles."""
+    x = torch.randn(b, 1, *spatial) * 0.1
+    y = torch.zeros(b, *spatial, dtype=torch.long)
+    if boundary:
+        box = tuple(slice(s // 4, 3 * s // 4) for s in spatial)
+        y[(slice(None),) + box] = 1
+        if num_classes == 3:
+            y[(slice(None),) + tuple(slice(1, 2) if i == 0 else slice(None) for i in range(len(spatial)))] = 2
+    x[:, 0] += y.float()
+    grids = torch.meshgrid(*[torch.arange(s) // 4 for s in spatial], indexing="ij")
+    ids = sum(g * (10 ** i) for i, g in enumerate(grids)) + 1
+    return x, y, ids.expand(b, *spatial).clone()
+
+
+def schedule(after_warmup: bool, refinement="superpixel", use_kt=True, **kw) -> StepSchedule:
+    base = dict(keep=0.9, epoch=5, num_epochs=10, threshold=2.0, use_gda=True, gda_dice=True, lam=0.5,
+                selection="per_class", refinement=refinement if after_warmup else "none", refine_confidence=0.8,
+                refine_majority=True, ignore_unrefined=True, use_kt=after_warmup and use_kt, rho=0.5)
+    base.update(kw)
+    return StepSchedule(**base)
+
+
+def full_step(f1, f2, x, y, ids, sched, alpha=0.5, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    view = x * 1.1
+    l1, l2 = f1(x), f2(view)
+    half = selection_half(l1, l2, y, ids, sched, dice, alpha=torch.tensor(alpha))
+    kt = cor = half.loss.new_zeros(())
+    if sched.use_kt:
+        mixed = transfer_inputs(x, view, half, l1.shape[1], sched.rho, generator=gen)
+        kt, cor = transfer_losses(f1(mixed.data), f2(mixed.view), mixed, dice)
+    return half, kt, cor, step_figures(half, kt, cor, y, clean=y, logits=(l1, l2))
+
+
+@pytest.mark.parametrize("after_warmup,refinement,use_kt", [
+    (False, "superpixel", True), (True, "superpixel", True), (True, "pixel", True), (True, "none", True),
+    (True, "superpixel", False), (True, "pixel", False)])
+def test_step_paths(after_warmup, refinement, use_kt):
+    f1, f2 = nets(2, 2)
+    x, y, ids = batch(2, (16, 16), 2)
+    sched = schedule(after_warmup, refinement, use_kt)
+    half, kt, cor, figs = full_step(f1, f2, x, y, ids, sched)
+    values = figs.values()
+    assert all(torch.isfinite(v) for v in values.values())
+    assert tuple(values) == StepFigures.names(search=True, truth=True)
+    assert half.clean_mask.float().mean().item() == pytest.approx(0.9, abs=0.01)
+    if not after_warmup or refinement == "none":
+        assert torch.equal(half.refined, y) and values["refined_fraction"] == 0
+    assert (kt > 0) if sched.use_kt else (kt == 0)
+    if refinement != "none" and after_warmup and not use_kt:
+        assert half.loss_kt_unmixed > 0 and torch.allclose(half.loss, half.loss_gda + half.loss_kt_unmixed)
+
+
+def test_warmup_loss_is_gda_with_dice():
+    """Before refinement L = Σ_{D_clean} W·L_pick / |D_clean| + Dice of both networks on D_clean."""
+    from nnunet_gsd.method.gda import clipped_boundary_distance, gda_loss, gda_weights
+    from nnunet_gsd.method.selection import class_balanced_small_loss_mask, pick_loss
+    f1, f2 = nets(2, 2)
+    x, y, ids = batch(2, (16, 16), 2)
+    sched = schedule(False)
+    l1, l2 = f1(x), f2(x * 1.1)
+    half = selection_half(l1, l2, y, ids, sched, dice)
+    pick = pick_loss(l1, l2, y)
+    mask = class_balanced_small_loss_mask(pick, y, 0.9, 2)
+    w = gda_weights(clipped_boundary_distance(y, 2.0), 5, 10, 2.0)
+    m = mask[:, None].float()
+    expected = gda_loss(pick, mask, w) + dice(l1, y[:, None], loss_mask=m) + dice(l2, y[:, None], loss_mask=m)
+    assert torch.allclose(half.loss, expected)
+    no_dice = selection_half(l1, l2, y, ids, dataclasses.replace(sched, gda_dice=False), dice)
+    assert torch.allclose(no_dice.loss, gda_loss(pick, mask, w))
+
+
+@pytest.mark.parametrize("b,spatial,num_classes,boundary", [
+    (1, (16, 16), 2, True), (2, (16, 16), 2, False), (3, (16, 16), 3, True), (2, (8, 8, 8), 2, True),
+    (2, (8, 8, 8), 3, True)])
+def test_step_edge_cases(b, spatial, num_classes, boundary):
+    f1, f2 = nets(num_classes, len(spatial))
+    x, y, ids = batch(b, spatial, num_classes, boundary)
+    half, kt, cor, figs = full_step(f1, f2, x, y, ids, schedule(True))
+    assert all(torch.isfinite(v) for v in figs.values().values())
+    assert half.refined.shape == y.shape and half.weights.min() >= 1
+    if not boundary:  # no boundary: W = max(T − e/E·T, 1) everywhere
+        assert torch.allclose(half.weights, torch.full_like(half.weights, 1.0))
+    if b == 1:  # the only sample is its own partner: KT mixes nothing
+        mixed = transfer_inputs(x, x, half, num_classes, 0.5)
+        assert torch.equal(mixed.data, x) and torch.equal(mixed.labels, half.refined)
+
+
+def test_two_part_backward_equals_single_backward():
+    """The trainer's two backward passes give the gradient of L_GDA + L_KT + L_cor."""
+    x, y, ids = batch(2, (16, 16), 2)
+    sched = schedule(True)
+    grads = []
+    for split in (True, False):
+        f1, f2 = nets(2, 2, seed=1)
+        half, kt, cor, _ = full_step(f1, f2, x, y, ids, sched, seed=3)
+        if split:
+            half.loss.backward()
+            (kt + cor).backward()
+        else:
+            (half.loss + kt + cor).backward()
+        grads.append(torch.cat([p.grad.flatten() for f in (f1, f2) for p in f.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_figure_names_follow_the_result_type():
+    assert StepFigures.names(search=False, truth=False) == (
+        "loss", "loss_gda", "loss_kt", "loss_cor", "mean_weight", "kept_fraction", "refined_fraction",
+        "disagreement")
+    assert StepFigures.names(search=True, truth=True)[-7:] == ("search_loss",) + StepFigures.TRUTH
