@@ -68,6 +68,8 @@ def _case(path: Path, name: str, entry: Any, raters: list[str]) -> Case:
     where = f"{path}[{name!r}]"
     if not isinstance(entry, dict) or "image" not in entry or "masks" not in entry:
         raise UserError(f"{where} lacks 'image' or 'masks'. Expected:\n{EXPECTED_TREE.rstrip()}")
+    if isinstance(entry["masks"], np.ndarray) and entry["masks"].ndim == 3:
+        entry = {**entry, "masks": list(entry["masks"])}   # one (raters, H, W) array: the same raters
     if not isinstance(entry["masks"], (list, tuple)):
         raise UserError(f"{where}['masks'] is a {type(entry['masks']).__name__}, not a list of rater masks. "
                         f"Expected:\n{EXPECTED_TREE.rstrip()}")

@@ -568,3 +568,19 @@ def test_cli_dataset_specific_and_percent_options(tmp_path):
     gsd = _gsd(ds)
     assert len(gsd["split"]["test"]) == 3 and len(gsd["split"]["train"]) == 2 and gsd["subset"] == 0.5
     assert (ds / "gsd_preview.png").is_file()
+
+
+def test_lidc_masks_that_are_not_a_list_name_the_crop(tmp_path):
+    pkl = make_lidc(tmp_path, patients=2)
+    data = pickle.loads(pkl.read_bytes())
+    name = sorted(data)[1]
+    data[name]["masks"] = np.stack(data[name]["masks"])          # one (raters, H, W) array: accepted
+    other = sorted(data)[2]
+    data[other]["masks"] = 7                                      # nonsense: one line naming the crop
+    pkl.write_bytes(pickle.dumps(data))
+    with pytest.raises(UserError, match=rf"\['{other}'\]\['masks'\] is a int, not a list of rater masks"):
+        lidc.discover(pkl)
+    del data[other]
+    pkl.write_bytes(pickle.dumps(data))
+    ds = convert(lidc.discover(pkl), ConvertOptions(1, out=tmp_path / "raw"))
+    assert len(_gsd(ds)["split"]["train"]) + len(_gsd(ds)["split"]["test"]) == 3
