@@ -1,7 +1,8 @@
 """What GSD costs against nnU-Net on the same dataset and plans (not a test).
 
-    .venv/bin/python bench/cost.py                    # Kvasir-SEG at 64² (synthetic data if it is absent), CPU
-    .venv/bin/python bench/cost.py --device cuda --size 256 --batch 0
+    .venv/bin/python bench/cost.py --source PATH/Kvasir-SEG     # Kvasir-SEG at 64², CPU (docs/datasets.md)
+    .venv/bin/python bench/cost.py                               # without --source: a generated dataset
+    .venv/bin/python bench/cost.py --source PATH/Kvasir-SEG --device cuda --size 256 --batch 0
 
 Arms, each trained in its own process (so each has its own peak memory) and driven in interleaved
 rounds from this one (so machine drift hits every arm alike):
@@ -36,7 +37,6 @@ from typing import Dict, List
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "Kvasir-SEG"
 ARMS = ("base", "gsd_warmup", "gsd_steady")
 TRAINERS = {"base": "nnUNetTrainerNoDeepSupervision", "gsd_warmup": "nnUNetTrainerGSD",
             "gsd_steady": "nnUNetTrainerGSD"}
@@ -53,9 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", type=Path, default=None,
                     help="an nnU-Net raw dataset folder (DatasetNNN_Name) to use instead of Kvasir-SEG; read only")
-    ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE,
-                    help="Kvasir-SEG download for the default dataset (default: %(default)s); when absent, a "
-                         "generated dataset (nnunet_gsd convert synthetic) is used")
+    ap.add_argument("--source", type=Path, default=None,
+                    help="your Kvasir-SEG download (the folder holding images/ and masks/; where to get it: "
+                         "docs/datasets.md); without it, a generated dataset (nnunet_gsd convert synthetic) is used")
     ap.add_argument("--size", type=int, default=64, help="edge of the converted images (default 64)")
     ap.add_argument("--batch", type=int, default=8,
                     help="batch size of the plans variant used by all arms; 0 = nnU-Net's own plans (35 at 64²) "
@@ -79,7 +79,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--infer-repeats", type=int, default=3, help="interleaved passes over those cases (default 3)")
     ap.add_argument("--compile", action="store_true", help="let nnU-Net torch.compile (CUDA only; default off)")
     ap.add_argument("--work", type=Path, default=None, help="work folder (default bench/work/cost; git-ignored)")
-    ap.add_argument("--results", type=Path, default=None, help="results markdown (default bench/results/cost-<device>.md)")
+    ap.add_argument("--results", type=Path, default=None,
+                    help="results markdown (default bench/results/cost-<device>.md)")
     args = ap.parse_args(argv)
     args.work = (args.work or REPO / "bench" / "work" / "cost").resolve()
     args.results = (args.results or REPO / "bench" / "results" / f"cost-{args.device}.md").resolve()
@@ -131,16 +132,19 @@ def prepare(args) -> tuple:
         raw_root = args.work / "nnUNet_raw"
         env = environment(args, raw_root)
         hits = sorted(raw_root.glob("Dataset620_*"))
-        if args.source.is_dir():
+        if args.source is not None and not args.source.is_dir():
+            raise SystemExit(f"--source {args.source} is not a folder: pass your Kvasir-SEG download "
+                             f"(docs/datasets.md), or leave --source out to use a generated dataset")
+        if args.source is not None:
             what = f"Kvasir-SEG at {args.size}², S_R labels (700 train / 300 test, seed 0)"
             if not hits:
                 log(f"converting Kvasir-SEG ({args.source}) at {args.size}²")
                 run(["nnunet_gsd", "convert", "kvasir", "--source", str(args.source), "--id", "620", "--noise", "S_R",
                      "--size", str(args.size), "--seed", "0"], env, logfile)
         else:
-            what = f"synthetic dataset at {args.size}² (Kvasir-SEG not found at {args.source}), S_E labels"
+            what = f"synthetic dataset at {args.size}² (no --source), S_E labels"
             if not hits:
-                log("Kvasir-SEG absent: generating a synthetic dataset")
+                log("no --source: generating a synthetic dataset")
                 run(["nnunet_gsd", "convert", "synthetic", "--id", "620", "--num-train", "60", "--num-test", "20",
                      "--size", str(args.size), "--dim", str(args.dim), "--noise", "S_E", "--seed", "0"], env, logfile)
         name = sorted(raw_root.glob("Dataset620_*"))[0].name
@@ -262,7 +266,7 @@ def infer_worker(env, folders: Dict[str, str], dataset_raw: str, n_cases: int, r
 # ---------------------------------------------------------------------------------------------- main
 def machine() -> str:
     import torch
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return f"{os.cpu_count()} CPU cores ({cpu}){gpu}, torch {torch.__version__}, Python {platform.python_version()}"
 
@@ -285,7 +289,8 @@ def main(argv=None) -> None:
     conns, procs, setup = {}, {}, {}
     for arm in ARMS:
         parent, child = ctx.Pipe()
-        p = ctx.Process(target=worker, args=(arm, env, dataset, plans, args.configuration, args.device, args.threads, child))
+        p = ctx.Process(target=worker,
+                        args=(arm, env, dataset, plans, args.configuration, args.device, args.threads, child))
         p.start()
         conns[arm], procs[arm] = parent, p
         setup[arm] = parent.recv()  # one at a time: set-up (SLIC cache, loaders) must not overlap the timing
@@ -334,16 +339,17 @@ def main(argv=None) -> None:
     case_dir.mkdir()
     for name in inf["cases"]:
         stem = name.split("_0000")[0]
-        for f in Path(raw_dir, "imagesTs" if Path(raw_dir, "imagesTs", name).exists() else "imagesTr").glob(stem + "_*"):
+        images = Path(raw_dir, "imagesTs" if Path(raw_dir, "imagesTs", name).exists() else "imagesTr")
+        for f in images.glob(stem + "_*"):
             os.symlink(f, case_dir / f.name)
     e2e = {"base": [], "gsd": []}
     # A B B A: the first command of a series pays cold file caches; this order gives both arms the same share
     for arm in ("base", "gsd", "gsd", "base"):
         out = args.work / f"predict_out_{arm}"
         shutil.rmtree(out, ignore_errors=True)
-        cmd = ["nnUNetv2_predict", "-i", str(case_dir), "-o", str(out), "-d", dataset, "-c", args.configuration, "-p", plans,
-               "-tr", TRAINERS["base" if arm == "base" else "gsd_steady"], "-f", "0", "-npp", "1", "-nps", "1",
-               "-device", args.device, "--disable_progress_bar"]
+        cmd = ["nnUNetv2_predict", "-i", str(case_dir), "-o", str(out), "-d", dataset, "-c", args.configuration,
+               "-p", plans, "-tr", TRAINERS["base" if arm == "base" else "gsd_steady"], "-f", "0",
+               "-npp", "1", "-nps", "1", "-device", args.device, "--disable_progress_bar"]
         e2e[arm].append(run(cmd, {**env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"},
                            args.work / "predict.log"))
     e2e = {a: statistics.mean(t) for a, t in e2e.items()}

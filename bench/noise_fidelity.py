@@ -12,7 +12,8 @@ The data are the public releases (see docs/datasets.md), unpacked anywhere:
 * Kvasir-SEG (Simula): https://datasets.simula.no/kvasir-seg/ → ``--kvasir .../Kvasir-SEG``
 * BUS_UC (Kaggle ``orville/bus-uc-breast-ultrasound``) → ``--bu-suc .../BUS_UC``
 * Shenzhen lung masks (Kaggle ``nikhilpandey360/chest-xray-masks-and-labels``) → ``--shenzhen ".../Lung Segmentation"``
-* BraTS 2020 training data (CBICA / Kaggle ``awsaf49/brats20-dataset-training-validation``) → ``--brats .../MICCAI_BraTS2020_TrainingData``
+* BraTS 2020 training data (CBICA / Kaggle ``awsaf49/brats20-dataset-training-validation``)
+  → ``--brats .../MICCAI_BraTS2020_TrainingData``
 
     python bench/noise_fidelity.py --kvasir DIR --bu-suc DIR --shenzhen DIR --brats DIR [--seeds N] [--both]
 """
@@ -30,6 +31,7 @@ from nnunet_gsd.dataset_conversion.convert import noisy_label, resolve_noise, sc
 from nnunet_gsd.dataset_conversion.model import ConvertOptions
 from nnunet_gsd.dataset_conversion.resizing import resize_label, target_shape
 from nnunet_gsd.dataset_conversion.splitting import TAG_NOISE, rng_for, seeded_split
+from nnunet_gsd.errors import UserError
 
 #: Table 3 of the paper: Dice(nGT, GT) in % for S_R, S_E, S_DE
 TABLE3 = {"kvasir": (84.97, 88.61, 76.14), "shenzhen": (61.33, 74.68, 74.91), "bu_suc": (61.46, 74.91, 79.34),
@@ -117,4 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except UserError as e:
+        raise SystemExit(f"noise_fidelity.py: error: {e}") from None

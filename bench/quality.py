@@ -112,7 +112,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--id-base", type=int, default=610, help="nnU-Net dataset ids ID..ID+4 (default 610)")
     ap.add_argument("--seed", type=int, default=0, help="seed of split, noise and training (default 0)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    ap.add_argument("--work", type=Path, default=None, help="nnU-Net folders and state (default bench/work/quality-SIZE)")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="nnU-Net folders and state (default bench/work/quality-SIZE)")
     ap.add_argument("--results", type=Path, default=None, help="results stem (default bench/results/quality-SIZE)")
     ap.add_argument("--background", action="store_true",
                     help="detach (log in bench/logs/), return once the child runs")
@@ -204,7 +205,8 @@ class State:
 
 
 def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "CPU")
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               "CPU")
     import torch
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return f"{os.cpu_count()} CPU cores ({cpu}){gpu}, torch {torch.__version__}, Python {platform.python_version()}"
@@ -375,7 +377,8 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
               f"- Budget: {args.iterations} iterations ({args.iterations // args.iterations_per_epoch} epochs × "
               f"{args.iterations_per_epoch}) × batch {args.batch} (plans `{plans_name(args)}` = nnU-Net's 2d plans "
               f"with this batch size), fold `all`, device {args.device}, 1 torch thread per arm, seed {args.seed}",
-              f"- GSD's τ: {'estimated during training (dataset.json τ hidden)' if args.tau == 'estimate' else 'dataset.json (measured noise rate)'}",
+              "- GSD's τ: " + ("estimated during training (dataset.json τ hidden)" if args.tau == "estimate"
+                               else "dataset.json (measured noise rate)"),
               "- stock = `nnUNetTrainerBudget` (nnU-Net's Dice+CE with deep supervision, one network); gsd = "
               "`nnUNetTrainerGSD` (defaults); faithful = `nnUNetTrainerGSDFaithful` (the paper's rules)",
               "- Δ = mean per-case difference to stock on the same noisy labels ± its standard error over the test "

@@ -1,13 +1,15 @@
 """Which refinement rule would do no harm? Audit candidate rules on a trained GSD checkpoint (not a test).
 
-    .venv/bin/python bench/refinement_audit.py --dataset bench/work/quality-64/nnUNet_preprocessed/Dataset612_KvasirSEG \\
+    .venv/bin/python bench/refinement_audit.py \\
+        --dataset bench/work/quality-64/nnUNet_preprocessed/Dataset612_KvasirSEG \\
         --checkpoint …/nnUNetTrainerGSD__nnUNetPlans_b8__2d/fold_all/checkpoint_final.pth --plans nnUNetPlans_b8
 
 Runs both networks of the checkpoint on the preprocessed training images (whole images, no augmentation),
 selects D_clean as the trainer would (per-class or pooled small-loss with keep = 1 − τ), and for every
-candidate rule (superpixel or per-pixel vote; confidence threshold κ; the majority gate) counts the labels it would change and how many of those changes are right against the
-clean labels (the dataset must have ``labelsTr_clean``; the trainer's cache of them is read). The figure
-that matters is the net effect, (right − wrong) / pixels: a rule does no harm only if it is ≥ 0.
+candidate rule (superpixel or per-pixel vote; confidence threshold κ; the majority gate) counts the labels
+it would change and how many of those changes are right against the clean labels (the dataset must have
+``labelsTr_clean``; the trainer's cache of them is read). The figure that matters is the net effect,
+(right − wrong) / pixels: a rule does no harm only if it is ≥ 0.
 Prints a table and writes it to ``--out`` (markdown).
 """
 from __future__ import annotations

@@ -92,7 +92,7 @@ def _add_common(p: argparse.ArgumentParser, multi: bool, generated: bool) -> Non
     p.add_argument("--id", dest="dataset_id", type=int, required=True, metavar="N",
                    help="nnU-Net dataset id (1-999): writes DatasetNNN_<Name>")
     p.add_argument("--noise", default="none", choices=("none", "S_R", "S_E", "S_DE", "markov"),
-                   help="simulated training-label noise (SPEC §4): S_R shrinks (under-annotation), S_E grows "
+                   help="simulated training-label noise (docs/noise.md): S_R shrinks (under-annotation), S_E grows "
                         "(over-annotation), S_DE erodes or dilates, markov = M(T, P, V) with the --markov-* "
                         "values; clean labels go to labelsTr_clean/"
                         + (" (not offered for multi-rater sets)" if multi else "") + " (default none)")

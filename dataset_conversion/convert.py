@@ -157,7 +157,8 @@ def convert(discovery: Discovery, opts: ConvertOptions) -> Path:
     if spec.multi_rater:
         rater_mode = opts.raters or "sample"
         if rater_mode != "sample" and rater_mode not in discovery.raters:
-            raise UserError(f"--raters {rater_mode}: this dataset has raters {', '.join(discovery.raters)} (or use sample)")
+            raise UserError(f"--raters {rater_mode}: this dataset has raters {', '.join(discovery.raters)} "
+                            "(or use sample)")
     elif opts.raters:
         raise UserError(f"--raters applies to multi-rater datasets (lidc, mmis2024), not {key}")
     if opts.size is not None and opts.size < 8:
@@ -267,13 +268,14 @@ def convert(discovery: Discovery, opts: ConvertOptions) -> Path:
             prov.noise = {**preset.params(), "noise_at": noise_at, "scaled_by": scaled_by,
                           "rng": f"numpy default_rng([seed, {TAG_NOISE}, crc32(case_id)]) per case",
                           "dice_vs_clean": float(np.mean(dices)) if dices else 1.0, "pixel_noise_rate": noise_rate}
-            prov.tau, prov.tau_source = noise_rate, "pixel_noise_rate (SPEC §5)"
+            prov.tau, prov.tau_source = noise_rate, "pixel_noise_rate (docs/decisions.md §8)"
             prov.clean_labels = "labelsTr_clean"
         elif spec.multi_rater:
             prov.raters = {"mode": rater_mode, "available": discovery.raters, "assignment": assignment,
                            "test_consensus": "majority",
                            "test_rater_folders": [f"labelsTs_{r}" for r in discovery.raters]}
-            prov.tau, prov.tau_source = 0.15 * prov.foreground_fraction, "0.15 x training foreground fraction (SPEC §5)"
+            prov.tau = 0.15 * prov.foreground_fraction
+            prov.tau_source = "0.15 x training foreground fraction (docs/decisions.md §8)"
         else:
             prov.tau, prov.tau_source = 0.0, "clean labels"
         prov.empty_masks = empty

@@ -48,7 +48,8 @@ def _find_pickle(source: Path) -> Path:
         if len(hits) == 1:
             return hits[0]
         if len(hits) > 1:
-            raise UserError(f"several pickles in {source} ({', '.join(p.name for p in hits)}): pass the file as --source")
+            raise UserError(f"several pickles in {source} ({', '.join(p.name for p in hits)}): "
+                            f"pass the file as --source")
     raise missing_tree_error("no LIDC pickle", source, EXPECTED_TREE)
 
 
@@ -102,5 +103,6 @@ def discover(source: Path) -> Discovery:
         raise UserError(f"{path}: the first crop has no 'masks'. Expected:\n{EXPECTED_TREE.rstrip()}")
     raters = [f"A{i + 1}" for i in range(n_raters)]
     cases = [_case(path, str(k), v, raters) for k, v in sorted(data.items(), key=lambda kv: str(kv[0]))]
-    notes = [] if all(c.group for c in cases) else ["some crop names encode no patient: those crops are split individually"]
+    notes = [] if all(c.group for c in cases) else [
+        "some crop names encode no patient: those crops are split individually"]
     return Discovery(spec=SPEC, cases=cases, raters=raters, notes=notes, source=str(path.absolute()))

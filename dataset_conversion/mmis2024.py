@@ -32,7 +32,8 @@ SOURCE/                      (or SOURCE/MMIS2024/, SOURCE/NPC/)
 CHANNELS = ("t1", "t1c", "t2")
 
 SPEC = DatasetSpec(
-    key="mmis2024", name="MMIS2024NPC", dim=2, file_ending=".nii.gz", paper_split=None, multi_rater=True, test_volumes=True,
+    key="mmis2024", name="MMIS2024NPC", dim=2, file_ending=".nii.gz", paper_split=None, multi_rater=True,
+    test_volumes=True,
     channel_names={"0": "T1", "1": "T1c", "2": "T2"}, labels={"background": 0, "tumour": 1},
     description="MMIS-2024 NPC MRI, four raters; 2D training slices, 3D test volumes (GSD-Net conversion)",
     reference="Luo et al. 2023; Wu et al. 2024 (D-Persona preprocessing)", allow_empty=True,
@@ -42,8 +43,18 @@ _RATER_KEY = re.compile(r"label_a(\d+)$", re.IGNORECASE)
 _LAYOUTS = [".", "MMIS2024", "MMIS-2024", "NPC", "data"]
 
 
+def _h5py():
+    """h5py, an optional dependency (only this converter reads HDF5), or a one-line UserError."""
+    try:
+        import h5py
+    except ModuleNotFoundError:
+        raise UserError("convert mmis2024 reads HDF5 files and needs h5py: pip install 'nnunet_gsd[mmis]' "
+                        "(or pip install h5py)") from None
+    return h5py
+
+
 def _raters_of(path: Path) -> list[str]:
-    import h5py
+    h5py = _h5py()
     try:
         with h5py.File(path, "r") as f:
             keys = list(f.keys())
@@ -57,7 +68,7 @@ def _raters_of(path: Path) -> list[str]:
 
 def _case(path: Path, role: str, raters: list[str], volume: bool) -> Case:
     def load() -> Sample:
-        import h5py
+        h5py = _h5py()
         try:
             with h5py.File(path, "r") as f:
                 keys = {k.lower(): k for k in f}
@@ -88,7 +99,7 @@ def _case(path: Path, role: str, raters: list[str], volume: bool) -> Case:
 
 
 def discover(source: Path, test_split: str = "testing") -> Discovery:
-    root = next((source / l for l in _LAYOUTS if (source / l / "training_2d").is_dir()), None)
+    root = next((source / layout for layout in _LAYOUTS if (source / layout / "training_2d").is_dir()), None)
     if root is None:
         raise missing_tree_error("no training_2d/ folder", source, EXPECTED_TREE)
     train_files = list_files(root / "training_2d", (".h5", ".hdf5"))

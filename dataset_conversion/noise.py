@@ -1,9 +1,9 @@
-"""Simulated label noise (SPEC §4): Markov boundary perturbation (S_R, S_E) and erosion/dilation (S_DE).
+"""Simulated label noise (docs/noise.md): Markov boundary perturbation (S_R, S_E) and erosion/dilation (S_DE).
 
 Pure functions on numpy arrays, 2D and 3D, binary and multi-class. Every random draw comes from the
 ``numpy.random.Generator`` passed in, so the same seed gives the same noisy mask bit for bit.
 
-Markov perturbation M(T, θ1, θ2) after Yao et al. 2023, as SPEC §4 reads it::
+Markov perturbation M(T, θ1, θ2) after Yao et al. 2023, as docs/noise.md reads it::
 
     for t in 1..T:
         with probability θ1 grow  (candidates = background pixels 4-adjacent to foreground; 6 in 3D)
@@ -62,7 +62,7 @@ def _crop_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
 
 
 def smooth_threshold(mask: np.ndarray, sigma: float = 1.0, radius: int = 2) -> np.ndarray:
-    """Gaussian smoothing then threshold at 0.5 (SPEC §4); ``radius`` 2 gives the 5×5 (5×5×5) kernel."""
+    """Gaussian smoothing then threshold at 0.5 (docs/noise.md); ``radius`` 2 gives the 5×5 (5×5×5) kernel."""
     blurred = ndimage.gaussian_filter(mask.astype(np.float32), sigma=sigma, mode="nearest",
                                       truncate=radius / sigma)
     return blurred > 0.5
@@ -70,7 +70,7 @@ def smooth_threshold(mask: np.ndarray, sigma: float = 1.0, radius: int = 2) -> n
 
 def markov_chain(mask: np.ndarray, steps: int, theta1: float, theta2: float,
                  rng: np.random.Generator) -> np.ndarray:
-    """The T Markov steps of M(T, θ1, θ2) alone, without the smoothing (SPEC §4); returns bool.
+    """The T Markov steps of M(T, θ1, θ2) alone, without the smoothing (docs/noise.md); returns bool.
 
     Vectorised per step: one neighbour test and one random draw per candidate pixel.
     """
@@ -91,7 +91,7 @@ def markov_chain(mask: np.ndarray, steps: int, theta1: float, theta2: float,
 
 def markov_perturb(mask: np.ndarray, steps: int, theta1: float, theta2: float, rng: np.random.Generator,
                    theta3: float = 0.0, sigma: float = 1.0) -> np.ndarray:
-    """M(T=steps, θ1, θ2) on one binary mask (2D or 3D), then smoothing and threshold (SPEC §4).
+    """M(T=steps, θ1, θ2) on one binary mask (2D or 3D), then smoothing and threshold (docs/noise.md).
 
     The work is confined to the foreground's bounding box grown by ``steps`` + 3 (the boundary moves
     at most one pixel per step, the kernel reaches 2 more), so the result is identical to running on
@@ -111,7 +111,7 @@ def markov_perturb(mask: np.ndarray, steps: int, theta1: float, theta2: float, r
 
 
 def erode_dilate(mask: np.ndarray, radius: int, dilate: bool) -> np.ndarray:
-    """Binary erosion or dilation by a Euclidean disk/ball of ``radius`` pixels (SPEC §4, S_DE)."""
+    """Binary erosion or dilation by a Euclidean disk/ball of ``radius`` pixels (docs/noise.md, S_DE)."""
     mask = np.asarray(mask, dtype=bool)
     if radius <= 0 or not mask.any() or mask.all():
         return mask.copy()
@@ -132,7 +132,7 @@ class NoisePreset:
 
     ``kind`` "markov" uses steps/theta1/theta2/theta3/sigma; "morph" uses k1/k2. ``noise_at`` is the
     resolution the noise is applied at by default: "source" (before resizing to ``--size``) or
-    "output" (after); it decides whether Table 3's Dice is reproduced (SPEC §4). Steps and radii are
+    "output" (after); it decides whether Table 3's Dice is reproduced (docs/noise.md). Steps and radii are
     in pixels of ``edge``-pixel images: applied at another known edge they are scaled (see
     :func:`scale_preset`).
     """
@@ -190,7 +190,7 @@ _BRATS = {
 
 #: Preset families: Table 3 per dataset ("2d": the generic 2D row, used by generated data). Kvasir's
 #: S_R/S_E are applied at the source resolution and the other 2D presets at the output size: the
-#: combination that reproduces Table 3's Dice(nGT, GT) (SPEC §4, bench/noise_fidelity.py).
+#: combination that reproduces Table 3's Dice(nGT, GT) (docs/noise.md, bench/noise_fidelity.py).
 PRESETS: dict[str, dict[str, NoisePreset]] = {
     "kvasir": {
         "S_R": _markov("S_R", 200, 0.2, 0.05, "source"),
@@ -280,7 +280,7 @@ def perturb_binary(mask: np.ndarray, preset: NoisePreset, rng: np.random.Generat
 def apply_noise(label: np.ndarray, preset: NoisePreset, rng: np.random.Generator) -> np.ndarray:
     """Noisy version of an integer label map (0 = background, 1..K classes), same shape and dtype.
 
-    Each foreground class is perturbed in turn, in increasing label order (SPEC §4). Where several
+    Each foreground class is perturbed in turn, in increasing label order (docs/noise.md). Where several
     perturbed classes claim a pixel, the class that is correct there wins; otherwise the first
     (lowest) claimant. Pixels no class claims become background. One label per pixel, always.
     """

@@ -91,13 +91,15 @@ def write_preview(dataset_dir: Path, out_png: Path, n_cases: int = 4, seed: int 
             ax.imshow(disp, cmap=cmap)
             ax.set_title(f"{cid}: {title}" if title == "image" else title, fontsize=8)
             ax.axis("off")
-        for ax, lab, colour in ((row[1], np.squeeze(clean), "red"), (row[2], None if noisy is None else np.squeeze(noisy), "lime")):
+        noisy_map = None if noisy is None else np.squeeze(noisy)
+        for ax, lab, colour in ((row[1], np.squeeze(clean), "red"), (row[2], noisy_map, "lime")):
             if lab is not None and np.any(lab) and not np.all(lab):
                 ax.contour(lab > 0, levels=[0.5], colors=colour, linewidths=1)
         if has_clean and noisy is not None and np.any(clean):
             row[2].contour(np.squeeze(clean) > 0, levels=[0.5], colors="red", linewidths=0.6, alpha=0.6)
     if noise:
-        fig.suptitle(f"{meta.get('name', '')}: {prov.noise_summary()}, Dice(nGT, GT) {100 * (prov.dice_vs_clean or 0):.1f}",
+        fig.suptitle(f"{meta.get('name', '')}: {prov.noise_summary()}, "
+                     f"Dice(nGT, GT) {100 * (prov.dice_vs_clean or 0):.1f}",
                      fontsize=9)
     fig.tight_layout()
     out_png = Path(out_png)

@@ -25,7 +25,7 @@ noise               ``null``, or ``preset`` (S_R/S_E/S_DE/markov), ``kind``, ``n
                     (fraction of training pixels whose label changed)
 raters              ``null``, or ``mode`` (A1…An or sample), ``available`` raters,
                     ``assignment`` {case: rater}, ``test_consensus`` ("majority")
-tau                 forget rate (SPEC §5): the pixel noise rate for simulated noise; 15 % of the
+tau                 forget rate (docs/decisions.md §8): the pixel noise rate for simulated noise; 15 % of the
                     training foreground proportion for multi-rater sets; 0 for clean labels
 tau_source          how ``tau`` was obtained
 foreground_fraction mean fraction of foreground pixels in the training labels

@@ -1,4 +1,4 @@
-"""One module holding GSD-Net's two networks (SPEC §3).
+"""One module holding GSD-Net's two networks (docs/method.md §7).
 
 Saving both networks in one module keeps the checkpoint a normal nnU-Net checkpoint
 (``network_weights`` = ``{"net1.*", "net2.*"}``) and lets stock ``nnUNetv2_predict`` use it: its

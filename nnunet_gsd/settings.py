@@ -3,7 +3,7 @@
 nnU-Net rebuilds trainers from ``inspect.signature(__init__)``, so settings cannot be constructor
 arguments. They are class attributes of the trainer (``gsd_*``; variants override them), and the ones
 users tune are also read from environment variables, which win over the class attributes. The
-forget rate τ has a third source, the dataset (SPEC §5): ``nnUNet_GSD_TAU``, then dataset.json
+forget rate τ has a third source, the dataset (docs/decisions.md §8): ``nnUNet_GSD_TAU``, then dataset.json
 ``"gsd": {"tau": ...}``, then the class default.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ DEFAULT_TAU = 0.05
 
 @dataclasses.dataclass(frozen=True)
 class GSDSettings:
-    """Effective settings of one training run (SPEC §2, §5)."""
+    """Effective settings of one training run (docs/method.md, docs/decisions.md §8)."""
 
     tau: float                  # forget rate τ of R(e) (Eq. 6)
     tau_source: str             # where τ came from, for the log

@@ -28,6 +28,8 @@ def clean_env(root: Path, **extra: str) -> Dict[str, str]:
         "nnUNet_n_proc_DA": "1",
         "MPLBACKEND": "Agg",
     }
+    if os.environ.get("PYTHONPATH"):  # a checkout on PYTHONPATH (a worktree beside an editable install) stays first
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     env.update(extra)
     return env
 

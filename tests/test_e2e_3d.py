@@ -30,7 +30,8 @@ def test_gsd_3d_fullres_multiclass(nnunet_root: Path, tmp_path: Path):
     assert "Using trainer 'nnUNetTrainerGSD_tiny'" in log
     fold = nnunet_root / "nnUNet_results" / raw.name / "nnUNetTrainerGSD_tiny__nnUNetPlans__3d_fullres" / "fold_0"
     training_log = next(fold.glob("training_log_*.txt")).read_text()
-    kt = [float(line.split("loss_kt=")[1].split(",")[0]) for line in training_log.splitlines() if "GSD: retention" in line]
+    kt = [float(line.split("loss_kt=")[1].split(",")[0]) for line in training_log.splitlines()
+          if "GSD: retention" in line]
     assert len(kt) == 4 and kt[0] == 0.0 and all(v != 0.0 for v in kt[1:])
     superpixels = nnunet_root / "nnUNet_preprocessed" / raw.name / "gsd_superpixels_nnUNetPlans_3d_fullres"
     assert len(list(superpixels.glob("*.npy"))) == 6

@@ -94,13 +94,14 @@ def _edt_to_boundary(lab: np.ndarray) -> np.ndarray:
     return distance_transform_edt(~b)
 
 
-@pytest.mark.parametrize("shape,T", [((40, 33), 5.0), ((40, 33), 2.5), ((64, 64), 10.0), ((17, 20, 23), 3.0), ((16, 16, 16), 5.0)])
+@pytest.mark.parametrize("shape,T", [((40, 33), 5.0), ((40, 33), 2.5), ((64, 64), 10.0), ((17, 20, 23), 3.0),
+                                     ((16, 16, 16), 5.0)])
 def test_clipped_distance_exact_vs_scipy(shape, T):
     rng = np.random.default_rng(42)
     from scipy.ndimage import gaussian_filter
 
     labs = []
-    for i in range(3):
+    for _ in range(3):
         f = gaussian_filter(rng.standard_normal(shape), 3)
         labs.append((f > np.quantile(f, 0.6)).astype(np.int64) + (f > np.quantile(f, 0.9)))
     batch = np.stack(labs)

@@ -28,7 +28,8 @@ def test_kt_loss_adds_nnunet_dice():
     from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
     from nnunetv2.utilities.helpers import softmax_helper_dim1
 
-    dice = MemoryEfficientSoftDiceLoss(apply_nonlin=softmax_helper_dim1, batch_dice=True, do_bg=False, smooth=1e-5, ddp=False)
+    dice = MemoryEfficientSoftDiceLoss(apply_nonlin=softmax_helper_dim1, batch_dice=True, do_bg=False, smooth=1e-5,
+                                       ddp=False)
     logits = torch.randn(2, 3, 4, 5, 6, requires_grad=True)
     target = torch.randint(0, 3, (2, 4, 5, 6))
     w = torch.rand(2, 4, 5, 6) + 1

@@ -1,4 +1,4 @@
-"""Geometric Distance-Aware weighting, GDA (paper Eq. 7–10, SPEC §2.3).
+"""Geometric Distance-Aware weighting, GDA (paper Eq. 7–10, docs/method.md §3).
 
 Label maps are ``(B, *spatial)`` integer tensors with 1, 2 or 3 spatial axes. Nothing here
 synchronises host and device.
@@ -55,7 +55,7 @@ def clipped_boundary_distance(labels: Tensor, threshold: float) -> Tensor:
     Returns:
         float32 ``(B, *spatial)``: the exact distance (voxel units, isotropic) wherever it is
         ≤ T, and T elsewhere. Boundary pixels get 0 (W is floored at 1 by :func:`gda_weights`).
-        Samples without any boundary (empty or full masks) get T everywhere (SPEC §2.3).
+        Samples without any boundary (empty or full masks) get T everywhere (docs/decisions.md §4).
 
     Method: a separable squared-distance transform restricted to a window of ``K = ceil(T)``
     offsets per axis. Starting from ``f_0 = 0`` on ∂ and ``+inf`` elsewhere, axis d computes
@@ -113,7 +113,7 @@ def gda_weights(clipped_distance: Tensor, epoch: int, num_epochs: int, threshold
 
 
 def gda_loss(pick: Tensor, clean_mask: Tensor, weights: Tensor) -> Tensor:
-    """``L_GDA = Σ_{D_clean} L_pick · W / |D_clean|`` (Eq. 10, SPEC §2.3).
+    """``L_GDA = Σ_{D_clean} L_pick · W / |D_clean|`` (Eq. 10, docs/method.md §3).
 
     Args:
         pick: ``(B, *spatial)`` per-pixel loss from :func:`~nnunet_gsd.method.selection.pick_loss`.
@@ -133,7 +133,7 @@ def gda_loss(pick: Tensor, clean_mask: Tensor, weights: Tensor) -> Tensor:
 def default_threshold(patch_size: Sequence[int]) -> float:
     """Default T: ``max(2, 10 · edge / 256)`` with edge the smaller of the last two patch axes.
 
-    SPEC §2.3: T = 10 for 256-px patches, 5 for 128-px, scaled with the in-plane edge (nnU-Net's
+    docs/decisions.md §4: T = 10 for 256-px patches, 5 for 128-px, scaled with the in-plane edge (nnU-Net's
     patch axes end with the in-plane ones, also for anisotropic 3D patches), at least 2.
     E.g. 256 → 10, 128 → 5, 64 → 2.5, 32 → 2.
     """

@@ -1,4 +1,4 @@
-"""Knowledge-transfer and correlation losses (paper Eq. 16–19, SPEC §2.5–2.6)."""
+"""Knowledge-transfer and correlation losses (paper Eq. 16–19, docs/method.md §5–6)."""
 from __future__ import annotations
 
 from typing import Callable, Optional
@@ -18,7 +18,7 @@ def weighted_ce(logits: Tensor, target: Tensor, weights: Tensor) -> Tensor:
 
     Args:
         logits: ``(B, C, *spatial)`` (raw logits: softmax is applied once, inside CE — the
-            authors' code applied it twice, SPEC §7).
+            authors' code applied it twice, docs/decisions.md §11).
         target: ``(B, *spatial)`` long (mixed refined labels y_mix).
         weights: ``(B, *spatial)`` (mixed GDA weights W_mix, ≥ 1).
 

@@ -1,4 +1,4 @@
-"""Loss for the τ search (paper Eq. 20, SPEC §5)."""
+"""Loss for the τ search (paper Eq. 20, docs/decisions.md §8)."""
 from __future__ import annotations
 
 import torch

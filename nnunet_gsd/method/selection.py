@@ -1,4 +1,4 @@
-"""Small-loss clean-pixel selection (paper Eq. 1–6, SPEC §2.1–2.2).
+"""Small-loss clean-pixel selection (paper Eq. 1–6, docs/method.md §2).
 
 Every tensor function here is dimension-agnostic: logits ``(B, C, *spatial)``, integer label maps
 ``(B, *spatial)``, per-pixel maps ``(B, *spatial)``. None of them synchronises host and device.
@@ -33,7 +33,7 @@ def symmetric_kl(logits_a: Tensor, logits_b: Tensor) -> Tensor:
 
 
 def pick_loss(logits1: Tensor, logits2: Tensor, target: Tensor, lam: float = 0.5) -> Tensor:
-    """Per-pixel selection loss ``L_sup ⊕ L_con`` (Eq. 1–4, SPEC §2.1).
+    """Per-pixel selection loss ``L_sup ⊕ L_con`` (Eq. 1–4, docs/method.md §2).
 
     ``CE(p1, nGT) + CE(p2, nGT) + lam · [KL(σp2‖σp1) + KL(σp1‖σp2)]``.
 
@@ -52,7 +52,7 @@ def pick_loss(logits1: Tensor, logits2: Tensor, target: Tensor, lam: float = 0.5
 
 
 def retention_rate(epoch: int, num_epochs: int, tau: float, ramp_fraction: float = 0.1) -> float:
-    """Fraction of pixels kept as clean, ``R(e) = 1 − τ·min(e / e_ramp, 1)`` (Eq. 6, SPEC §2.2).
+    """Fraction of pixels kept as clean, ``R(e) = 1 − τ·min(e / e_ramp, 1)`` (Eq. 6, docs/method.md §2).
 
     ``e_ramp = max(1, ramp_fraction · num_epochs)``: the paper ramps over 10 of 100 epochs, which
     we keep as a fraction so nnU-Net's 1000-epoch schedule ramps over 100 epochs.
@@ -68,7 +68,7 @@ def _num_kept(keep_fraction: float, n: int) -> int:
 
 
 def small_loss_mask(loss: Tensor, keep_fraction: float) -> Tensor:
-    """Batch-pooled small-loss criterion (Eq. 5, SPEC §2.2).
+    """Batch-pooled small-loss criterion (Eq. 5, docs/method.md §2).
 
     Exactly ``k = clamp(round(keep_fraction · N), 1, N)`` pixels of the whole batch (N = all
     pixels of all samples) are True: those with the smallest loss. Ties are broken arbitrarily,

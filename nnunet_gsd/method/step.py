@@ -47,7 +47,7 @@ class StepSchedule:
     use_gda: bool
     gda_dice: bool           # add nnU-Net's soft Dice on D_clean to L_GDA (ours; the paper's L_GDA is CE + KL)
     lam: float               # λ of L_pick (Eq. 4)
-    selection: str           # "pooled" (Eq. 5, one ranking over the batch) or "per_class" (ranking within each nGT class)
+    selection: str           # "pooled" (Eq. 5, one ranking over the batch) or "per_class" (within each nGT class)
     refinement: str          # "none", "pixel" (LR) or "superpixel" (SGLR) — "none" also during warm-up
     refine_confidence: float  # κ: refine a rejected pixel only where the vote's mean probability ≥ κ (0: Eq. 14)
     refine_majority: bool    # SGLR: ... and only where the vote equals the superpixel's majority nGT label
@@ -57,7 +57,7 @@ class StepSchedule:
 
     @classmethod
     def of(cls, settings, epoch: int, num_epochs: int, threshold: float, warmup_epochs: int,
-           tau: Optional[float] = None) -> "StepSchedule":
+           tau: Optional[float] = None) -> StepSchedule:
         """The schedule of ``epoch`` under ``settings`` (a :class:`~nnunet_gsd.settings.GSDSettings`).
 
         ``tau`` overrides ``settings.tau`` (the trainer passes its estimate when the dataset gives none).
@@ -69,7 +69,8 @@ class StepSchedule:
                    gda_dice=settings.gda_dice, lam=settings.lam, selection=settings.selection,
                    refinement=settings.refinement if after_warmup else "none",
                    refine_confidence=settings.refine_confidence, refine_majority=settings.refine_majority,
-                   ignore_unrefined=settings.ignore_unrefined, use_kt=after_warmup and settings.use_kt, rho=settings.rho)
+                   ignore_unrefined=settings.ignore_unrefined, use_kt=after_warmup and settings.use_kt,
+                   rho=settings.rho)
 
 
 @dataclass

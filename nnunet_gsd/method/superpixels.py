@@ -1,4 +1,4 @@
-"""Superpixel-guided label refinement, SGLR (paper Eq. 11–14, SPEC §2.4).
+"""Superpixel-guided label refinement, SGLR (paper Eq. 11–14, docs/method.md §4, docs/decisions.md §5).
 
 :func:`slic_superpixels` and :func:`encode_ids` run on the host (NumPy, at preprocessing or in the
 data loader); everything taking tensors runs per training step without host-device
@@ -39,7 +39,7 @@ def slic_superpixels(
     convert2lab: bool | None = None,
     intensity_range: float = 100.0,
 ) -> np.ndarray:
-    """SLIC superpixels S of one image (SPEC §2.4; Eq. 12's Ω_s).
+    """SLIC superpixels S of one image (docs/method.md §4, docs/decisions.md §5; Eq. 12's Ω_s).
 
     Args:
         image: ``(C, *spatial)`` float array, spatial ``(H, W)`` or ``(X, Y, Z)``. nnU-Net's 2D
@@ -86,7 +86,8 @@ def slic_superpixels(
     hi = img.reshape(img.shape[0], -1).max(axis=1)
     rng = hi - lo
     bshape = (-1,) + (1,) * (img.ndim - 1)
-    scaled = np.where(rng.reshape(bshape) > 0, (img - lo.reshape(bshape)) / np.where(rng > 0, rng, 1).reshape(bshape), 0.0)
+    scaled = np.where(rng.reshape(bshape) > 0,
+                      (img - lo.reshape(bshape)) / np.where(rng > 0, rng, 1).reshape(bshape), 0.0)
     n_pixels = int(np.prod(img.shape[1:]))
     n_segments = max(1, int(round(n_segments_per_256sq * n_pixels / 65536.0)))
     use_lab = scaled.shape[0] == 3 and convert2lab is not False

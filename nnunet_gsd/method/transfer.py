@@ -1,4 +1,4 @@
-"""Knowledge transfer by label-shaped region mixing, KT (paper Eq. 15, SPEC §2.5).
+"""Knowledge transfer by label-shaped region mixing, KT (paper Eq. 15, docs/method.md §5).
 
 Random draws (partner derangement, class choice) use a *CPU* generator: they are B- or
 B×C-sized and start on the host, so moving them to the device is an asynchronous copy, not a
@@ -13,7 +13,7 @@ __all__ = ["derangement", "transfer_masks", "mix"]
 
 
 def derangement(batch_size: int, generator: torch.Generator | None = None, device=None) -> Tensor:
-    """Uniformly random permutation without fixed points (partner j = out[i] ≠ i), SPEC §2.5.
+    """Uniformly random permutation without fixed points (partner j = out[i] ≠ i), docs/decisions.md §6.
 
     Rejection sampling of ``torch.randperm`` on the host (acceptance ≈ 1/e, so ~2.7 draws on
     average); ``B = 1`` returns ``[0]`` (the only sample is paired with itself, so KT is a no-op
@@ -38,7 +38,7 @@ def derangement(batch_size: int, generator: torch.Generator | None = None, devic
 
 
 def transfer_masks(y: Tensor, num_classes: int, rho: float = 0.5, generator: torch.Generator | None = None) -> Tensor:
-    """Label-shaped regions M_i (SPEC §2.5).
+    """Label-shaped regions M_i (docs/method.md §5).
 
     For each sample a foreground class k is chosen: class 1 when ``num_classes == 2``; otherwise
     uniformly among the foreground classes present in y_i (class 1 if none is present, whose

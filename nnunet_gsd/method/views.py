@@ -1,4 +1,4 @@
-"""The second, weak view x' = A(x) (SPEC §2, introduction)."""
+"""The second, weak view x' = A(x) (docs/decisions.md §2)."""
 from __future__ import annotations
 
 import math

@@ -12,19 +12,22 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from nnunet_gsd.errors import UserError
+from nnunet_gsd.utils import nanmean_or_nan
 
 Label = Union[int, Tuple[int, ...]]
 
 
 # ---------------------------------------------------------------- dataset.json, labels, files
-def load_dataset_json(folder: Path) -> dict:
-    """``folder/dataset.json`` as a dict, or a :class:`UserError` naming the folder."""
-    path = Path(folder) / "dataset.json"
+def load_dataset_json(location: Path) -> dict:
+    """A dataset.json as a dict (``location``: the file, or the folder holding it), or a one-line UserError."""
+    path = Path(location)
+    if path.is_dir() or path.suffix != ".json":
+        path = path / "dataset.json"
     if not path.is_file():
         raise UserError(f"{path} not found: pass an nnU-Net raw dataset folder (the one holding dataset.json, "
                         f"imagesTs/, labelsTs/), e.g. $nnUNet_raw/Dataset901_Synthetic")
@@ -61,15 +64,6 @@ def require_folder(path: Path, what: str, fix: str) -> Path:
     return Path(path)
 
 
-def dataset_name(dataset: str) -> str:
-    """``DatasetNNN_Name`` from an id or a name (nnU-Net's lookup), or a :class:`UserError`."""
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-    try:
-        return maybe_convert_to_dataset_name(dataset)
-    except (RuntimeError, ValueError) as e:
-        raise UserError(f"dataset {dataset!r}: {e}. Check $nnUNet_raw / $nnUNet_preprocessed or the id") from None
-
-
 # ---------------------------------------------------------------- metrics
 def dice_per_label(reference: np.ndarray, prediction: np.ndarray, labels: Sequence[Label]) -> Dict[Label, float]:
     """Dice per label as ``nnunetv2.evaluation.evaluate_predictions.compute_metrics`` computes it."""
@@ -86,13 +80,7 @@ def dice_per_label(reference: np.ndarray, prediction: np.ndarray, labels: Sequen
 
 def foreground_dice(reference: np.ndarray, prediction: np.ndarray, labels: Sequence[Label]) -> float:
     """Mean Dice over the foreground labels (NaN where every label is empty in both, as in nnU-Net)."""
-    values = np.array(list(dice_per_label(reference, prediction, labels).values()), dtype=float)
-    return float(np.nanmean(values)) if np.any(np.isfinite(values)) else float("nan")
-
-
-def nanmean(values: Sequence[float]) -> float:
-    arr = np.asarray(values, dtype=float)
-    return float(np.nanmean(arr)) if np.any(np.isfinite(arr)) else float("nan")
+    return nanmean_or_nan(list(dice_per_label(reference, prediction, labels).values()))
 
 
 # ---------------------------------------------------------------- reporting
@@ -105,38 +93,50 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     return "\n".join(lines)
 
 
-def write_json(path: Path, content: object) -> None:
-    """Write JSON atomically (an interrupted run never leaves half a file; resumable state relies on it)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2, sort_keys=False, allow_nan=True))
-    os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------- console commands
 def console_env(**extra: str) -> Dict[str, str]:
     """The current environment with this Python's scripts first on PATH (so nnU-Net's commands are ours)."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("MPLBACKEND", "Agg")
+    env.setdefault("PYTHONUNBUFFERED", "1")  # output piped into a log arrives line by line, not at exit
     env.update(extra)
     return env
 
 
-def run_command(cmd: List[str], env: Mapping[str, str], log_file: Optional[Path] = None, what: str = "") -> None:
-    """Run a console command; output to ``log_file`` (quiet) or the terminal. Failure -> UserError with its tail."""
+#: nnU-Net's messages that read like errors but are harmless where our commands run it; the commands keep
+#: them in their log files and say so once (``HARMLESS_NOTE``).
+HARMLESS_NOTE = ("nnU-Net's own notices in these logs are harmless here: the suggestion to try its newer "
+                 "residual-encoder planner, 'hiddenlayer' not installed (it only draws the network), "
+                 "torch.jit FutureWarnings from its dependencies, and 'GPU prediction completed' (printed on the "
+                 "CPU too)")
+
+
+def run_command(cmd: List[str], env: Mapping[str, str], log_file: Optional[Path] = None, what: str = "",
+                echo: Optional[Callable[[str], Optional[str]]] = None) -> None:
+    """Run a console command; output to ``log_file`` (quiet) or the terminal. Failure -> UserError with its tail.
+
+    With ``log_file`` and ``echo``, every output line goes to the log and ``echo(line)``, when not None, is
+    printed as it arrives (a progress digest of a long step).
+    """
     exe = cmd[0] if os.path.isabs(cmd[0]) else shutil.which(cmd[0], path=env.get("PATH"))
     if exe is None:
-        raise UserError(f"command {cmd[0]} not found on PATH: install nnunet_gsd and nnunetv2 in this environment")
+        raise UserError(f"command {cmd[0]} not found on PATH: install nnunet_gsd and nnunetv2 in this environment "
+                        f"(and activate it: source .venv/bin/activate)")
     if log_file is None:
-        proc = subprocess.run([exe, *cmd[1:]], env=dict(env))
+        returncode = subprocess.run([exe, *cmd[1:]], env=dict(env)).returncode
         tail = ""
     else:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        with open(log_file, "w") as log:
-            proc = subprocess.run([exe, *cmd[1:]], env=dict(env), stdout=log, stderr=subprocess.STDOUT)
+        with open(log_file, "w") as log, subprocess.Popen([exe, *cmd[1:]], env=dict(env), stdout=subprocess.PIPE,
+                                                         stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
+            for line in proc.stdout:
+                log.write(line)
+                shown = echo(line.rstrip("\n")) if echo is not None else None
+                if shown is not None:
+                    print(shown, flush=True)
+        returncode = proc.returncode
         tail = "\n" + "\n".join(Path(log_file).read_text(errors="replace").splitlines()[-15:])
-    if proc.returncode != 0:
+    if returncode != 0:
         where = f" (full log: {log_file})" if log_file else ""
-        raise UserError(f"{what or cmd[0]} failed with exit code {proc.returncode}{where}: {' '.join(cmd)}{tail}")
+        raise UserError(f"{what or cmd[0]} failed with exit code {returncode}{where}: {' '.join(cmd)}{tail}")

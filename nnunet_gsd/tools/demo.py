@@ -1,85 +1,280 @@
-"""``nnunet_gsd demo``: the whole pipeline on a small generated noisy dataset, on CPU, in minutes.
+"""``nnunet_gsd demo``: stock nnU-Net and GSD-Net on the same generated noisy dataset, side by side.
 
-convert (synthetic lesions, simulated S_R noise, clean test labels) → nnUNetv2_plan_and_preprocess →
-nnUNetv2_train -tr nnUNetTrainerGSD (short budget) → nnUNetv2_predict → nnUNetv2_evaluate_folder, each
-through the real console command, then the Dice against the clean test labels.
+Every step is the real console command a user would type: ``nnunet_gsd convert synthetic`` (blob
+"lesions" with simulated label noise on the training labels, clean test labels) →
+``nnUNetv2_plan_and_preprocess`` → ``nnUNetv2_train`` with stock nnU-Net (``nnUNetTrainerBudget``:
+nnU-Net's own ``nnUNetTrainer``, Dice + CE with deep supervision, with a settable budget) and with
+``nnUNetTrainerGSD``, both at the same epochs × iterations → ``nnUNetv2_predict``
+→ ``nnUNetv2_evaluate_folder`` against the clean test labels. Unless ``--no-ceiling``, stock nnU-Net
+also trains on the clean training labels of the same images: the score the noise takes away.
+
+Prints the Dice of each model and what the numbers do and do not show at this tiny budget, and
+writes ``overlays.png`` (a few test cases, each model's prediction against the clean reference).
+
+Files: the generated datasets are cached in ``WORKDIR/nnUNet_raw`` and ``WORKDIR/nnUNet_preprocessed``
+and rebuilt when the dataset options (``--noise``, ``--seed``) change; each run's models, predictions,
+logs and results go to their own folder ``WORKDIR/runs/<time>_<noise>_<epochs>x<iterations>/``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import shutil
 import time
+from datetime import datetime
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Mapping, Optional
 
 from nnunet_gsd.dataset_conversion import provenance
-from nnunet_gsd.tools.common import console_env, run_command
+from nnunet_gsd.errors import UserError
+from nnunet_gsd.tools.common import HARMLESS_NOTE, console_env, run_command
+from nnunet_gsd.utils import write_json_atomic
+
+STOCK = "nnUNetTrainerBudget"
+GSD = "nnUNetTrainerGSD"
+NUM_TRAIN, NUM_TEST, SIZE = 40, 12, 64
+OVERLAY_CASES = 4
+EPOCH_LINE = re.compile(r"Epoch (\d+)$")
+PSEUDO_DICE = re.compile(r"Pseudo dice \[(.*)\]")
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "demo", help="run the whole pipeline on a small generated noisy dataset (CPU, minutes)",
+        "demo", help="stock nnU-Net and GSD on a small generated noisy dataset, side by side (CPU, minutes)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", type=Path, default=Path("nnunet_gsd_demo"),
-                   help="folder for nnUNet_raw/_preprocessed/_results and predictions (default: %(default)s)")
-    p.add_argument("--id", type=int, default=900, help="dataset id (default: %(default)s)")
-    p.add_argument("--noise", default="S_R", choices=["S_R", "S_E", "S_DE"], help="simulated label noise")
-    p.add_argument("--epochs", type=int, default=10, help="training epochs (default: %(default)s)")
-    p.add_argument("--iterations", type=int, default=25, help="iterations per epoch (default: %(default)s)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="training device")
-    p.add_argument("--fresh", action="store_true", help="delete the work folder first")
+                   help="folder for the datasets and the runs (default: %(default)s)")
+    p.add_argument("-d", dest="dataset_id", type=int, default=900,
+                   help="dataset id of the noisy dataset; the clean-label copy takes id + 1 (default: %(default)s)")
+    p.add_argument("--noise", default="S_R", choices=["S_R", "S_E", "S_DE"],
+                   help="simulated label noise: S_R shrinks, S_E expands the lesions, S_DE erodes or dilates "
+                        "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the images, split and noise (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs of every model (default: %(default)s)")
+    p.add_argument("--iterations", type=int, default=25,
+                   help="training iterations per epoch of every model (default: %(default)s)")
+    p.add_argument("--no-ceiling", dest="ceiling", action="store_false",
+                   help="skip stock nnU-Net on the clean labels (saves one training)")
+    p.add_argument("-device", default="cpu", choices=["cpu", "cuda", "mps"], help="device (default: %(default)s)")
+    p.add_argument("-np", dest="num_processes", type=int, default=int(os.environ.get("nnUNet_def_n_proc", "2")),
+                   help="processes for preprocessing and prediction (default: $nnUNet_def_n_proc or 2)")
     p.set_defaults(func=run_demo)
 
 
-def _step(title: str, cmd: List[str], env: Dict[str, str]) -> None:
-    print(f"\n=== {title}\n$ {' '.join(cmd)}", flush=True)
-    start = time.time()
-    run_command(cmd, env, what=f"step '{title}'")
-    print(f"=== {title}: done in {time.time() - start:.0f} s", flush=True)
+# ---------------------------------------------------------------- datasets
+def dataset_options(args: argparse.Namespace) -> Dict[str, object]:
+    """What the generated dataset depends on: a change rebuilds it."""
+    return {"noise": args.noise, "seed": args.seed, "num_train": NUM_TRAIN, "num_test": NUM_TEST, "size": SIZE}
 
 
+def raw_folder(work: Path, dataset_id: int) -> Optional[Path]:
+    found = sorted((work / "nnUNet_raw").glob(f"Dataset{dataset_id:03d}_*"))
+    return found[0] if found else None
+
+
+def stale_datasets(work: Path, ids: List[int], options: Mapping[str, object]) -> Optional[str]:
+    """Why the cached datasets must be rebuilt (options changed, or half-built), or None to reuse them."""
+    record = work / "demo_datasets.json"
+    if not all(raw_folder(work, i) for i in ids):
+        return "not built yet" if not record.is_file() else "incomplete"
+    if not record.is_file():
+        return "built by another version of the demo"
+    before = json.loads(record.read_text())
+    changed = [f"{k} {before.get(k)} → {v}" for k, v in options.items() if before.get(k) != v]
+    return f"options changed ({', '.join(changed)})" if changed else None
+
+
+def remove_datasets(work: Path, ids: List[int]) -> None:
+    for dataset_id in ids:
+        for root in ("nnUNet_raw", "nnUNet_preprocessed"):
+            for folder in (work / root).glob(f"Dataset{dataset_id:03d}_*"):
+                shutil.rmtree(folder)
+    (work / "demo_datasets.json").unlink(missing_ok=True)
+
+
+def make_clean_copy(noisy: Path, dataset_id: int) -> Path:
+    """The same images with the clean training labels (the converter keeps them in labelsTr_clean/)."""
+    clean = noisy.parent / f"Dataset{dataset_id:03d}_SyntheticClean"
+    tmp = noisy.parent / f".{clean.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for sub in ("imagesTr", "imagesTs", "labelsTs"):
+        shutil.copytree(noisy / sub, tmp / sub)
+    shutil.copytree(noisy / "labelsTr_clean", tmp / "labelsTr")
+    content = json.loads((noisy / "dataset.json").read_text())
+    content["name"] = clean.name.split("_", 1)[1]
+    content.pop("gsd", None)
+    content["description"] = f"{noisy.name} with its clean training labels (nnunet_gsd demo)"
+    (tmp / "dataset.json").write_text(json.dumps(content, indent=2))
+    os.replace(tmp, clean)
+    return clean
+
+
+# ---------------------------------------------------------------- steps
+class Steps:
+    """Numbered steps with a one-line status each; full output in the run's logs/ folder."""
+
+    def __init__(self, total: int, logs: Path, env: Dict[str, str]):
+        self.total, self.done, self.logs, self.env = total, 0, logs, env
+
+    def run(self, title: str, cmd: List[str], log_name: str, env: Optional[Dict[str, str]] = None,
+            epochs: Optional[int] = None) -> None:
+        self.done += 1
+        print(f"[{self.done}/{self.total}] {title}", flush=True)
+        start = time.time()
+        log = self.logs / f"{log_name}.log"
+        run_command(cmd, env or self.env, log_file=log, what=title,
+                    echo=_epoch_digest(epochs) if epochs else None)
+        print(f"      done in {time.time() - start:.0f} s  (log: {log})", flush=True)
+
+
+def _epoch_digest(epochs: int):
+    """From nnU-Net's training output, one line per epoch: its number and the validation pseudo Dice."""
+    state = {"epoch": None}
+
+    def echo(line: str) -> Optional[str]:
+        if m := EPOCH_LINE.search(line):
+            state["epoch"] = int(m.group(1))
+        elif (m := PSEUDO_DICE.search(line)) and state["epoch"] is not None:
+            dice = ", ".join(re.findall(r"\d+\.\d+", m.group(1)))
+            return f"      epoch {state['epoch'] + 1}/{epochs}: validation pseudo Dice {dice}"
+        return None
+    return echo
+
+
+def dice_of(summary_json: Path) -> Dict[str, object]:
+    summary = json.loads(summary_json.read_text())
+    per_case = {Path(c["reference_file"]).name: float(c["metrics"]["1"]["Dice"])
+                for c in summary["metric_per_case"]}
+    return {"mean": float(summary["foreground_mean"]["Dice"]), "per_case": per_case}
+
+
+def conclusion(results: Mapping[str, float], epochs: int, iterations: int) -> List[str]:
+    """What the numbers support at this budget, and what they do not."""
+    gsd, stock = results[GSD], results[STOCK]
+    lines = [f"GSD − stock nnU-Net = {100 * (gsd - stock):+.1f} Dice points on {NUM_TEST} test images."]
+    if "clean" in results:
+        lines.append(f"The noise costs stock nnU-Net {100 * (results['clean'] - stock):+.1f} points against the "
+                     f"clean-label run: that gap is all a noise-robust method could recover here.")
+    lines += [
+        "What this shows: the whole pipeline runs with nnU-Net's own commands (convert, plan, train, predict, "
+        "evaluate) and GSD trains and predicts like any nnU-Net trainer.",
+        f"What it does not show: which method is better. {epochs} epochs × {iterations} iterations on "
+        f"{NUM_TRAIN} generated {SIZE}² images is far too little training, nnU-Net's training is not seeded, and "
+        f"differences of a few points change from run to run. Judge the method on your data at full budget, or "
+        f"with bench/quality.py (docs/benchmarks.md).",
+    ]
+    return lines
+
+
+def write_overlays(path: Path, raw: Path, predictions: Mapping[str, Path], labels: Mapping[str, str],
+                   per_case: Mapping[str, Mapping[str, float]], title: str) -> None:
+    """The first OVERLAY_CASES test cases, one column per model, against the clean reference."""
+    from nnunet_gsd.tools.common import reader_writer
+    from nnunet_gsd.tools.overlay import comparison_figure, image_files
+    from nnunet_gsd.utils import is_rgb
+    dataset_json = json.loads((raw / "dataset.json").read_text())
+    ending = dataset_json["file_ending"]
+    cases = sorted(p.name[:-len(ending)] for p in (raw / "labelsTs").glob(f"*{ending}"))[:OVERLAY_CASES]
+    rw = reader_writer(dataset_json, raw / "labelsTs" / f"{cases[0]}{ending}")
+    images = [rw.read_images([str(f) for f in image_files(raw / "imagesTs", c, ending)])[0][:, 0] for c in cases]
+    references = [rw.read_seg(str(raw / "labelsTs" / f"{c}{ending}"))[0][0, 0] for c in cases]
+    preds = {labels[m]: [rw.read_seg(str(folder / f"{c}{ending}"))[0][0, 0] for c in cases]
+             for m, folder in predictions.items()}
+    dice = {labels[m]: [per_case[m][f"{c}{ending}"] for c in cases] for m in predictions}
+    comparison_figure(path, images, references, preds, dice, cases, is_rgb(dataset_json["channel_names"]), title)
+
+
+# ---------------------------------------------------------------- the command
 def run_demo(args: argparse.Namespace) -> int:
+    for option in ("epochs", "iterations", "num_processes"):
+        if getattr(args, option) < 1:
+            raise UserError(f"{option} {getattr(args, option)}: must be >= 1")
     work = args.workdir.resolve()
-    if args.fresh and work.exists():
-        shutil.rmtree(work)
-    env = console_env()
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        env[name] = str(work / name)
-        os.makedirs(env[name], exist_ok=True)
-    env.setdefault("nnUNet_def_n_proc", "2")
-    started = time.time()
-    dataset_id = str(args.id)
-    raw = list((work / "nnUNet_raw").glob(f"Dataset{args.id:03d}_*"))
-    if not raw:
-        _step("1/5 generate a synthetic dataset with noisy training labels",
-              ["nnunet_gsd", "convert", "synthetic", "--id", dataset_id, "--num-train", "40", "--num-test", "12",
-               "--size", "64", "--noise", args.noise, "--seed", "0"], env)
-        raw = list((work / "nnUNet_raw").glob(f"Dataset{args.id:03d}_*"))
-    raw_folder = raw[0]
-    if not (work / "nnUNet_preprocessed" / raw_folder.name / "nnUNetPlans.json").is_file():
-        _step("2/5 plan and preprocess", ["nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", "2d",
-                                          "--verify_dataset_integrity", "-np", "2"], dict(env, nnUNet_n_proc_DA="1"))
-    train_env = dict(env, nnUNet_n_proc_DA=env.get("nnUNet_n_proc_DA", "0"),
+    noisy_id, clean_id = args.dataset_id, args.dataset_id + 1
+    ids = [noisy_id, clean_id] if args.ceiling else [noisy_id]
+    options = dataset_options(args)
+    run_dir = work / "runs" / f"{datetime.now():%Y%m%d-%H%M%S}_{args.noise}_{args.epochs}x{args.iterations}"
+    run_dir.mkdir(parents=True)
+    env = console_env(nnUNet_raw=str(work / "nnUNet_raw"), nnUNet_preprocessed=str(work / "nnUNet_preprocessed"),
+                      nnUNet_results=str(run_dir / "nnUNet_results"))
+    env.setdefault("nnUNet_def_n_proc", str(args.num_processes))
+    env.setdefault("nnUNet_n_proc_DA", "1")
+    # 0 data-loader workers is fastest for tiny CPU trainings (it would crash planning, hence only here)
+    train_env = dict(env, nnUNet_n_proc_DA=os.environ.get("nnUNet_n_proc_DA", "0"),
                      nnUNet_GSD_NUM_EPOCHS=str(args.epochs), nnUNet_GSD_NUM_ITERATIONS=str(args.iterations),
                      nnUNet_GSD_NUM_VAL_ITERATIONS="5")
-    _step("3/5 train nnUNetTrainerGSD", ["nnUNetv2_train", dataset_id, "2d", "0", "-tr", "nnUNetTrainerGSD",
-                                         "-device", args.device], train_env)
-    predictions = work / "predictions"
-    _step("4/5 predict the test images (fused two-network prediction)",
-          ["nnUNetv2_predict", "-i", str(raw_folder / "imagesTs"), "-o", str(predictions), "-d", dataset_id, "-c",
-           "2d", "-tr", "nnUNetTrainerGSD", "-f", "0", "-device", args.device], train_env)
-    _step("5/5 evaluate against the clean test labels",
-          ["nnUNetv2_evaluate_folder", str(raw_folder / "labelsTs"), str(predictions),
-           "-djfile", str(predictions / "dataset.json"), "-pfile", str(predictions / "plans.json")], env)
-    summary = json.loads((predictions / "summary.json").read_text())
-    noise = provenance.read(raw_folder).noise or {}
-    results = work / "nnUNet_results" / raw_folder.name / "nnUNetTrainerGSD__nnUNetPlans__2d" / "fold_0"
-    print(f"\nDemo finished in {time.time() - started:.0f} s.")
+    why = stale_datasets(work, ids, options)
+    models = {STOCK: noisy_id, GSD: noisy_id, **({"clean": clean_id} if args.ceiling else {})}
+    total = (2 * len(ids) if why else 0) + 2 * len(models)  # convert (+ clean copy) + one plan per dataset
+    steps = Steps(total, run_dir / "logs", env)
+    started = time.time()
+    print(f"nnunet_gsd demo: run folder {run_dir}\n{HARMLESS_NOTE}.\n", flush=True)
+
+    if why:
+        print(f"Datasets: {why}: building them in {work}", flush=True)
+        remove_datasets(work, ids)
+        steps.run(f"generate {NUM_TRAIN} training + {NUM_TEST} test images with {args.noise} noise on the "
+                  f"training labels", ["nnunet_gsd", "convert", "synthetic", "--id", str(noisy_id), "--num-train",
+                                       str(NUM_TRAIN), "--num-test", str(NUM_TEST), "--size", str(SIZE),
+                                       "--noise", args.noise, "--seed", str(args.seed)], "convert")
+        if args.ceiling:
+            make_clean_copy(raw_folder(work, noisy_id), clean_id)
+            steps.done += 1
+            print(f"[{steps.done}/{total}] copy with the clean training labels: Dataset{clean_id:03d}", flush=True)
+        for dataset_id in ids:
+            steps.run(f"plan and preprocess Dataset{dataset_id:03d}",
+                      ["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", "2d", "--verify_dataset_integrity",
+                       "-np", str(args.num_processes), "-npfp", str(args.num_processes)], f"plan_{dataset_id}")
+        write_json_atomic(work / "demo_datasets.json", options)
+    else:
+        print(f"Datasets: reusing Dataset{noisy_id:03d} ({args.noise}, seed {args.seed}) in {work}", flush=True)
+
+    noisy_raw = raw_folder(work, noisy_id)
+    noise = provenance.read(noisy_raw).noise or {}
+    titles = {STOCK: "stock nnU-Net, noisy labels", GSD: "GSD-Net, noisy labels",
+              "clean": "stock nnU-Net, clean labels"}
+    results: Dict[str, Dict[str, object]] = {}
+    predictions: Dict[str, Path] = {}
+    for model, dataset_id in models.items():
+        trainer = STOCK if model == "clean" else model
+        steps.run(f"train {titles[model]} ({trainer}, {args.epochs} epochs × {args.iterations} iterations)",
+                  ["nnUNetv2_train", str(dataset_id), "2d", "0", "-tr", trainer, "-device", args.device],
+                  f"train_{model}", train_env, epochs=args.epochs)
+        raw = raw_folder(work, dataset_id)
+        out = run_dir / "predictions" / model
+        steps.run(f"predict and evaluate the test images: {titles[model]}",
+                  ["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(out), "-d", str(dataset_id), "-c", "2d",
+                   "-tr", trainer, "-f", "0", "-device", args.device, "-npp", str(args.num_processes),
+                   "-nps", str(args.num_processes), "--disable_progress_bar"], f"predict_{model}", train_env)
+        run_command(["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(out), "-djfile",
+                     str(out / "dataset.json"), "-pfile", str(out / "plans.json"), "-np", str(args.num_processes)],
+                    env, log_file=run_dir / "logs" / f"evaluate_{model}.log", what=f"evaluation of {model}")
+        results[model] = dice_of(out / "summary.json")
+        predictions[model] = out
+
+    overlay_png = run_dir / "overlays.png"
+    write_overlays(overlay_png, noisy_raw, predictions, titles, {m: r["per_case"] for m, r in results.items()},
+                   f"{args.noise} noise, {args.epochs} epochs × {args.iterations} iterations: contours on the first "
+                   f"{OVERLAY_CASES} test images")
+    means = {m: float(r["mean"]) for m, r in results.items()}
+    elapsed = time.time() - started
+    write_json_atomic(run_dir / "demo_results.json", {
+        "dataset_options": options, "noise": noise, "epochs": args.epochs, "iterations": args.iterations,
+        "device": args.device, "dice": means, "per_case": {m: r["per_case"] for m, r in results.items()},
+        "trainers": {m: STOCK if m == "clean" else m for m in models}, "seconds": round(elapsed)})
+
+    print(f"\nDemo finished in {elapsed:.0f} s. Test Dice against the clean test labels ({NUM_TEST} images):")
     if "dice_vs_clean" in noise:
-        print(f"Training labels: {noise.get('preset')} noise, Dice(noisy, clean) = {noise['dice_vs_clean']:.4f}, "
-              f"pixel noise rate = {noise.get('pixel_noise_rate', float('nan')):.4f}")
-    print(f"Test Dice of nnUNetTrainerGSD against the clean test labels: {summary['foreground_mean']['Dice']:.4f}")
-    print(f"Training log and plots (progress.png, progress_gsd.png): {results}")
+        print(f"  (training labels: {noise.get('preset')} noise, Dice(noisy, clean) = {noise['dice_vs_clean']:.3f}, "
+              f"{100 * noise.get('pixel_noise_rate', float('nan')):.1f} % of the pixels wrong)")
+    for model in models:
+        print(f"  {titles[model]:<30} {means[model]:.4f}   ({STOCK if model == 'clean' else model})")
+    print()
+    for line in conclusion(means, args.epochs, args.iterations):
+        print(line)
+    print(f"\nOverlays (reference green, prediction magenta, both yellow): {overlay_png}")
+    print(f"Results: {run_dir / 'demo_results.json'}; training logs and plots (progress.png, progress_gsd.png) "
+          f"under {run_dir / 'nnUNet_results'}")
     return 0

@@ -1,7 +1,8 @@
 """``nnunet_gsd last-k``: the paper's protocol — test Dice as mean ± std over the last K epochs' weights.
 
 GSD-Net reports test Dice as the mean ± std over the checkpoints of the final 10 epochs (paper §4.3;
-SPEC §7: the authors evaluate every one of the last 10 epochs, without a validation split). nnU-Net
+the authors' released code evaluates every one of the last 10 epochs, without a validation split:
+docs/decisions.md, "Evaluation protocol"). nnU-Net
 instead predicts with ``checkpoint_final.pth``. This command reports both, side by side.
 
 1. Train with ``nnUNet_GSD_KEEP_LAST=10`` (or a trainer with ``gsd_keep_last_k = 10``): the trainer
@@ -29,8 +30,9 @@ from typing import Dict, List, Mapping, Sequence
 import numpy as np
 
 from nnunet_gsd.errors import UserError
-from nnunet_gsd.tools.common import (case_ids, console_env, dataset_name, foreground_labels, load_dataset_json,
-                                     markdown_table, reader_writer, require_folder, run_command, write_json)
+from nnunet_gsd.tools.common import (case_ids, console_env, foreground_labels, load_dataset_json, markdown_table,
+                                     reader_writer, require_folder, run_command)
+from nnunet_gsd.utils import dataset_name, write_json_atomic
 
 CHECKPOINT = re.compile(r"checkpoint_epoch_(\d+)\.pth$")
 FINAL = "checkpoint_final.pth"
@@ -150,7 +152,7 @@ def main(args: argparse.Namespace) -> int:
                    fold=args.fold, images=str(args.images.resolve()), labels=str(args.labels.resolve()),
                    metric="foreground-mean Dice of nnU-Net's compute_metrics_on_folder; std with ddof=0")
     table = to_markdown(summary)
-    write_json(out / "last_k.json", summary)
+    write_json_atomic(out / "last_k.json", summary)
     (out / "last_k.md").write_text(f"{name} {args.trainer} {args.configuration} fold {args.fold}: test Dice\n\n"
                                    f"{table}\n")
     print(table)

@@ -12,23 +12,24 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 
 from nnunet_gsd.errors import UserError
+from nnunet_gsd.utils import dataset_name, write_json_atomic
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("plans-variant", help="copy nnU-Net plans with another batch size",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset", help="dataset id or name (DatasetNNN_Name) in $nnUNet_preprocessed")
+    p.add_argument("-d", dest="dataset", required=True,
+                   help="dataset id or name (DatasetNNN_Name) in $nnUNet_preprocessed")
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--batch-size", type=int, help="new batch size for every selected configuration")
     size.add_argument("--batch-scale", type=float, help="multiply the planned batch sizes (rounded, at least 1)")
-    p.add_argument("--plans", default="nnUNetPlans", help="source plans name (default: %(default)s)")
+    p.add_argument("-p", dest="plans", default="nnUNetPlans", help="source plans identifier (default: %(default)s)")
     p.add_argument("--name", help="new plans name (default: <plans>_bs<N> or <plans>_bsx<scale>)")
-    p.add_argument("-c", "--configurations", nargs="+", help="configurations to change (default: all)")
+    p.add_argument("-c", dest="configurations", nargs="+", help="configurations to change (default: all)")
     p.set_defaults(func=_main)
 
 
@@ -58,30 +59,23 @@ def make_variant(plans: dict, name: str, batch_size: Optional[int] = None, batch
 
 def _dataset_folder(dataset: str) -> Path:
     from nnunetv2.paths import nnUNet_preprocessed
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
     if not nnUNet_preprocessed.is_set():
         raise UserError("nnUNet_preprocessed is not set: export it to the folder of your preprocessed datasets")
-    try:
-        name = maybe_convert_to_dataset_name(dataset)
-    except RuntimeError as e:
-        raise UserError(f"dataset {dataset!r} not found: {e}") from None
-    return Path(str(nnUNet_preprocessed)) / name
+    return Path(str(nnUNet_preprocessed)) / dataset_name(dataset)
 
 
 def _main(args: argparse.Namespace) -> int:
     folder = _dataset_folder(args.dataset)
     source = folder / f"{args.plans}.json"
     if not source.is_file():
-        raise UserError(f"{source} does not exist: run nnUNetv2_plan_and_preprocess first (or check --plans)")
+        raise UserError(f"{source} does not exist: run nnUNetv2_plan_and_preprocess first (or check -p)")
     name = args.name or (f"{args.plans}_bs{args.batch_size}" if args.batch_size is not None
                          else f"{args.plans}_bsx{args.batch_scale:g}")
     variant = make_variant(json.loads(source.read_text()), name, args.batch_size, args.batch_scale,
                            args.configurations)
     target = folder / f"{name}.json"
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(variant, indent=4))
-    os.replace(tmp, target)
+    write_json_atomic(target, variant, indent=4)
     sizes = {c: variant["configurations"][c].get("batch_size") for c in variant["configurations"]}
-    print(f"wrote {target} (batch sizes {sizes}); train with: nnUNetv2_train {args.dataset} CONFIG FOLD "
+    print(f"wrote {target} (batch sizes {sizes}); train with: nnUNetv2_train {args.dataset} CONFIGURATION FOLD "
           f"-tr nnUNetTrainerGSD -p {name}")
     return 0

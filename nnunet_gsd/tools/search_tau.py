@@ -1,8 +1,8 @@
-"""``nnunet_gsd search-tau DATASET CONFIG``: choose the forget rate τ by short trainings (paper Eq. 20).
+"""``nnunet_gsd search-tau -d DATASET -c CONFIGURATION``: choose the forget rate τ by short trainings (Eq. 20).
 
 The paper (Discussion, Fig. 10) trains GSD-Net with several τ and monitors
 
-    L_search = [Σ_{D_clean} CE(nGT) + Σ_{not D_clean} CE(inverted nGT)] / |D|        (Eq. 20, SPEC §5)
+    L_search = [Σ_{D_clean} CE(nGT) + Σ_{not D_clean} CE(inverted nGT)] / |D|        (Eq. 20)
 
 where D_clean is the small-loss set of the run's τ; the τ whose curve reaches the lowest value lies
 close to the training labels' noise rate. This command does that within a fixed budget:
@@ -29,7 +29,7 @@ close to the training labels' noise rate. This command does that within a fixed 
   ``search_tau.png`` (Fig. 10 style: smoothed L_search per τ over epochs; score against τ, with the
   dataset's measured pixel noise rate when it was simulated).
 * ``--write`` stores the choice as ``"gsd": {"tau": …}`` in the raw and the preprocessed dataset.json
-  (the trainer reads τ from there unless ``nnUNet_GSD_TAU`` is set; SPEC §5).
+  (the trainer reads τ from there unless ``nnUNet_GSD_TAU`` is set; docs/decisions.md, "τ").
 """
 from __future__ import annotations
 
@@ -47,8 +47,8 @@ import numpy as np
 
 from nnunet_gsd.dataset_conversion.provenance import from_dataset_json, with_provenance
 from nnunet_gsd.errors import UserError
-from nnunet_gsd.tools.common import (console_env, dataset_name, load_dataset_json, markdown_table, run_command,
-                                     write_json)
+from nnunet_gsd.tools.common import console_env, load_dataset_json, markdown_table, run_command
+from nnunet_gsd.utils import dataset_name, nanmean_or_nan, write_json_atomic
 
 STATE = "search_tau_state.json"
 CURVE = "search_loss.json"
@@ -61,8 +61,8 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "search-tau", help="choose the forget rate tau by short trainings (paper Eq. 20)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset", help="dataset name or id (planned and preprocessed)")
-    p.add_argument("configuration", help="configuration, e.g. 2d")
+    p.add_argument("-d", dest="dataset", required=True, help="dataset name or id (planned and preprocessed)")
+    p.add_argument("-c", dest="configuration", required=True, help="configuration, e.g. 2d")
     p.add_argument("--taus", type=float, nargs="+", help="explicit τ grid (overrides --max/--step)")
     p.add_argument("--max", type=float, default=0.3, help="largest τ of the default grid (default: %(default)s)")
     p.add_argument("--step", type=float, default=0.025, help="grid step from 0 (default: %(default)s)")
@@ -107,8 +107,7 @@ def smooth(curve: Sequence[float], window: int) -> np.ndarray:
     values = np.asarray(curve, dtype=float)
     out = np.empty_like(values)
     for i in range(len(values)):
-        part = values[max(0, i - window + 1):i + 1]
-        out[i] = np.nanmean(part) if np.any(np.isfinite(part)) else np.nan
+        out[i] = nanmean_or_nan(values[max(0, i - window + 1):i + 1])
     return out
 
 
@@ -116,8 +115,7 @@ def score(curve: Sequence[float], window: int, last: Optional[int] = None) -> fl
     """Mean of the smoothed curve over its last ``last`` epochs (default: a quarter, at least 1)."""
     smoothed = smooth(curve, window)
     n = last or max(1, len(smoothed) // 4)
-    tail = smoothed[-n:]
-    return float(np.nanmean(tail)) if np.any(np.isfinite(tail)) else float("nan")
+    return nanmean_or_nan(smoothed[-n:])
 
 
 def choose(scores: Mapping[str, float]) -> str:
@@ -186,7 +184,8 @@ def load_state(path: Path, settings: Mapping, fresh: bool) -> dict:
     return state
 
 
-def report(curves: Mapping[str, Sequence[float]], window: int, last: Optional[int], noise_rate: Optional[float]) -> dict:
+def report(curves: Mapping[str, Sequence[float]], window: int, last: Optional[int],
+           noise_rate: Optional[float]) -> dict:
     scores = {k: score(c, window, last) for k, c in curves.items()}
     chosen = choose(scores)
     return {"scores": scores, "chosen_tau": float(chosen), "pixel_noise_rate": noise_rate,
@@ -231,7 +230,7 @@ def write_tau(name: str, tau: float, provenance: Mapping) -> List[Path]:
     from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
     written = []
     for root in (nnUNet_raw, nnUNet_preprocessed):
-        if root is None or not (Path(root) / name / "dataset.json").is_file():
+        if not root.is_set() or not (Path(root) / name / "dataset.json").is_file():
             continue
         content = load_dataset_json(Path(root) / name)
         gsd = from_dataset_json(content, str(Path(root) / name / "dataset.json"))
@@ -239,7 +238,7 @@ def write_tau(name: str, tau: float, provenance: Mapping) -> List[Path]:
             gsd.extra["tau_before_search"] = gsd.tau
         gsd.tau, gsd.tau_source = tau, "nnunet_gsd search-tau (L_search, paper Eq. 20)"
         gsd.extra["tau_search"] = dict(provenance)
-        write_json(Path(root) / name / "dataset.json", with_provenance(content, gsd))
+        write_json_atomic(Path(root) / name / "dataset.json", with_provenance(content, gsd))
         written.append(Path(root) / name / "dataset.json")
     if not written:
         raise UserError(f"no dataset.json of {name} under $nnUNet_raw or $nnUNet_preprocessed to write τ into")
@@ -247,10 +246,12 @@ def write_tau(name: str, tau: float, provenance: Mapping) -> List[Path]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
     from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw, nnUNet_results
+    from tqdm import tqdm
+    if not nnUNet_preprocessed.is_set():
+        raise UserError("nnUNet_preprocessed is not set: export it to the folder of your preprocessed datasets")
     name = dataset_name(args.dataset)
-    if nnUNet_preprocessed is None or not (Path(nnUNet_preprocessed) / name / f"{args.plans}.json").is_file():
+    if not (Path(nnUNet_preprocessed) / name / f"{args.plans}.json").is_file():
         raise UserError(f"{name} is not preprocessed under $nnUNet_preprocessed: run "
                         f"nnUNetv2_plan_and_preprocess -d {args.dataset} -c {args.configuration} first")
     for option in ("epochs", "iterations", "window"):
@@ -261,8 +262,8 @@ def main(args: argparse.Namespace) -> int:
         import torch
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.workdir is None:
-        if nnUNet_results is None:
-            raise UserError("nnUNet_results is not set: set it or pass --workdir")
+        if not nnUNet_results.is_set():
+            raise UserError("nnUNet_results is not set: export it to your results folder, or pass --workdir")
         args.workdir = Path(nnUNet_results) / name / f"search_tau__{args.trainer}__{args.plans}__{args.configuration}"
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -272,7 +273,7 @@ def main(args: argparse.Namespace) -> int:
                 "environment": {k: v for k, v in sorted(os.environ.items())
                                 if k.startswith("nnUNet_GSD_") and k not in OVERRIDDEN}}
     state = load_state(work / STATE, settings, args.fresh)
-    write_json(work / STATE, state)
+    write_json_atomic(work / STATE, state)
 
     todo = [t for t in grid if tau_key(t) not in state["results"]]
     print(f"search-tau {name} {args.configuration} -tr {args.trainer}: {len(grid)} τ values "
@@ -288,11 +289,11 @@ def main(args: argparse.Namespace) -> int:
         start = time.time()
         curve = run_tau(tau, work / f"tau_{key}", args, name)
         state["results"][key] = {"search_loss": curve, "seconds": round(time.time() - start, 1)}
-        write_json(work / STATE, state)
+        write_json_atomic(work / STATE, state)
     bar.close()
 
     curves = {tau_key(t): state["results"][tau_key(t)]["search_loss"] for t in grid}
-    raw_json = Path(nnUNet_raw) / name / "dataset.json" if nnUNet_raw else None
+    raw_json = Path(nnUNet_raw) / name / "dataset.json" if nnUNet_raw.is_set() else None
     source = load_dataset_json(raw_json.parent) if raw_json is not None and raw_json.is_file() else \
         load_dataset_json(Path(nnUNet_preprocessed) / name)
     noise_rate = from_dataset_json(source).pixel_noise_rate
@@ -300,13 +301,13 @@ def main(args: argparse.Namespace) -> int:
     result.update(settings=settings, grid=grid, curves=curves, window=args.window,
                   last=args.last or max(1, args.epochs // 4))
     table = to_markdown(curves, result)
-    write_json(work / "search_tau.json", result)
+    write_json_atomic(work / "search_tau.json", result)
     (work / "search_tau.md").write_text(f"τ search on {name} ({args.configuration}, {args.trainer}, "
                                         f"{args.epochs}×{args.iterations})\n\n{table}\n")
     plot(result, work / "search_tau.png", f"{name}: τ search ({args.epochs} epochs × {args.iterations} iterations)")
     print(table)
-    print(f"chosen τ = {result['chosen_tau']:g}"
-          + (f"; measured pixel noise rate of the training labels = {noise_rate:.4f}" if noise_rate is not None else ""))
+    measured = "" if noise_rate is None else f"; measured pixel noise rate of the training labels = {noise_rate:.4f}"
+    print(f"chosen τ = {result['chosen_tau']:g}{measured}")
     print(f"written: {work / 'search_tau.json'}, {work / 'search_tau.md'}, {work / 'search_tau.png'}")
     if args.write:
         provenance = {"grid": grid, "scores": result["scores"], "epochs": args.epochs,

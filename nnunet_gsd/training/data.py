@@ -1,7 +1,7 @@
 """Per-pixel maps that travel with the image through nnU-Net's data pipeline.
 
 GSD needs, for every training patch, maps aligned pixel for pixel with the augmented image: the SLIC
-superpixels of SGLR (SPEC §2.4) and, for truth diagnostics, the clean training labels. Both are
+superpixels of SGLR (docs/decisions.md §5) and, for truth diagnostics, the clean training labels. Both are
 computed once per case, cached beside the preprocessed data, and appended to the segmentation as
 extra channels, so nnU-Net's cropping, padding, rotation, scaling and mirroring move them exactly
 like the noisy label. The label files themselves stay untouched (extra channels there break
@@ -57,7 +57,7 @@ class TargetLayout:
 
 
 def _atomic_save(path: str, array: np.ndarray) -> None:
-    tmp = path + ".tmp.npy"
+    tmp = f"{path}.tmp-{os.getpid()}.npy"  # unique: two trainings on one dataset may build the cache at once
     np.save(tmp, array)
     os.replace(tmp, path)
 
@@ -71,7 +71,7 @@ def _cache_is_current(folder: str, params: dict) -> bool:
 
 
 def _write_params(folder: str, params: dict) -> None:
-    tmp = join(folder, "params.json.tmp")
+    tmp = join(folder, f"params.json.tmp-{os.getpid()}")
     with open(tmp, "w") as f:
         json.dump(params, f, indent=1)
     os.replace(tmp, join(folder, "params.json"))
@@ -114,7 +114,7 @@ def _superpixel_job(job: Tuple[str, str, str, str, dict]) -> None:
 
 def build_superpixel_cache(preprocessed_folder: str, cache_folder: str, dataset_class: type,
                            identifiers: Sequence[str], slic: Dict[str, float], num_processes: int) -> None:
-    """SLIC of every preprocessed case (SPEC §2.4), computed once; rebuilt when its parameters change.
+    """SLIC of every preprocessed case (docs/decisions.md §5), computed once; rebuilt when its parameters change.
 
     SLIC runs on the preprocessed image (after nnU-Net's cropping, resampling and normalisation), so
     the map is aligned with the arrays the data loader crops from.
@@ -203,7 +203,7 @@ class AuxAwareSpatialTransform(SpatialTransform):
     num_channels: int
 
     @classmethod
-    def wrap(cls, transform: SpatialTransform, layout: TargetLayout) -> "AuxAwareSpatialTransform":
+    def wrap(cls, transform: SpatialTransform, layout: TargetLayout) -> AuxAwareSpatialTransform:
         wrapped = copy.copy(transform)
         wrapped.__class__ = cls
         wrapped.num_label_channels = layout.num_label_channels

@@ -22,7 +22,8 @@ def _plot(logged: Dict[str, List[float]], output_folder: str) -> None:
     if len(epochs) == 0:
         return
     truth_keys = [k for k in ("gsd_selection_precision", "gsd_refined_accuracy", "gsd_noisy_accuracy",
-                              "gsd_noise_rate_selected", "gsd_noise_rate_rejected") if len(logged.get(k, [])) == len(epochs)]
+                              "gsd_noise_rate_selected", "gsd_noise_rate_rejected")
+                  if len(logged.get(k, [])) == len(epochs)]
     rows = 3 if truth_keys else 2
     fig, axes = plt.subplots(rows, 1, figsize=(10, 4 * rows), sharex=True)
     ax = axes[0]

@@ -1,4 +1,4 @@
-"""nnUNetTrainerGSD: GSD-Net (SPEC §2–§3) composed from ``nnunet_gsd.method`` in nnU-Net's lifecycle.
+"""nnUNetTrainerGSD: GSD-Net (docs/method.md) composed from ``nnunet_gsd.method`` in nnU-Net's lifecycle.
 
 Everything nnU-Net does stays nnU-Net's: plans, preprocessing, augmentation, data loading, the
 optimizer, poly LR schedule, gradient clipping, validation, checkpoints, the logger. This class adds
@@ -45,7 +45,7 @@ from nnunet_gsd.training.profiling import PhaseTimer, profiling_enabled
 class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
     """GSD-Net: two co-trained networks, small-loss selection, GDA, SGLR and Knowledge Transfer."""
 
-    # --- settings (SPEC §2, §5); see nnunet_gsd.settings for environment overrides and validation
+    # --- settings (docs/method.md, docs/decisions.md); nnunet_gsd.settings: environment overrides, validation
     gsd_tau: Optional[float] = None        # None: nnUNet_GSD_TAU, then dataset.json "gsd"/"tau", then 0.05
     gsd_lam: float = 0.5
     gsd_ramp_fraction: float = 0.1
@@ -77,7 +77,7 @@ class nnUNetTrainerGSD(BudgetMixin, nnUNetTrainer):
         except UserError as e:
             raise SystemExit(f"{self.__class__.__name__}: {e}") from None
         super().__init__(plans, configuration, fold, dataset_json, device)
-        # The GSD terms are defined at full resolution (SPEC §2, deep supervision).
+        # The GSD terms are defined at full resolution (docs/decisions.md §1, deep supervision).
         self.enable_deep_supervision = False
         self.layout: Optional[TargetLayout] = None
         self._dice = None

@@ -68,7 +68,7 @@ class nnUNetTrainerGSD_100epochs(nnUNetTrainerGSD):
 
 
 class nnUNetTrainerGSD_paper(nnUNetTrainerGSD_100epochs):
-    """The paper's optimisation (SPEC §2.7): SGD lr 5e-3, weight decay 1e-5, 100 epochs.
+    """The paper's optimisation (docs/decisions.md §1): SGD lr 5e-3, weight decay 1e-5, 100 epochs.
 
     The paper's batch size 16 is a plans choice: set ``batch_size`` in a plans variant.
     """

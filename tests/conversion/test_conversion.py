@@ -304,7 +304,7 @@ def test_subsets_are_nested_and_leave_the_test_set_alone(tmp_path):
     full = _gsd(convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path / "f")))
     half = _gsd(convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path / "h", subset=0.5)))
     quarter = _gsd(convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path / "q", subset=0.25)))
-    assert len(full["split"]["train"]) == 14 and len(half["split"]["train"]) == 7 and len(quarter["split"]["train"]) == 4
+    assert [len(s["split"]["train"]) for s in (full, half, quarter)] == [14, 7, 4]
     assert set(quarter["split"]["train"]) <= set(half["split"]["train"]) <= set(full["split"]["train"])
     assert full["split"]["test"] == half["split"]["test"] == quarter["split"]["test"]
     assert half["split"]["n_train_available"] == 14
@@ -411,7 +411,8 @@ def test_brats_unexpected_label_values_and_missing_sequence_are_problems(tmp_pat
     cases = root / "MICCAI_BraTS2020_TrainingData"
     seg = np.zeros((10, 12, 14), np.uint8)
     seg[4, 4, 4] = 3
-    sitk.WriteImage(sitk.GetImageFromArray(seg), str(cases / "BraTS20_Training_003" / "BraTS20_Training_003_seg.nii.gz"))
+    seg_path = cases / "BraTS20_Training_003" / "BraTS20_Training_003_seg.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(seg), str(seg_path))
     (cases / "BraTS20_Training_004" / "BraTS20_Training_004_t2.nii.gz").unlink()
     ds = convert(brats2020.discover(root), ConvertOptions(1, out=tmp_path / "raw"))
     skipped = {x["case"]: (x["problem"], x["detail"]) for x in _gsd(ds)["skipped"]}

@@ -1,4 +1,4 @@
-"""Noise module (SPEC §4): hand-computed steps, seeding, grow/shrink direction, multi-class, 3D."""
+"""Noise module (docs/noise.md): hand-computed steps, seeding, grow/shrink direction, multi-class, 3D."""
 from __future__ import annotations
 
 import time

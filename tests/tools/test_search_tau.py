@@ -39,7 +39,7 @@ def test_choice_is_the_minimum_and_ties_go_to_the_smaller_tau():
 def test_tiny_search_writes_tau_and_resumes(tiny_preprocessed, nnunet_root: Path, tmp_path: Path):
     env = clean_env(nnunet_root, nnUNet_n_proc_DA="0")
     work = tmp_path / "search"
-    cmd = ["nnunet_gsd", "search-tau", tiny_preprocessed["id"], "2d", "--taus", "0", "0.1", "--epochs", "2",
+    cmd = ["nnunet_gsd", "search-tau", "-d", tiny_preprocessed["id"], "-c", "2d", "--taus", "0", "0.1", "--epochs", "2",
            "--iterations", "2", "-tr", "nnUNetTrainerGSD_tiny", "-device", "cpu", "--workdir", str(work)]
     out = run(cmd + ["--write"], env)
     result = json.loads((work / "search_tau.json").read_text())
@@ -67,3 +67,13 @@ def test_tiny_search_writes_tau_and_resumes(tiny_preprocessed, nnunet_root: Path
     # another budget in the same work folder is refused with one line
     proc = run_failing(cmd[:-2] + ["--workdir", str(work), "--epochs", "3"], env)
     assert "--fresh" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unset_nnunet_folders_give_one_line_errors(tmp_path: Path):
+    """nnU-Net 2.8's folder variables are objects, never None: an unset one must still give our message."""
+    env = clean_env(tmp_path)
+    del env["nnUNet_preprocessed"]
+    proc = run_failing(["nnunet_gsd", "search-tau", "-d", "1", "-c", "2d"], env)
+    assert "nnUNet_preprocessed is not set" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_failing(["nnunet_gsd", "plans-variant", "-d", "1", "--batch-size", "2"], env)
+    assert "nnUNet_preprocessed is not set" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,4 +1,4 @@
-"""evaluate-raters: Dice per rater with hand-computed values; 3D volumes from slice predictions; MMIS conversion."""
+"""evaluate-raters: Dice per rater with hand-computed values; on a converted MMIS-2024 dataset."""
 from __future__ import annotations
 
 import json
@@ -18,11 +18,6 @@ from nnunet_gsd.tools import evaluate_raters
 def write_png(path: Path, mask: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(mask.astype(np.uint8)).save(path)
-
-
-def write_nii(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(sitk.GetImageFromArray(array.astype(np.uint8)), str(path))
 
 
 def dataset_json(root: Path, ending: str) -> None:
@@ -59,7 +54,7 @@ def png_raters(tmp_path: Path):
 
 def test_known_dice_per_rater_case_and_overall(png_raters):
     pred, raw = png_raters
-    result = evaluate_raters.evaluate(pred, raw)
+    result = evaluate_raters.evaluate(raw, pred)
     assert result["raters"] == ["A1", "A2", "A3"]
     c1, c2 = result["per_case"]["c1"], result["per_case"]["c2"]
     assert (c1["A1"], c1["A2"], c1["A3"]) == pytest.approx((1.0, 2 / 3, 0.0))
@@ -67,12 +62,11 @@ def test_known_dice_per_rater_case_and_overall(png_raters):
     assert np.isnan(c2["A1"]) and c2["A2"] == 0.0 and np.isnan(c2["A3"]) and c2["mean"] == 0.0
     assert result["per_rater"] == pytest.approx({"A1": 1.0, "A2": 1 / 3, "A3": 0.0})
     assert result["mean"] == pytest.approx(4 / 9)
-    assert result["assembled_from_slices"] == []
 
 
 def test_cli_writes_json_and_markdown(png_raters, tmp_path: Path):
     pred, raw = png_raters
-    out = run(["nnunet_gsd", "evaluate-raters", str(pred), str(raw), "-o", str(tmp_path / "report")],
+    out = run(["nnunet_gsd", "evaluate-raters", str(raw), str(pred), "-o", str(tmp_path / "report")],
               clean_env(tmp_path))
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["mean"] == pytest.approx(4 / 9)
@@ -85,41 +79,19 @@ def test_raters_in_numeric_order_and_subset(png_raters):
     pred, raw = png_raters
     (raw / "labelsTs_A10").mkdir()
     assert list(evaluate_raters.rater_folders(raw)) == ["A1", "A2", "A3", "A10"]
-    assert evaluate_raters.evaluate(pred, raw, ["A2"])["per_rater"] == pytest.approx({"A2": 1 / 3})
+    assert evaluate_raters.evaluate(raw, pred, ["A2"])["per_rater"] == pytest.approx({"A2": 1 / 3})
     with pytest.raises(UserError, match="A7"):
         evaluate_raters.rater_folders(raw, ["A7"])
-
-
-def test_volume_assembled_from_slice_predictions(tmp_path: Path):
-    """Reference: one 3×8×8 volume per rater; predictions: three 2D slices vol_s000 … vol_s002 (index order)."""
-    raw, pred = tmp_path / "raw", tmp_path / "pred"
-    dataset_json(raw, ".nii.gz")
-    volume = np.zeros((3, 8, 8), np.uint8)
-    volume[0, 1:3, 1:3] = 1   # 4 voxels in slice 0
-    volume[2, 4:6, 4:7] = 1   # 6 voxels in slice 2
-    write_nii(raw / "labelsTs_A1" / "vol.nii.gz", volume)
-    a2 = volume.copy()
-    a2[2] = 0                 # A2 saw only slice 0: Dice = 2·4 / (10 + 4) = 4/7
-    write_nii(raw / "labelsTs_A2" / "vol.nii.gz", a2)
-    for z in (2, 0, 1):       # written out of order: assembly must sort by index
-        write_nii(pred / f"vol_s{z:03d}.nii.gz", volume[z])
-    result = evaluate_raters.evaluate(pred, raw)
-    assert result["assembled_from_slices"] == ["vol"]
-    assert result["per_rater"] == pytest.approx({"A1": 1.0, "A2": 4 / 7})
-    # swapping two slices must change Dice (proves the order is used, not just the voxel count)
-    write_nii(pred / "vol_s000.nii.gz", volume[2])
-    write_nii(pred / "vol_s002.nii.gz", volume[0])
-    assert evaluate_raters.evaluate(pred, raw)["per_rater"]["A1"] == pytest.approx(0.0)
 
 
 def test_missing_prediction_and_single_rater_dataset_are_one_line_errors(png_raters, tmp_path: Path):
     pred, raw = png_raters
     (pred / "c2.png").unlink()
-    proc = run_failing(["nnunet_gsd", "evaluate-raters", str(pred), str(raw)], clean_env(tmp_path))
+    proc = run_failing(["nnunet_gsd", "evaluate-raters", str(raw), str(pred)], clean_env(tmp_path))
     assert "c2.png" in proc.stderr and "Traceback" not in proc.stderr
     single = tmp_path / "single"
     dataset_json(single, ".png")
-    proc = run_failing(["nnunet_gsd", "evaluate-raters", str(pred), str(single)], clean_env(tmp_path))
+    proc = run_failing(["nnunet_gsd", "evaluate-raters", str(single), str(pred)], clean_env(tmp_path))
     assert "labelsTs_A1" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -140,12 +112,5 @@ def test_on_a_converted_mmis2024_dataset(tmp_path: Path):
     a1 = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "labelsTs_A1" / "npc_100.nii.gz")))
     assert a1.shape == (3, 16, 16)
     (pred / "npc_100.nii.gz").write_bytes((raw / "labelsTs_A1" / "npc_100.nii.gz").read_bytes())
-    result = evaluate_raters.evaluate(pred, raw)
+    result = evaluate_raters.evaluate(raw, pred)
     assert result["per_rater"] == pytest.approx({"A1": 1.0, "A2": 84 / 90, "A3": 84 / 96})
-    # the same volume predicted as 2D slices (how a slice-wise pipeline would write it) gives the same numbers
-    (pred / "npc_100.nii.gz").unlink()
-    for z in range(3):
-        write_nii(pred / f"npc_100_{z}.nii.gz", a1[z])
-    sliced = evaluate_raters.evaluate(pred, raw)
-    assert sliced["assembled_from_slices"] == ["npc_100"]
-    assert sliced["per_rater"] == pytest.approx(result["per_rater"])

@@ -30,9 +30,14 @@ def test_render_size_and_colours():
     pred[1:4, 4:7] = 1
     picture = overlay.render(image, ref, pred, 2, rgb=False)
     assert picture.shape == (12, 16, 3) and picture.dtype == np.uint8
-    assert tuple(picture[2, 2]) == (0, 255, 0)     # GT boundary (top-left corner of its square)
-    assert tuple(picture[2, 8]) == (255, 0, 0)     # prediction boundary
+    assert tuple(picture[2, 2]) == (0, 255, 0)     # reference boundary (top-left corner of its square): green
+    assert tuple(picture[2, 8]) == (255, 0, 255)   # prediction boundary: magenta
     assert tuple(picture[0, 0]) == (0, 0, 0)       # darkest image pixel, no contour
+
+
+def legend_width() -> int:
+    """Legend entries: 14 px swatch and gap + ~6 px per character + 10 px spacing (PIL's default font)."""
+    return sum(14 + 6 * len(name) + 10 for name in ("reference", "prediction", "both"))
 
 
 def test_worst_cases_treat_empty_as_perfect():
@@ -57,16 +62,20 @@ def make_2d(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_cli_2d_worst_case_png_of_the_right_size(tmp_path: Path):
     pred, raw = make_2d(tmp_path)
-    out = run(["nnunet_gsd", "overlay", str(pred), str(raw), "--worst", "1", "--scale", "3", "-o",
+    labels = raw / "labelsTs"
+    out = run(["nnunet_gsd", "overlay", str(labels), str(pred), "--worst", "1", "--scale", "3", "-o",
                str(tmp_path / "ov")], clean_env(tmp_path))
     assert [p.name for p in (tmp_path / "ov").iterdir()] == ["bad.png"]
     with Image.open(tmp_path / "ov" / "bad.png") as png:
-        assert png.size == (90, 60) and png.mode == "RGB"   # width 30·3, height 20·3
+        # the picture is 30·3 wide and 20·3 high; the legend strip below widens it to fit its three entries
+        assert png.size == (max(90, legend_width()), 60 + overlay.LEGEND_HEIGHT) and png.mode == "RGB"
+        pixels = np.asarray(png)
     assert "Dice 0.4000" in out                              # 4 of 10 columns overlap: 2·28/(70+70)
-    run(["nnunet_gsd", "overlay", str(pred), str(raw), "--cases", "good"], clean_env(tmp_path))
+    assert tuple(pixels[60 + 8, 6]) == (0, 255, 0)           # legend's first swatch: reference green
+    run(["nnunet_gsd", "overlay", str(labels), str(pred), "--cases", "good"], clean_env(tmp_path))
     with Image.open(pred / "overlays" / "good.png") as png:
-        assert png.size == (30 * 13, 20 * 13)                # default: shorter edge ≥ 256 px
-    proc = run_failing(["nnunet_gsd", "overlay", str(pred), str(raw), "--cases", "nope"], clean_env(tmp_path))
+        assert png.size == (30 * 13, 20 * 13 + overlay.LEGEND_HEIGHT)   # default: shorter edge ≥ 256 px
+    proc = run_failing(["nnunet_gsd", "overlay", str(labels), str(pred), "--cases", "nope"], clean_env(tmp_path))
     assert "nope" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -83,9 +92,9 @@ def test_cli_3d_middle_slice_of_the_foreground(tmp_path: Path):
                         str(raw / "imagesTs" / f"vol_{c:04d}.nii.gz"))
     sitk.WriteImage(sitk.GetImageFromArray(volume), str(raw / "labelsTs" / "vol.nii.gz"))
     sitk.WriteImage(sitk.GetImageFromArray(volume), str(pred / "vol.nii.gz"))
-    run(["nnunet_gsd", "overlay", str(pred), str(raw), "--scale", "2", "-o", str(tmp_path / "ov")],
+    run(["nnunet_gsd", "overlay", str(raw / "labelsTs"), str(pred), "--scale", "2", "-o", str(tmp_path / "ov")],
         clean_env(tmp_path))
     with Image.open(tmp_path / "ov" / "vol_z002.png") as png:
-        assert png.size == (32, 24)
+        assert png.size == (legend_width(), 24 + overlay.LEGEND_HEIGHT)   # 16·2 wide, widened by the legend
         pixels = np.asarray(png)
     assert tuple(pixels[6, 8]) == (255, 255, 0)   # GT and prediction coincide: yellow
