@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset_conversion.core import (Case, Discovery, DatasetSpec, Sample, check_same_shape, check_values,
-                                     missing_tree_error, read_nifti, safe_case_id)
-from nnunet_gsd.errors import UserError
+from .model import Case, CaseProblem, CaseReport, DatasetSpec, Discovery, Sample
+from .reading import check_same_shape, check_values, nifti_shape, read_nifti
+from .sources import missing_tree_error, safe_case_id
 
 EXPECTED_TREE = """\
 SOURCE/                      (or SOURCE/MICCAI_BraTS2020_TrainingData/, SOURCE/BraTS2020_TrainingData/…)
@@ -32,6 +32,7 @@ SPEC = DatasetSpec(
     description="BraTS2020 glioma, all tumour sub-regions merged (GSD-Net conversion)",
     reference="Menze et al. 2015; Bakas et al. 2017, 2018",
     licence="BraTS data usage agreement",
+    noise_presets="brats2020", release_count=369,
 )
 
 _LAYOUTS = [".", "MICCAI_BraTS2020_TrainingData", "BraTS2020_TrainingData",
@@ -54,8 +55,8 @@ def _segmentation(folder: Path) -> Path:
                   and "seg" in p.name.lower() and not any(p.name.lower().endswith(f"_{m}{e}")
                                                           for m in MODALITIES for e in (".nii", ".nii.gz"))]
     if len(candidates) != 1:
-        raise UserError(f"{folder}: no segmentation file (*_seg.nii.gz) found"
-                        + (f"; ambiguous: {[p.name for p in candidates]}" if candidates else ""))
+        raise CaseProblem("missing partner", [folder], f"{folder}: no segmentation file (*_seg.nii.gz)"
+                          + (f"; ambiguous: {[p.name for p in candidates]}" if candidates else ""))
     return candidates[0]
 
 
@@ -64,9 +65,21 @@ def _case(folder: Path) -> Case:
     for m in MODALITIES:
         p = _nifti(folder, m)
         if p is None:
-            raise UserError(f"{folder}: missing the {m} image (*_{m}.nii.gz)")
+            raise CaseProblem("missing partner", [folder], f"{folder}: missing the {m} image (*_{m}.nii.gz)")
         paths.append(p)
     seg_path = _segmentation(folder)
+
+    def read_seg(shape: tuple[int, ...]) -> np.ndarray:
+        seg, _ = read_nifti(seg_path)
+        check_same_shape(shape, seg.shape, paths[0], seg_path)
+        check_values(seg, (0, 1, 2, 4), seg_path)
+        return (seg > 0).astype(np.uint8)
+
+    def check() -> CaseReport:
+        shape = nifti_shape(paths[0])
+        for p in paths[1:]:
+            check_same_shape(shape, nifti_shape(p), paths[0], p)
+        return CaseReport(empty=not read_seg(shape).any())
 
     def load() -> Sample:
         chans = []
@@ -76,12 +89,10 @@ def _case(folder: Path) -> Case:
             if chans:
                 check_same_shape(chans[0].shape, arr.shape, paths[0], p)
             chans.append(arr)
-        seg, _ = read_nifti(seg_path)
-        check_same_shape(chans[0].shape, seg.shape, paths[0], seg_path)
-        check_values(seg, (0, 1, 2, 4), seg_path)
-        return Sample(image=np.stack(chans), label=(seg > 0).astype(np.uint8), spacing=spacing)
+        label = read_seg(chans[0].shape)
+        return Sample(image=np.stack(chans), label=label, spacing=spacing, report=CaseReport(empty=not label.any()))
 
-    return Case(case_id=safe_case_id(folder.name), load=load, source=str(folder))
+    return Case(case_id=safe_case_id(folder.name), load=load, source=str(folder), check=check)
 
 
 def discover(source: Path) -> Discovery:
@@ -90,5 +101,12 @@ def discover(source: Path) -> Discovery:
         folders = sorted(p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"BraTS20_[A-Za-z]+_\d+", p.name)) \
             if root.is_dir() else []
         if folders:
-            return Discovery(spec=SPEC, cases=[_case(f) for f in folders], source=str(root.absolute()))
+            cases, problems, ids = [], [], []
+            for f in folders:
+                try:
+                    cases.append(_case(f))
+                except CaseProblem as p:
+                    problems.append(p)
+                    ids.append(safe_case_id(f.name))
+            return Discovery(spec=SPEC, cases=cases, source=str(root.absolute()), problems=problems, problem_ids=ids)
     raise missing_tree_error("no BraTS20_Training_XXX/ case folders", source, EXPECTED_TREE)

@@ -2,31 +2,35 @@
 
 One sub-parser per dataset, so ``nnunet_gsd convert kvasir --help`` shows that dataset's expected
 source tree and noise presets. The dataset modules only discover their files; the work is in
-:mod:`dataset_conversion.core`.
+:mod:`.convert`. A module with ``GENERATED = True`` (synthetic) takes no ``--source`` and no
+``--subset``, and its ``--size`` is the generated edge.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import inspect
+import signal
+import sys
 import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from dataset_conversion import noise as noise_mod
-from dataset_conversion.noise import MARKOV_DEFAULTS
 from nnunet_gsd.errors import UserError
+
+from . import noise as noise_mod
+from .noise import MARKOV_DEFAULTS
 
 #: DATASET → (module, one-line summary), in the order of the paper's Table 2.
 DATASETS: dict[str, tuple[str, str]] = {
-    "kvasir": ("dataset_conversion.kvasir", "Kvasir-SEG polyps (RGB endoscopy), 700/300"),
-    "shenzhen": ("dataset_conversion.shenzhen", "Shenzhen chest X-ray lungs, 453/113"),
-    "bu_suc": ("dataset_conversion.bu_suc", "BU_SUC breast ultrasound tumours, 568/243"),
-    "brats2020": ("dataset_conversion.brats2020", "BraTS2020 glioma (3D, 4 MRI sequences), 296/73"),
-    "lidc": ("dataset_conversion.lidc", "LIDC 128x128 nodule crops, 4 raters, 1287/322"),
-    "mmis2024": ("dataset_conversion.mmis2024", "MMIS-2024 NPC MRI (D-Persona h5), 4 raters"),
-    "synthetic": ("dataset_conversion.synthetic", "generated blobs for demos and tests"),
+    "kvasir": ("kvasir", "Kvasir-SEG polyps (RGB endoscopy), 700/300"),
+    "shenzhen": ("shenzhen", "Shenzhen chest X-ray lungs, 453/113"),
+    "bu_suc": ("bu_suc", "BU_SUC breast ultrasound tumours, 568/243"),
+    "brats2020": ("brats2020", "BraTS2020 glioma (3D, 4 MRI sequences), 296/73"),
+    "lidc": ("lidc", "LIDC 128x128 nodule crops, 4 raters, 1287/322"),
+    "mmis2024": ("mmis2024", "MMIS-2024 NPC MRI (D-Persona h5), 4 raters"),
+    "synthetic": ("synthetic", "generated blobs for demos and tests"),
 }
 
 
@@ -47,16 +51,16 @@ def _noise_at(text: str) -> str | int:
         raise argparse.ArgumentTypeError(str(e).removeprefix("--noise-at ")) from None
 
 
-def _preset_epilog(key: str, module: ModuleType) -> str:
+def _preset_epilog(module: ModuleType) -> str:
     lines = ["expected source tree:", *("  " + line for line in module.EXPECTED_TREE.rstrip().splitlines())]
-    if key in noise_mod.PRESETS:
+    family = getattr(getattr(module, "SPEC", None), "noise_presets", None)
+    if family:
+        presets = noise_mod.PRESETS[family]
         lines += ["", "noise presets (Table 3; default --noise-at in brackets):"]
-        lines += [f"  {n:5s} {p.describe():18s} [{p.noise_at}]" for n, p in noise_mod.PRESETS[key].items()]
-        edge = max(noise_mod.REFERENCE_EDGE.values()) if key != "brats2020" else noise_mod.REFERENCE_EDGE[3]
-        lines += [f"  steps and radii are in pixels of {edge}-px images: applied at the output size with "
-                  f"--size S, they are scaled by S/{edge}"]
-    elif key == "synthetic":
-        lines += ["", "noise presets: the 2D (3D: BraTS) presets with steps and radii scaled by size/256 (3D: /128)"]
+        lines += [f"  {n:5s} {p.describe():18s} [{p.noise_at}]" for n, p in presets.items()]
+        edge = next(iter(presets.values())).edge
+        lines.append(f"  steps and radii are in pixels of {edge}-px images: applied at another size (--noise-at PX, "
+                     f"or the output --size S) they are scaled by S/{edge}")
     return "\n".join(lines)
 
 
@@ -69,11 +73,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "tree and the noise presets of each dataset.")
     sub = parser.add_subparsers(dest="dataset", metavar="DATASET")
     for key, (module_name, summary) in DATASETS.items():
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(f"{__package__}.{module_name}")
         dp = sub.add_parser(key, help=summary, description=(module.__doc__ or "").strip(),
-                            epilog=_preset_epilog(key, module), formatter_class=argparse.RawDescriptionHelpFormatter)
+                            epilog=_preset_epilog(module), formatter_class=argparse.RawDescriptionHelpFormatter)
         multi = getattr(getattr(module, "SPEC", None), "multi_rater", False)
-        _add_common(dp, key, multi)
+        _add_common(dp, multi, getattr(module, "GENERATED", False))
         if hasattr(module, "add_arguments"):
             module.add_arguments(dp)
         dp.set_defaults(func=run, dataset_module=module)
@@ -81,8 +85,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _add_common(p: argparse.ArgumentParser, key: str, multi: bool) -> None:
-    if key != "synthetic":
+def _add_common(p: argparse.ArgumentParser, multi: bool, generated: bool) -> None:
+    if not generated:
         p.add_argument("--source", type=Path, required=True, metavar="PATH",
                        help="the downloaded dataset (see the expected tree below); never modified")
     p.add_argument("--id", dest="dataset_id", type=int, required=True, metavar="N",
@@ -112,11 +116,11 @@ def _add_common(p: argparse.ArgumentParser, key: str, multi: bool) -> None:
                             "with the seed (default sample). Test labels: labelsTs_<rater>/ for every rater, "
                             "labelsTs/ = majority vote")
     p.add_argument("--seed", type=int, default=0, help="seed of split, subset, rater sampling and noise (default 0)")
-    p.add_argument("--size", type=int, default=64 if key == "synthetic" else None, metavar="PX",
-                   help="generated image edge (default 64)" if key == "synthetic" else
+    p.add_argument("--size", type=int, default=64 if generated else None, metavar="PX",
+                   help="generated image edge (default 64)" if generated else
                    "resize to PX per spatial axis (images bilinear, masks nearest); the paper uses 256 "
                    "(LIDC/MMIS 128, BraTS 128). Default: native size, as nnU-Net prefers")
-    if key != "synthetic":
+    if not generated:
         p.add_argument("--subset", type=_fraction, default=1.0, metavar="FRACTION",
                        help="keep this fraction of the training images (e.g. 0.25 or 25%%; nested for one seed; "
                             "default 1)")
@@ -125,16 +129,37 @@ def _add_common(p: argparse.ArgumentParser, key: str, multi: bool) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset with the same id")
     p.add_argument("--preview", action="store_true",
                    help="also write gsd_preview.png (image, clean and noisy contours) into the dataset folder")
+    if not generated:
+        p.add_argument("--strict", action="store_true",
+                       help="refuse the conversion when any source case has a problem (missing partner, "
+                            "unreadable file, size mismatch, unexpected values, empty mask); by default such "
+                            "cases are skipped, listed, and recorded in dataset.json")
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataset_conversion.core import ConvertOptions, convert
+    """The ``convert DATASET`` command; Ctrl-C or SIGTERM end it with one line and nothing written."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print(f"nnunet_gsd convert {args.dataset}: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds through convert(), which removes its partial folder
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .convert import convert
+    from .model import ConvertOptions
     module: ModuleType = args.dataset_module
-    key = args.dataset
     extra = {name: getattr(args, name) for name in inspect.signature(module.discover).parameters
              if name not in ("source", "seed", "size") and hasattr(args, name)}
     start = time.perf_counter()
-    if key == "synthetic":
+    if getattr(module, "GENERATED", False):
         disc = module.discover(size=args.size, seed=args.seed, **extra)
         size = None
     else:
@@ -148,22 +173,27 @@ def run(args: argparse.Namespace) -> int:
     opts = ConvertOptions(dataset_id=args.dataset_id, out=args.out, noise=args.noise, noise_at=args.noise_at,
                           markov=markov,  # type: ignore[arg-type]
                           raters=getattr(args, "raters", None), seed=args.seed, size=size,
-                          subset=getattr(args, "subset", 1.0), overwrite=args.overwrite, preview=args.preview)
-    target = convert(disc, opts, dataset_key=key)
+                          subset=getattr(args, "subset", 1.0), overwrite=args.overwrite, preview=args.preview,
+                          strict=getattr(args, "strict", False))
+    target = convert(disc, opts)
     _summary(target, time.perf_counter() - start)
     return 0
 
 
 def _summary(target: Path, seconds: float) -> None:
-    import json
-    gsd = json.loads((target / "dataset.json").read_text())["gsd"]
-    parts = [f"wrote {target}", f"{len(gsd['split']['train'])} train / {len(gsd['split']['test'])} test"]
-    if gsd.get("noise"):
-        n = gsd["noise"]
-        parts.append(f"{n['preset']} {n['notation']} at {n['noise_at']}: Dice(nGT, GT) {100 * n['dice_vs_clean']:.2f}, "
-                     f"pixel noise rate {100 * n['pixel_noise_rate']:.2f} %")
-    if gsd.get("raters"):
-        parts.append(f"raters: {gsd['raters']['mode']}")
-    parts.append(f"tau {gsd['tau']:.4f}")
+    from .provenance import read
+    prov = read(target)
+    split = prov.split or {}
+    parts = [f"wrote {target}", f"{len(split.get('train', []))} train / {len(split.get('test', []))} test"]
+    if prov.skipped:
+        parts.append(f"{len(prov.skipped)} skipped")
+    if prov.repaired:
+        parts.append(f"{len(prov.repaired)} repaired")
+    if prov.noise:
+        parts.append(f"{prov.noise_summary()}: Dice(nGT, GT) {100 * prov.dice_vs_clean:.2f}, "
+                     f"pixel noise rate {100 * prov.pixel_noise_rate:.2f} %")
+    if prov.raters:
+        parts.append(f"raters: {prov.raters['mode']}")
+    parts.append(f"tau {prov.tau:.4f}")
     parts.append(f"{seconds:.1f} s")
     print("; ".join(parts))

@@ -3,8 +3,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dataset_conversion.core import (Discovery, DatasetSpec, find_dir, list_files, paired_2d_case, pair_by_stem,
-                                     safe_case_id)
+from .model import DatasetSpec, Discovery
+from .reading import paired_2d_case
+from .sources import (
+    find_dir,
+    list_files,
+    pair_by_stem,
+    safe_case_id,
+    unlabelled_problems,
+)
 
 EXPECTED_TREE = """\
 Kvasir-SEG/                  (--source points here, or at its parent)
@@ -19,9 +26,14 @@ SPEC = DatasetSpec(
     description="Kvasir-SEG polyp segmentation (GSD-Net conversion)",
     reference="Jha et al., Kvasir-SEG: A Segmented Polyp Dataset, MMM 2020",
     licence="open access for research and education (cite Jha et al.)",
+    noise_presets="kvasir", release_count=1000,
 )
 
 _SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def _case_id(path: Path) -> str:
+    return safe_case_id(path.stem)
 
 
 def discover(source: Path) -> Discovery:
@@ -29,6 +41,8 @@ def discover(source: Path) -> Discovery:
                     "images").parent
     images = list_files(root / "images", _SUFFIXES)
     masks = list_files(find_dir(root, ["masks"], EXPECTED_TREE, "masks/"), _SUFFIXES)
-    pairs, _ = pair_by_stem(images, masks)
-    cases = [paired_2d_case(safe_case_id(im.stem), im, m, channels=3, mask_rule="threshold") for im, m in pairs]
-    return Discovery(spec=SPEC, cases=cases, source=str(root.absolute()))
+    pairs, unlabelled, orphans = pair_by_stem(images, masks, _case_id)
+    problems = orphans + unlabelled_problems(unlabelled, _case_id)
+    cases = [paired_2d_case(_case_id(im), im, m, channels=3) for im, m in pairs]
+    return Discovery(spec=SPEC, cases=cases, source=str(root.absolute()),
+                     problem_ids=[cid for cid, _ in problems], problems=[p for _, p in problems])

@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from dataset_conversion.core import (Case, Discovery, DatasetSpec, Sample, binary_mask, check_same_shape,
-                                     missing_tree_error, safe_case_id)
 from nnunet_gsd.errors import UserError
+
+from .model import Case, DatasetSpec, Discovery, Sample
+from .reading import check_same_shape, strict_binary
+from .sources import missing_tree_error, safe_case_id
 
 EXPECTED_TREE = """\
 SOURCE                       a .pickle/.pkl file, or a folder holding one (e.g. data_lidc.pickle)
@@ -32,7 +34,7 @@ SPEC = DatasetSpec(
     channel_names={"0": "CT"}, labels={"background": 0, "nodule": 1},
     description="LIDC-IDRI lung nodule 128x128 crops, four raters (GSD-Net conversion)",
     reference="Armato et al. 2011; crops of Kohl et al. 2018 (Probabilistic U-Net)",
-    licence="CC BY 3.0 (TCIA LIDC-IDRI)",
+    licence="CC BY 3.0 (TCIA LIDC-IDRI)", allow_empty=True,
 )
 
 _PATIENT = re.compile(r"(LIDC-IDRI-\d+)", re.IGNORECASE)
@@ -55,7 +57,8 @@ def _load_pickle(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             data = pickle.load(f)
-    except Exception as e:
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, IndexError, TypeError,
+            ValueError) as e:  # what unpickling a damaged or foreign file raises
         raise UserError(f"cannot read LIDC pickle {path}: {e}") from None
     if not isinstance(data, dict) or not data:
         raise UserError(f"{path} is not a non-empty dict of crops. Expected:\n{EXPECTED_TREE.rstrip()}")
@@ -66,6 +69,11 @@ def _case(path: Path, name: str, entry: Any, raters: list[str]) -> Case:
     where = f"{path}[{name!r}]"
     if not isinstance(entry, dict) or "image" not in entry or "masks" not in entry:
         raise UserError(f"{where} lacks 'image' or 'masks'. Expected:\n{EXPECTED_TREE.rstrip()}")
+    if isinstance(entry["masks"], np.ndarray) and entry["masks"].ndim == 3:
+        entry = {**entry, "masks": list(entry["masks"])}   # one (raters, H, W) array: the same raters
+    if not isinstance(entry["masks"], (list, tuple)):
+        raise UserError(f"{where}['masks'] is a {type(entry['masks']).__name__}, not a list of rater masks. "
+                        f"Expected:\n{EXPECTED_TREE.rstrip()}")
     if len(entry["masks"]) != len(raters):
         raise UserError(f"{where} has {len(entry['masks'])} rater masks, the first crop has {len(raters)}")
     patient = _PATIENT.search(name)
@@ -79,7 +87,7 @@ def _case(path: Path, name: str, entry: Any, raters: list[str]) -> Case:
         for r, m in zip(raters, entry["masks"]):
             m = np.asarray(m)
             check_same_shape(image.shape, m.shape, f"{where}['image']", f"{where}['masks'][{r}]")
-            masks[r] = binary_mask(m, f"{where}['masks'][{r}]", "strict")
+            masks[r] = strict_binary(m, f"{where}['masks'][{r}]")
         return Sample(image=image[None], raters=masks)
 
     return Case(case_id=safe_case_id(Path(name).stem if name.endswith((".png", ".npy")) else name),

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset_conversion.core import (Case, Discovery, DatasetSpec, Sample, binary_mask, check_same_shape,
-                                     list_files, missing_tree_error, safe_case_id)
 from nnunet_gsd.errors import UserError
+
+from .model import Case, CaseProblem, DatasetSpec, Discovery, Sample
+from .reading import check_same_shape, strict_binary
+from .sources import list_files, missing_tree_error, safe_case_id
 
 EXPECTED_TREE = """\
 SOURCE/                      (or SOURCE/MMIS2024/, SOURCE/NPC/)
@@ -34,7 +36,7 @@ SPEC = DatasetSpec(
     test_volumes=True,
     channel_names={"0": "T1", "1": "T1c", "2": "T2"}, labels={"background": 0, "tumour": 1},
     description="MMIS-2024 NPC MRI, four raters; 2D training slices, 3D test volumes (GSD-Net conversion)",
-    reference="Luo et al. 2023; Wu et al. 2024 (D-Persona preprocessing)",
+    reference="Luo et al. 2023; Wu et al. 2024 (D-Persona preprocessing)", allow_empty=True,
 )
 
 _RATER_KEY = re.compile(r"label_a(\d+)$", re.IGNORECASE)
@@ -56,7 +58,7 @@ def _raters_of(path: Path) -> list[str]:
     try:
         with h5py.File(path, "r") as f:
             keys = list(f.keys())
-    except Exception as e:
+    except OSError as e:  # h5py's error for missing, truncated or non-HDF5 files
         raise UserError(f"cannot read HDF5 file {path}: {e}") from None
     nums = sorted(int(m.group(1)) for k in keys if (m := _RATER_KEY.fullmatch(k)))
     if not nums:
@@ -69,27 +71,28 @@ def _case(path: Path, role: str, raters: list[str], volume: bool) -> Case:
         h5py = _h5py()
         try:
             with h5py.File(path, "r") as f:
-                keys = {k.lower(): k for k in f.keys()}
+                keys = {k.lower(): k for k in f}
                 missing = [k for k in CHANNELS + tuple(f"label_a{r[1:]}" for r in raters) if k not in keys]
                 if missing:
-                    raise UserError(f"{path} lacks key(s) {missing}. Expected:\n{EXPECTED_TREE.rstrip()}")
+                    raise CaseProblem("missing partner", [path], f"{path} lacks key(s) {missing}")
                 chans = [np.asarray(f[keys[c]][()], dtype=np.float32) for c in CHANNELS]
                 labels = {r: np.asarray(f[keys[f"label_a{r[1:]}"]][()]) for r in raters}
-        except UserError:
+        except CaseProblem:
             raise
-        except Exception as e:
-            raise UserError(f"cannot read HDF5 file {path}: {e}") from None
+        except (OSError, KeyError, ValueError) as e:  # what h5py raises for unreadable files
+            raise CaseProblem("unreadable file", [path], f"cannot read HDF5 file {path}: {e}") from None
         want = 3 if volume else 2
         chans = [c.squeeze() if c.ndim > want else c for c in chans]
         if chans[0].ndim != want:
-            raise UserError(f"{path}: expected {'D×H×W volumes' if volume else 'H×W slices'}, got {chans[0].shape}")
+            raise CaseProblem("size mismatch", [path],
+                              f"{path}: expected {'D×H×W volumes' if volume else 'H×W slices'}, got {chans[0].shape}")
         for c, a in zip(CHANNELS[1:], chans[1:]):
             check_same_shape(chans[0].shape, a.shape, f"{path}[t1]", f"{path}[{c}]")
         masks = {}
         for r, m in labels.items():
             m = m.squeeze() if m.ndim > want else m
             check_same_shape(chans[0].shape, m.shape, f"{path}[t1]", f"{path}[label_a{r[1:]}]")
-            masks[r] = binary_mask(m, f"{path}[label_a{r[1:]}]", "strict")
+            masks[r] = strict_binary(m, f"{path}[label_a{r[1:]}]")
         return Sample(image=np.stack(chans), raters=masks)
 
     return Case(case_id=safe_case_id(path.stem), load=load, source=str(path), role=role)  # type: ignore[arg-type]

@@ -17,6 +17,8 @@ import numpy as np
 
 from nnunet_gsd.errors import UserError
 
+from .provenance import from_dataset_json
+
 
 def _read(path: Path) -> np.ndarray:
     if path.name.endswith(".nii.gz"):
@@ -68,9 +70,10 @@ def write_preview(dataset_dir: Path, out_png: Path, n_cases: int = 4, seed: int 
     else:
         pick = np.random.default_rng(seed).permutation(len(ids))[: n_cases]
         chosen = [ids[i] for i in sorted(pick)]
-    clean_dir = dataset_dir / meta.get("gsd", {}).get("clean_labels", "labelsTr_clean")
+    prov = from_dataset_json(meta, str(dataset_dir / "dataset.json"))
+    clean_dir = dataset_dir / (prov.clean_labels or "labelsTr_clean")
     has_clean = clean_dir.is_dir()
-    noise = (meta.get("gsd") or {}).get("noise") or {}
+    noise = prov.noise or {}
     fig, axes = plt.subplots(len(chosen), 3, figsize=(9, 3 * len(chosen)), squeeze=False)
     for row, cid in zip(axes, chosen):
         img = _read(dataset_dir / "imagesTr" / f"{cid}_0000{ending}")  # first channel (RGB PNG: all three)
@@ -95,8 +98,9 @@ def write_preview(dataset_dir: Path, out_png: Path, n_cases: int = 4, seed: int 
         if has_clean and noisy is not None and np.any(clean):
             row[2].contour(np.squeeze(clean) > 0, levels=[0.5], colors="red", linewidths=0.6, alpha=0.6)
     if noise:
-        fig.suptitle(f"{meta.get('name', '')}: {noise.get('preset')} {noise.get('notation')} at "
-                     f"{noise.get('noise_at')}, Dice(nGT, GT) {100 * noise.get('dice_vs_clean', 0):.1f}", fontsize=9)
+        fig.suptitle(f"{meta.get('name', '')}: {prov.noise_summary()}, "
+                     f"Dice(nGT, GT) {100 * (prov.dice_vs_clean or 0):.1f}",
+                     fontsize=9)
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)

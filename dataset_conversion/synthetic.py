@@ -5,8 +5,8 @@ Lesions are thresholded Gaussian-filtered noise (several smooth blobs, 10–30 %
 and the image is brighter inside them (class c: +c·0.9 background standard deviations) under a
 texture and a slow shading, so a tiny network learns the task in a few epochs but not trivially.
 
-Noise presets are the paper's 2D presets (3D: BraTS presets) with the step count and the S_DE radii
-scaled linearly with the image edge (edge/256 in 2D, edge/128 in 3D): 200 Markov steps or a
+Noise presets are the paper's 2D presets (3D: the BraTS presets) with the step count and the S_DE
+radii scaled linearly with the image edge (edge/256 in 2D, edge/240 in 3D): 200 Markov steps or a
 radius-10 erosion would wipe out the lesions of a 48-pixel image. At 64 px: S_R = M(50, 0.2, 0.05),
 S_E = M(50, 0.8, 0.05), S_DE = K(2–3).
 """
@@ -18,11 +18,14 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from dataset_conversion.core import Case, ConvertOptions, Discovery, DatasetSpec, Sample, convert, rng_for
+from .convert import convert
+from .model import Case, ConvertOptions, DatasetSpec, Discovery, Sample
+from .splitting import TAG_SYNTHETIC, rng_for
 
 EXPECTED_TREE = "(none: the synthetic data are generated, --source is not used)\n"
 
-_TAG_SYNTH = 5
+#: generated, not read: the command takes no --source and --size is the generated edge
+GENERATED = True
 
 
 def make_spec(dim: int, classes: int, channels: int) -> DatasetSpec:
@@ -34,7 +37,8 @@ def make_spec(dim: int, classes: int, channels: int) -> DatasetSpec:
     return DatasetSpec(key="synthetic", name="Synthetic", dim=dim, file_ending=".png" if dim == 2 else ".nii.gz",
                        paper_split=None, channel_names=names, labels=labels,
                        description=f"synthetic blobs, {dim}D, {classes} class(es), {channels} channel(s)",
-                       reference="nnunet_gsd dataset_conversion.synthetic", licence="public domain")
+                       reference="nnunet_gsd dataset_conversion.synthetic", licence="public domain",
+                       noise_presets="brats2020" if dim == 3 else "2d", allow_empty=True)
 
 
 def _blobs(rng: np.random.Generator, shape: tuple[int, ...], fraction: float) -> np.ndarray:
@@ -85,13 +89,13 @@ def discover(num_train: int = 8, num_test: int = 4, size: int = 64, dim: int = 2
         cid = f"synth_{i:04d}"
 
         def load(cid: str = cid) -> Sample:
-            return make_sample(rng_for(seed, _TAG_SYNTH, cid), size, dim, classes, channels, thin)
+            return make_sample(rng_for(seed, TAG_SYNTHETIC, cid), size, dim, classes, channels, thin)
 
         cases.append(Case(case_id=cid, load=load, source=f"synthetic case {cid}",
                           role="train" if i < num_train else "test"))
-    return Discovery(spec=spec, cases=cases, source=None, preset_size=size,
-                     notes=[f"synthetic: {num_train} train / {num_test} test, {size}px, {dim}D, "
-                            f"{classes} class(es), {channels} channel(s)" + (", last class thin" if thin else "")])
+    return Discovery(spec=spec, cases=cases, source=None, native_edge=size,
+                     notes=[(f"synthetic: {num_train} train / {num_test} test, {size}px, {dim}D, "
+                             f"{classes} class(es), {channels} channel(s)" + (", last class thin" if thin else ""))])
 
 
 def generate(out_dir: Path, dataset_id: int = 901, num_train: int = 8, num_test: int = 4, size: int = 64,

@@ -16,8 +16,8 @@ from nnunet_gsd.errors import UserError
 #: The module of every sub-command, in the order ``--help`` lists them (each writes its own help line).
 SUBCOMMANDS = [
     "nnunet_gsd.tools.demo",
-    "dataset_conversion.cli",
-    "dataset_conversion.preview",
+    "nnunet_gsd.dataset_conversion.cli",
+    "nnunet_gsd.dataset_conversion.preview",
     "nnunet_gsd.tools.evaluate_raters",
     "nnunet_gsd.tools.last_k",
     "nnunet_gsd.tools.search_tau",

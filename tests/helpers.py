@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
+from nnunet_gsd.dataset_conversion import brats2020, mmis2024
 from PIL import Image
 
-from dataset_conversion import brats2020, mmis2024
 
 BIN = Path(sys.executable).parent
 

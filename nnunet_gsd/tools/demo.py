@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional
 
+from nnunet_gsd.dataset_conversion import provenance
 from nnunet_gsd.errors import UserError
 from nnunet_gsd.tools.common import HARMLESS_NOTE, console_env, run_command
 from nnunet_gsd.utils import write_json_atomic
@@ -231,7 +232,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"Datasets: reusing Dataset{noisy_id:03d} ({args.noise}, seed {args.seed}) in {work}", flush=True)
 
     noisy_raw = raw_folder(work, noisy_id)
-    noise = (json.loads((noisy_raw / "dataset.json").read_text()).get("gsd") or {}).get("noise", {})
+    noise = provenance.read(noisy_raw).noise or {}
     titles = {STOCK: "stock nnU-Net, noisy labels", GSD: "GSD-Net, noisy labels",
               "clean": "stock nnU-Net, clean labels"}
     results: Dict[str, Dict[str, object]] = {}

@@ -45,6 +45,7 @@ from typing import List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from nnunet_gsd.dataset_conversion.provenance import from_dataset_json, with_provenance
 from nnunet_gsd.errors import UserError
 from nnunet_gsd.tools.common import console_env, load_dataset_json, markdown_table, run_command
 from nnunet_gsd.utils import dataset_name, nanmean_or_nan, write_json_atomic
@@ -232,12 +233,12 @@ def write_tau(name: str, tau: float, provenance: Mapping) -> List[Path]:
         if not root.is_set() or not (Path(root) / name / "dataset.json").is_file():
             continue
         content = load_dataset_json(Path(root) / name)
-        gsd = dict(content.get("gsd") or {})
-        if "tau" in gsd and "tau_before_search" not in gsd:
-            gsd["tau_before_search"] = gsd["tau"]
-        gsd.update(tau=tau, tau_source="nnunet_gsd search-tau (L_search, paper Eq. 20)", tau_search=dict(provenance))
-        content["gsd"] = gsd
-        write_json_atomic(Path(root) / name / "dataset.json", content)
+        gsd = from_dataset_json(content, str(Path(root) / name / "dataset.json"))
+        if gsd.tau is not None and "tau_before_search" not in gsd.extra:
+            gsd.extra["tau_before_search"] = gsd.tau
+        gsd.tau, gsd.tau_source = tau, "nnunet_gsd search-tau (L_search, paper Eq. 20)"
+        gsd.extra["tau_search"] = dict(provenance)
+        write_json_atomic(Path(root) / name / "dataset.json", with_provenance(content, gsd))
         written.append(Path(root) / name / "dataset.json")
     if not written:
         raise UserError(f"no dataset.json of {name} under $nnUNet_raw or $nnUNet_preprocessed to write τ into")
@@ -295,7 +296,7 @@ def main(args: argparse.Namespace) -> int:
     raw_json = Path(nnUNet_raw) / name / "dataset.json" if nnUNet_raw.is_set() else None
     source = load_dataset_json(raw_json.parent) if raw_json is not None and raw_json.is_file() else \
         load_dataset_json(Path(nnUNet_preprocessed) / name)
-    noise_rate = ((source.get("gsd") or {}).get("noise") or {}).get("pixel_noise_rate")
+    noise_rate = from_dataset_json(source).pixel_noise_rate
     result = report(curves, args.window, args.last, noise_rate)
     result.update(settings=settings, grid=grid, curves=curves, window=args.window,
                   last=args.last or max(1, args.epochs // 4))

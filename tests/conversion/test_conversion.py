@@ -13,13 +13,31 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import (
+    make_brats,
+    make_bu_suc,
+    make_kvasir,
+    make_lidc,
+    make_mmis,
+    make_shenzhen,
+)
+from nnunet_gsd.dataset_conversion import (
+    brats2020,
+    bu_suc,
+    kvasir,
+    lidc,
+    mmis2024,
+    shenzhen,
+    synthetic,
+)
+from nnunet_gsd.dataset_conversion.convert import convert
+from nnunet_gsd.dataset_conversion.model import ConvertOptions
+from nnunet_gsd.dataset_conversion.resizing import resize_label
+from nnunet_gsd.dataset_conversion.splitting import TAG_NOISE, majority_vote, rng_for
 from PIL import Image
 
-from dataset_conversion import bu_suc, brats2020, core, kvasir, lidc, mmis2024, shenzhen, synthetic
-from dataset_conversion.core import ConvertOptions, convert
 from nnunet_gsd import cli as umbrella
 from nnunet_gsd.errors import UserError
-from helpers import make_brats, make_bu_suc, make_kvasir, make_lidc, make_mmis, make_shenzhen
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,7 +85,7 @@ def test_kvasir_noisy_conversion_layout_and_provenance(tmp_path):
     for cid in gsd["split"]["test"]:
         assert (ds / "imagesTs" / f"{cid}_0000.png").is_file() and (ds / "labelsTs" / f"{cid}.png").is_file()
     # Recorded numbers are those of the files.
-    from dataset_conversion.noise import dice
+    from nnunet_gsd.dataset_conversion.noise import dice
     d = np.mean([dice(_read(ds / "labelsTr" / f"{c}.png"), _read(ds / "labelsTr_clean" / f"{c}.png"))
                  for c in gsd["split"]["train"]])
     assert d == pytest.approx(gsd["noise"]["dice_vs_clean"])
@@ -114,7 +132,7 @@ def test_noise_at_the_output_size_in_pixels_is_the_output_mode(tmp_path):
 
 def test_noise_at_a_larger_size_perturbs_there_then_resizes(tmp_path):
     """--noise-at 32 --size 24: clean mask → 32² (nearest), M(25, …) (200 scaled by 32/256), → 24²."""
-    from dataset_conversion import noise
+    from nnunet_gsd.dataset_conversion import noise
     src = make_kvasir(tmp_path / "src")
     ds = convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path / "a", noise="S_R", size=24, noise_at=32))
     plain = convert(kvasir.discover(src), ConvertOptions(2, out=tmp_path / "p", size=24))
@@ -122,8 +140,8 @@ def test_noise_at_a_larger_size_perturbs_there_then_resizes(tmp_path):
     cases = {c.case_id: c for c in kvasir.discover(src).cases}
     for cid, noisy in _labels(ds, "labelsTr").items():
         clean_src = cases[cid].load().label
-        at32 = core.resize_label(clean_src, (32, 32))
-        expected = core.resize_label(noise.apply_noise(at32, preset, core.rng_for(0, 4, cid)), (24, 24))
+        at32 = resize_label(clean_src, (32, 32))
+        expected = resize_label(noise.apply_noise(at32, preset, rng_for(0, TAG_NOISE, cid)), (24, 24))
         np.testing.assert_array_equal(noisy, expected)
         # the clean labels do not depend on where the noise is applied
         np.testing.assert_array_equal(_labels(ds, "labelsTr_clean")[cid], _labels(plain, "labelsTr")[cid])
@@ -171,7 +189,7 @@ def test_shenzhen_skips_unmasked_and_montgomery_images(tmp_path):
     assert any("without a lung mask" in n for n in gsd["notes"])
     assert json.loads((ds / "dataset.json").read_text())["channel_names"] == {"0": "X-ray"}
     assert _read(ds / "imagesTr" / f"{gsd['split']['train'][0]}_0000.png").ndim == 2
-    assert gsd["noise"]["notation"] == "K(9-11)" and gsd["noise"]["noise_at"] == "output"
+    assert gsd["noise"]["notation"] == "K(8-10)" and gsd["noise"]["noise_at"] == "output"
 
 
 def test_bu_suc_merges_classes_and_keeps_equal_names_apart(tmp_path):
@@ -303,29 +321,103 @@ def test_existing_id_refused_then_overwritten(tmp_path, capsys):
     assert [p.name for p in raw.iterdir()] == ["Dataset005_KvasirSEG"]
 
 
-def test_interrupted_conversion_leaves_nothing(tmp_path):
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_interrupted_conversion_leaves_nothing_and_says_one_line(tmp_path, capsys, monkeypatch, how):
+    import signal
+
+    from nnunet_gsd.dataset_conversion import convert as convert_mod
     src = make_kvasir(tmp_path / "src", n=6)
-    bad = sorted((src / "images").iterdir())[3]
-    bad.write_bytes(b"not a jpeg")
-    with pytest.raises(UserError, match=bad.name):
-        convert(kvasir.discover(src), ConvertOptions(7, out=tmp_path / "raw"))
+    calls = []
+
+    def interrupt(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            if how == "sigterm":
+                signal.raise_signal(signal.SIGTERM)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(convert_mod, "write_label", interrupt)
+    assert _cli("convert", "kvasir", "--source", str(src), "--id", "7", "--out", str(tmp_path / "raw")) == 130
+    err = capsys.readouterr().err
+    assert "interrupted; nothing was written" in err and "Traceback" not in err
     assert list((tmp_path / "raw").iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the CLI restored the previous handler
 
 
-def test_unpaired_and_mismatched_and_bad_values_name_the_file(tmp_path):
-    src = make_kvasir(tmp_path / "a", n=4)
-    (src / "masks" / "orphan.jpg").write_bytes((src / "masks" / "cju000.jpg").read_bytes())
-    with pytest.raises(UserError, match="orphan.jpg"):
-        kvasir.discover(src)
-    src = make_kvasir(tmp_path / "b", n=4)
-    Image.fromarray(np.zeros((10, 10), np.uint8)).save(src / "masks" / "cju001.jpg")
-    with pytest.raises(UserError, match=r"cju001\.jpg.*\(10, 10\)"):
-        convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path / "raw"))
-    root = make_bu_suc(tmp_path / "c", n=2)
-    bad = root / "BUS_UC" / "BUS_UC" / "Benign" / "masks" / "2.png"
-    Image.fromarray(np.full((30, 34), 7, np.uint8)).save(bad)
-    with pytest.raises(UserError, match=r"2\.png has unexpected values \[7\]"):
-        convert(bu_suc.discover(root), ConvertOptions(1, out=tmp_path / "raw"))
+def test_leftover_partial_of_a_dead_process_is_removed_with_a_note(tmp_path, capsys):
+    src = make_kvasir(tmp_path / "src", n=4)
+    raw = tmp_path / "raw"
+    dead = raw / ".Dataset009_Other.partial-999999999"     # no such pid
+    live = raw / f".Dataset008_Other.partial-{os.getppid()}"  # a running process: left alone
+    for d in (dead, live):
+        d.mkdir(parents=True)
+        (d / "imagesTr").mkdir()
+    convert(kvasir.discover(src), ConvertOptions(5, out=raw))
+    assert not dead.exists() and live.is_dir()
+    assert f"removed {dead.name}" in capsys.readouterr().err
+
+
+def _break_kvasir(src: Path) -> None:
+    """Five defects and one repairable mask in a make_kvasir(n=10) tree."""
+    (src / "masks" / "orphan.jpg").write_bytes((src / "masks" / "cju000.jpg").read_bytes())  # missing partner
+    (src / "masks" / "cju001.jpg").unlink()                                                   # missing partner
+    (src / "images" / "cju002.jpg").write_bytes(b"not a jpeg")                                # unreadable file
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(src / "masks" / "cju003.jpg")          # size mismatch
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(src / "masks" / "cju004.png")          # empty mask
+    (src / "masks" / "cju004.jpg").unlink()
+    m = np.zeros((49, 48), np.uint8)  # cju005's image is 50×48: one row short → resized, recorded
+    m[10:30, 10:30] = 255
+    Image.fromarray(m).save(src / "masks" / "cju005.png")
+    (src / "masks" / "cju005.jpg").unlink()
+
+
+def test_every_problem_is_reported_at_once_and_skipped_by_default(tmp_path, capsys):
+    src = make_kvasir(tmp_path / "src", n=10)
+    _break_kvasir(src)
+    ds = convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path / "raw"))
+    err = capsys.readouterr().err
+    assert "5 of 11 source case(s) cannot be converted: skipped" in err
+    for kind, n in (("missing partner", 2), ("unreadable file", 1), ("size mismatch", 1), ("empty mask", 1)):
+        assert f"  {kind} ({n}):" in err
+    assert "orphan.jpg" in err and "cju001.jpg" in err and "10×10" in err
+    gsd = _gsd(ds)
+    assert {(x["case"], x["problem"]) for x in gsd["skipped"]} == {
+        ("orphan", "missing partner"), ("cju001", "missing partner"), ("cju002", "unreadable file"),
+        ("cju003", "size mismatch"), ("cju004", "empty mask")}
+    assert gsd["repaired"] == [{"case": "cju005", "repair": "mask cju005.png resized from 48×49 to its image's 48×50"}]
+    assert len(gsd["split"]["train"]) + len(gsd["split"]["test"]) == 6
+    assert gsd["release_count"] == {"expected": 1000, "found": 11}
+    assert "the full kvasir release has 1000" in err
+    # nearest-neighbour 49 → 50 rows repeats one row: the 20×20 square gains at most one row
+    folder = "labelsTr" if "cju005" in gsd["split"]["train"] else "labelsTs"
+    lab = _read(ds / folder / "cju005.png")
+    assert lab.shape == (50, 48) and lab.sum() in (400, 420)
+
+
+def test_strict_refuses_and_lists_every_problem(tmp_path, capsys):
+    src = make_kvasir(tmp_path / "src", n=10)
+    _break_kvasir(src)
+    assert _cli("convert", "kvasir", "--source", str(src), "--id", "1", "--out", str(tmp_path / "raw"),
+                "--strict") == 2
+    err = capsys.readouterr().err
+    assert "5 of 11 source case(s) cannot be converted: (--strict: nothing written" in err
+    assert all(name in err for name in ("orphan", "cju001", "cju002", "cju003", "cju004")) and "Traceback" not in err
+    assert not (tmp_path / "raw").exists() or list((tmp_path / "raw").iterdir()) == []
+
+
+def test_brats_unexpected_label_values_and_missing_sequence_are_problems(tmp_path):
+    import SimpleITK as sitk
+    root = make_brats(tmp_path / "src", n=4)
+    cases = root / "MICCAI_BraTS2020_TrainingData"
+    seg = np.zeros((10, 12, 14), np.uint8)
+    seg[4, 4, 4] = 3
+    seg_path = cases / "BraTS20_Training_003" / "BraTS20_Training_003_seg.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(seg), str(seg_path))
+    (cases / "BraTS20_Training_004" / "BraTS20_Training_004_t2.nii.gz").unlink()
+    ds = convert(brats2020.discover(root), ConvertOptions(1, out=tmp_path / "raw"))
+    skipped = {x["case"]: (x["problem"], x["detail"]) for x in _gsd(ds)["skipped"]}
+    assert skipped["BraTS20_Training_003"][0] == "unexpected values" and "[3]" in skipped["BraTS20_Training_003"][1]
+    assert skipped["BraTS20_Training_004"][0] == "missing partner" and "t2" in skipped["BraTS20_Training_004"][1]
 
 
 def test_wrong_tree_shows_the_expected_tree(tmp_path, capsys):
@@ -335,12 +427,34 @@ def test_wrong_tree_shows_the_expected_tree(tmp_path, capsys):
     assert "Expected a tree like" in err and "CXR_png/" in err
 
 
-def test_empty_mask_is_kept_and_warned(tmp_path, capsys):
+def test_masks_of_every_mode_are_binarised_and_soft_pixels_counted(tmp_path):
+    """Grey 0/255, grey 0/1, RGB, RGBA and palette masks; each but the 0/1 one has two soft pixels."""
+    src = make_kvasir(tmp_path / "src", n=5)
+    for i, mode in enumerate(("L", "L01", "RGB", "RGBA", "P")):
+        m = np.zeros((40 + 2 * i, 48), np.uint8)
+        m[5:15, 5:15] = 255
+        if mode != "L01":
+            m[5, 16], m[6, 16] = 200, 100      # anti-aliased edge: > 127 → foreground, ≤ 127 → background
+        img = Image.fromarray((m > 127).astype(np.uint8) if mode == "L01" else m)
+        (src / "masks" / f"cju{i:03d}.jpg").unlink()
+        (img.convert(mode) if mode not in ("L", "L01") else img).save(src / "masks" / f"cju{i:03d}.png")
+    ds = convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path / "raw"))
+    gsd = _gsd(ds)
+    assert gsd["skipped"] == [] and gsd["mask_values"]["soft_masks"] == 4
+    assert gsd["mask_values"]["soft_pixels"] == 8
+    for i in range(5):
+        cid = f"cju{i:03d}"
+        folder = "labelsTr" if cid in gsd["split"]["train"] else "labelsTs"
+        assert _read(ds / folder / f"{cid}.png").sum() == (100 if i == 1 else 101), cid
+
+
+def test_empty_masks_are_skipped_where_they_are_defects_and_kept_where_normal(tmp_path, capsys):
     src = make_kvasir(tmp_path / "src", n=5, empty=2)
     ds = convert(kvasir.discover(src), ConvertOptions(1, out=tmp_path / "raw", noise="S_R"))
-    assert "1 case(s) have an empty mask" in capsys.readouterr().err
-    assert _gsd(ds)["empty_masks"] == ["cju002"]
-    assert len(list((ds / "labelsTr").iterdir())) + len(list((ds / "labelsTs").iterdir())) == 5
+    assert [x["case"] for x in _gsd(ds)["skipped"]] == ["cju002"] and _gsd(ds)["empty_masks"] == []
+    pkl = make_lidc(tmp_path, patients=3)   # one rater of every crop saw nothing: normal for LIDC
+    ds = convert(lidc.discover(pkl), ConvertOptions(2, out=tmp_path / "raw2", raters="A4"))
+    assert _gsd(ds)["skipped"] == [] and len(_gsd(ds)["empty_masks"]) == 6
 
 
 def test_unknown_preset_is_rejected_by_the_cli(tmp_path, capsys):
@@ -372,7 +486,7 @@ def test_preview_grid(tmp_path):
 def test_majority_vote_ties_go_to_foreground():
     r = {"A1": np.array([1, 1, 0, 0]), "A2": np.array([1, 0, 0, 1]), "A3": np.array([0, 1, 0, 0]),
          "A4": np.array([0, 0, 0, 0])}
-    np.testing.assert_array_equal(core.majority_vote(r), [1, 1, 0, 0])
+    np.testing.assert_array_equal(majority_vote(r), [1, 1, 0, 0])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -426,7 +540,7 @@ def _nnunet_env(root: Path) -> dict[str, str]:
 @pytest.mark.e2e
 def test_nnunet_verify_dataset_integrity_on_all_converters(all_converted):
     folders = [str(all_converted / "nnUNet_raw" / f"Dataset{i}_{n}") for i, n in _NAMES.items()]
-    res = subprocess.run([sys.executable, "-c", _VERIFY_ALL, *folders], env=_nnunet_env(all_converted),
+    res = subprocess.run([sys.executable, "-c", _VERIFY_ALL, *folders], check=False, env=_nnunet_env(all_converted),
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert res.stdout.count("verify_dataset_integrity Done") == 7
@@ -439,7 +553,7 @@ def test_nnunet_extract_fingerprint_command(all_converted):
     exe = Path(sys.executable).parent / "nnUNetv2_extract_fingerprint"
     cmd = [str(exe) if exe.exists() else "nnUNetv2_extract_fingerprint", "-d", "201", "204",
            "--verify_dataset_integrity", "-np", "1"]
-    res = subprocess.run(cmd, env=_nnunet_env(all_converted), capture_output=True, text=True, timeout=600)
+    res = subprocess.run(cmd, check=False, env=_nnunet_env(all_converted), capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert res.stdout.count("verify_dataset_integrity Done") == 2
     for i in (201, 204):
@@ -455,3 +569,19 @@ def test_cli_dataset_specific_and_percent_options(tmp_path):
     gsd = _gsd(ds)
     assert len(gsd["split"]["test"]) == 3 and len(gsd["split"]["train"]) == 2 and gsd["subset"] == 0.5
     assert (ds / "gsd_preview.png").is_file()
+
+
+def test_lidc_masks_that_are_not_a_list_name_the_crop(tmp_path):
+    pkl = make_lidc(tmp_path, patients=2)
+    data = pickle.loads(pkl.read_bytes())
+    name = sorted(data)[1]
+    data[name]["masks"] = np.stack(data[name]["masks"])          # one (raters, H, W) array: accepted
+    other = sorted(data)[2]
+    data[other]["masks"] = 7                                      # nonsense: one line naming the crop
+    pkl.write_bytes(pickle.dumps(data))
+    with pytest.raises(UserError, match=rf"\['{other}'\]\['masks'\] is a int, not a list of rater masks"):
+        lidc.discover(pkl)
+    del data[other]
+    pkl.write_bytes(pickle.dumps(data))
+    ds = convert(lidc.discover(pkl), ConvertOptions(1, out=tmp_path / "raw"))
+    assert len(_gsd(ds)["split"]["train"]) + len(_gsd(ds)["split"]["test"]) == 3

@@ -1,0 +1,80 @@
+"""Which cases go where: the seeded train/test split (by patient where known), the nested training
+subset, the rater of each training image, and the majority vote of test raters.
+
+Every draw comes from :func:`rng_for`, which depends only on (seed, purpose, case id): changing the
+subset never changes the noise, and adding a case never changes another case's draws.
+"""
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from nnunet_gsd.errors import UserError
+
+from .model import Case
+
+# Distinct sub-streams of the seed, so that e.g. changing the subset never changes the noise.
+TAG_SPLIT, TAG_SUBSET, TAG_RATER, TAG_NOISE, TAG_SYNTHETIC = 1, 2, 3, 4, 5
+
+
+def rng_for(seed: int, tag: int, case_id: str = "") -> np.random.Generator:
+    """A generator that depends only on (seed, purpose, case): order- and subset-independent."""
+    return np.random.default_rng([seed, tag, zlib.crc32(case_id.encode())])
+
+
+def seeded_split(cases: list[Case], train_fraction: float, seed: int) -> tuple[list[Case], list[Case], str]:
+    """Seeded train/test split. Cases with a ``group`` (patient) stay together."""
+    rng = rng_for(seed, TAG_SPLIT)
+    if any(c.group for c in cases):
+        groups = sorted({c.group or c.case_id for c in cases})
+        order = [groups[i] for i in rng.permutation(len(groups))]
+        target = round(len(cases) * train_fraction)
+        sizes: dict[str, int] = {}
+        for c in cases:
+            sizes[c.group or c.case_id] = sizes.get(c.group or c.case_id, 0) + 1
+        train_groups: set[str] = set()
+        n = 0
+        for g in order:
+            if n >= target:
+                break
+            train_groups.add(g)
+            n += sizes[g]
+        train = [c for c in cases if (c.group or c.case_id) in train_groups]
+        test = [c for c in cases if (c.group or c.case_id) not in train_groups]
+        return train, test, "seeded_by_patient"
+    perm = rng.permutation(len(cases))
+    n_train = round(len(cases) * train_fraction)
+    train_idx = set(perm[:n_train].tolist())
+    train = [c for i, c in enumerate(cases) if i in train_idx]
+    test = [c for i, c in enumerate(cases) if i not in train_idx]
+    return train, test, "seeded"
+
+
+def take_subset(train: list[Case], fraction: float, seed: int) -> list[Case]:
+    """The first ``fraction`` of one seeded permutation: 25 % ⊂ 50 % ⊂ 100 % for a given seed."""
+    if not 0 < fraction <= 1:
+        raise UserError(f"--subset must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return train
+    n = max(1, round(len(train) * fraction))
+    keep = set(rng_for(seed, TAG_SUBSET).permutation(len(train))[:n].tolist())
+    return [c for i, c in enumerate(train) if i in keep]
+
+
+def choose_rater(mode: str, available: Sequence[str], case_id: str, seed: int) -> str:
+    """The training rater of one case: ``mode`` itself, or for ``sample`` one drawn with the seed."""
+    if mode == "sample":
+        return available[int(rng_for(seed, TAG_RATER, case_id).integers(len(available)))]
+    return mode
+
+
+def majority_vote(raters: dict[str, np.ndarray]) -> np.ndarray:
+    """Pixel-wise most frequent label; ties go to the highest label, so for binary masks a pixel is
+    foreground when at least half of the raters marked it."""
+    stack = np.stack(list(raters.values()))
+    labels = np.unique(stack)
+    counts = np.stack([(stack == v).sum(0) for v in labels])
+    # argmax returns the first maximum: scan from the highest label down.
+    return labels[::-1][np.argmax(counts[::-1], axis=0)].astype(np.uint8)
