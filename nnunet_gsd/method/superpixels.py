@@ -271,7 +271,8 @@ def superpixel_vote(probs: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
     with torch.no_grad():
         sums, dense = _superpixel_sums(probs, ids, None, with_counts=True)
         means = sums[:-1] / sums[-1:].clamp_min(1.0)
-        best, label = means.max(dim=0)
+        label = _class_argmax(means, 0)  # the fast class-axis argmax (see its docstring)
+        best = means.gather(0, label[None])[0]
         flat = dense.reshape(-1)
         proposal = label.gather(0, flat).view(ids.shape)
         confidence = best.gather(0, flat).view(ids.shape)
