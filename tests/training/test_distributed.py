@@ -73,7 +73,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.timeout(180)
 def test_two_backward_ddp_step_matches_single_backward_reference():
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
