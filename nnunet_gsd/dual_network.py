@@ -17,7 +17,8 @@ class DualNetwork(nn.Module):
     """f1 and f2 with independent parameters.
 
     ``forward(x)`` → fused logits (inference, validation); ``forward(x, x_view)`` → ``(f1(x), f2(x_view))``
-    (training). Both go through ``forward`` so that DDP's wrapper sees every pass.
+    (training; each a list, full resolution first, under deep supervision). Both go through ``forward`` so
+    that DDP's wrapper sees every pass.
     """
 
     def __init__(self, net1: nn.Module, net2: nn.Module):
@@ -29,7 +30,10 @@ class DualNetwork(nn.Module):
                 ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         if x_view is not None:
             return self.net1(x), self.net2(x_view)
-        return 0.5 * (self.net1(x) + self.net2(x))
+        out1, out2 = self.net1(x), self.net2(x)
+        if isinstance(out1, (list, tuple)):  # deep supervision on (validation during training): full resolution
+            out1, out2 = out1[0], out2[0]
+        return 0.5 * (out1 + out2)
 
     def set_deep_supervision(self, enabled: bool) -> None:
         """nnU-Net toggles deep supervision through ``network.decoder``; we have two decoders."""

@@ -5,7 +5,9 @@ The step has two halves joined by labels and weights that carry no gradient:
 * :func:`selection_half` — from the logits of f1(x) and f2(x'): L_pick, the clean set D_clean, the GDA
   weights W, L_GDA (Eq. 1–10), and the refined labels y (Eq. 11–14);
 * :func:`transfer_inputs` + :func:`transfer_losses` — the mixed batch of Knowledge Transfer (Eq. 15) and,
-  from the logits of the two networks on it, L_KT and L_cor (Eq. 16–18).
+  from the logits of the two networks on it, L_KT and L_cor (Eq. 16–18);
+* :func:`deep_supervision_loss` (ours, optional) — nnU-Net's deep supervision of the lower decoder outputs,
+  with the labels and mask each half supervises at full resolution.
 
 The trainer runs the network passes, autocast and the backward passes between them; everything that
 decides *what* is learnt lives here and is tested on CPU with stand-in networks. No function here
@@ -15,9 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .diagnostics import truth_diagnostics
@@ -30,7 +33,7 @@ from .superpixels import (confident_refinement, fuse_probabilities, pixel_argmax
 from .transfer import derangement, mix, transfer_masks
 
 __all__ = ["StepSchedule", "SelectionHalf", "MixedBatch", "StepFigures", "selection_half", "transfer_inputs",
-           "transfer_losses", "step_figures"]
+           "transfer_losses", "split_scales", "deep_supervision_loss", "step_figures"]
 
 #: ``dice(logits, target[:, None], loss_mask=None)`` → negative soft Dice (nnU-Net's MemoryEfficientSoftDiceLoss)
 DiceFn = Callable[..., Tensor]
@@ -83,7 +86,8 @@ class SelectionHalf:
     clean_mask: Tensor         # D_clean, bool (B, *spatial)
     weights: Tensor            # W(e), float (B, *spatial)
     refined: Tensor            # y, long (B, *spatial)
-    trusted: Optional[Tensor]  # pixels L_KT supervises (D_clean ∪ refined), or None: all of them
+    supervised: Tensor         # D_clean ∪ refined pixels: what the unmixed passes learn (L_GDA, deep supervision)
+    trusted: Optional[Tensor]  # pixels L_KT supervises: ``supervised``, or None: all of them
     refined_fraction: Tensor   # share of pixels whose label refinement changed
     disagreement: Tensor       # share of pixels where both networks confidently contradict nGT (τ estimate)
 
@@ -133,14 +137,16 @@ def selection_half(logits1: Tensor, logits2: Tensor, noisy: Tensor, superpixel_i
                 gate = proposal == superpixel_majority(noisy, superpixel_ids, num_classes)
             refined = confident_refinement(noisy, clean_mask, proposal, confidence, schedule.refine_confidence,
                                            gate)
-    trusted = (clean_mask | (refined != noisy)) if schedule.ignore_unrefined else None
+    supervised = clean_mask | (refined != noisy)
+    trusted = supervised if schedule.ignore_unrefined else None
     loss_kt = loss_gda.new_zeros(())
     if schedule.refinement != "none" and not schedule.use_kt:
         # Without KT the refined labels supervise the unmixed passes (ablation rows +LR, +SGLR) in L_KT's
         # form (W-weighted CE + Dice), at no extra network pass.
         loss_kt = kt_loss(logits1, refined, weights, dice, trusted) + kt_loss(logits2, refined, weights, dice, trusted)
     return SelectionHalf(loss=loss_gda + loss_kt, loss_gda=loss_gda, loss_kt_unmixed=loss_kt,
-                         clean_mask=clean_mask, weights=weights, refined=refined, trusted=trusted,
+                         clean_mask=clean_mask, weights=weights, refined=refined, supervised=supervised,
+                         trusted=trusted,
                          refined_fraction=(refined != noisy).float().mean(), disagreement=disagreement)
 
 
@@ -173,6 +179,39 @@ def transfer_losses(mixed1: Tensor, mixed2: Tensor, mixed: MixedBatch, dice: Dic
     return loss_kt, correlation_loss(mixed1, mixed2, mixed.weights)
 
 
+def split_scales(output: Union[Tensor, Sequence[Tensor]]) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """A network's output as ``(full-resolution logits, lower decoder outputs)``; under deep supervision nnU-Net's
+    networks return a list, full resolution first; otherwise the second part is empty."""
+    if isinstance(output, (list, tuple)):
+        return output[0], tuple(output[1:])
+    return output, ()
+
+
+def _resize_nearest(x: Tensor, size: Sequence[int]) -> Tensor:
+    """``(B, *spatial)`` map resized by nearest neighbour, as nnU-Net downsamples segmentations for deep supervision."""
+    return F.interpolate(x[:, None].float(), size=tuple(size), mode="nearest-exact")[:, 0]
+
+
+def deep_supervision_loss(lower1: Sequence[Tensor], lower2: Sequence[Tensor], labels: Tensor, weights: Tensor,
+                          mask: Optional[Tensor], dice: DiceFn) -> Tensor:
+    """nnU-Net's deep supervision in L_KT's form (W-weighted CE + soft Dice, Eq. 17) on both networks' lower outputs.
+
+    Output ``i`` (1 = the next-to-full resolution) weighs 2^-i relative to the full-resolution terms, the lowest
+    output 0 — nnU-Net's weights (``DeepSupervisionWrapper``) without their normalisation, so that the GSD terms at
+    full resolution keep their scale. ``labels``, ``weights`` and ``mask`` (None: every pixel) are the ones the
+    full-resolution term uses, resized to each output. Zero when there are no lower outputs.
+    """
+    total = weights.new_zeros(())
+    for i, (out1, out2) in enumerate(zip(lower1, lower2), start=1):
+        size = out1.shape[2:]
+        y, w = _resize_nearest(labels, size).long(), _resize_nearest(weights, size)
+        m = None if mask is None else _resize_nearest(mask, size).bool()
+        # the lowest output stays in the graph with weight 0 (nnU-Net's choice; DDP wants every parameter used)
+        scale = 0.0 if i == len(lower1) else 0.5 ** i
+        total = total + scale * (kt_loss(out1.float(), y, w, dice, m) + kt_loss(out2.float(), y, w, dice, m))
+    return total
+
+
 @dataclass
 class StepFigures:
     """Every figure a step reports, by name (the trainer logs each as ``gsd_<name>``).
@@ -185,6 +224,7 @@ class StepFigures:
     loss_gda: Tensor
     loss_kt: Tensor
     loss_cor: Tensor
+    loss_ds: Tensor
     mean_weight: Tensor
     kept_fraction: Tensor
     refined_fraction: Tensor
@@ -211,14 +251,15 @@ class StepFigures:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
 
 
-def step_figures(half: SelectionHalf, loss_kt: Tensor, loss_cor: Tensor, noisy: Tensor,
+def step_figures(half: SelectionHalf, loss_kt: Tensor, loss_cor: Tensor, loss_ds: Tensor, noisy: Tensor,
                  clean: Optional[Tensor] = None, logits: Optional[tuple[Tensor, Tensor]] = None) -> StepFigures:
-    """The step's figures; ``loss_kt``/``loss_cor`` are the transfer half's (zero without KT), ``clean`` adds the
-    truth diagnostics, ``logits`` (f1(x), f2(x')) the τ-search loss."""
+    """The step's figures; ``loss_kt``/``loss_cor`` are the transfer half's (zero without KT), ``loss_ds`` the deep
+    supervision of both halves (zero without it), ``clean`` adds the truth diagnostics, ``logits`` (f1(x), f2(x'))
+    the τ-search loss."""
     truth = truth_diagnostics(noisy, clean, half.clean_mask, half.refined) if clean is not None else {}
     search = search_loss(logits[0].detach(), logits[1].detach(), noisy, half.clean_mask) if logits else None
     loss_kt = half.loss_kt_unmixed + loss_kt
-    return StepFigures(loss=half.loss_gda + loss_kt + loss_cor, loss_gda=half.loss_gda, loss_kt=loss_kt,
-                       loss_cor=loss_cor, mean_weight=half.weights.mean(),
+    return StepFigures(loss=half.loss_gda + loss_kt + loss_cor + loss_ds, loss_gda=half.loss_gda, loss_kt=loss_kt,
+                       loss_cor=loss_cor, loss_ds=loss_ds, mean_weight=half.weights.mean(),
                        kept_fraction=half.clean_mask.float().mean(), refined_fraction=half.refined_fraction,
                        disagreement=half.disagreement, search_loss=search, **truth)

@@ -29,8 +29,8 @@ from nnunet_gsd.dual_network import DualNetwork
 from nnunet_gsd.errors import UserError
 from nnunet_gsd.method.gda import default_threshold
 from nnunet_gsd.method.selection import retention_rate
-from nnunet_gsd.method.step import (StepFigures, StepSchedule, selection_half, step_figures, transfer_inputs,
-                                    transfer_losses)
+from nnunet_gsd.method.step import (StepFigures, StepSchedule, deep_supervision_loss, selection_half, split_scales,
+                                    step_figures, transfer_inputs, transfer_losses)
 from nnunet_gsd.method.superpixels import decode_ids
 from nnunet_gsd.method.views import weak_intensity_view
 from nnunet_gsd.settings import GROUPS
@@ -61,7 +61,8 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         except UserError as e:
             raise SystemExit(f"{self.__class__.__name__}: {e}") from None
         super().__init__(plans, configuration, fold, dataset_json, device)
-        # The GSD terms are defined at full resolution (docs/decisions.md §1, deep supervision).
+        # nnU-Net's pipeline stays at full resolution (targets, validation loss): the GSD terms are defined there
+        # (docs/decisions.md §1). With the deep_supervision setting the step itself supervises the lower outputs.
         self.enable_deep_supervision = False
         self.layout: Optional[TargetLayout] = None
         self._dice = None
@@ -158,6 +159,7 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         for key in ("retention", "tau") + self._step_figure_names[1:]:
             self.logger.local_logger.my_fantastic_logging.setdefault("gsd_" + key, [])
         super().on_train_start()
+        self._unwrapped_network().set_deep_supervision(self.gsd.deep_supervision)  # nnU-Net's call switched it off
         self.print_to_log_file(f"GSD settings: {self.gsd.summary()}; T={self._threshold}; "
                                f"warm-up epochs={self._warmup_epochs} of {self.num_epochs}; "
                                f"truth diagnostics={'on' if self.layout.has_clean else 'off (no labelsTr_clean/)'}; "
@@ -199,26 +201,28 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         with self.network.no_sync() if (self.is_ddp and schedule.use_kt) else dummy_context():
             with self._autocast():
                 with timer.phase("passes_1_2"):
-                    logits1, logits2 = self.network(data, view)
+                    (logits1, low1), (logits2, low2) = map(split_scales, self.network(data, view))
                 with timer.phase("selection"):  # per-pixel terms in float32: fp16 CE/KL lose the small losses
                     half = selection_half(logits1.float(), logits2.float(), noisy, ids, schedule, self._dice)
+                    loss_ds = deep_supervision_loss(low1, low2, half.refined, half.weights, half.supervised, self._dice)
             with timer.phase("backward_1_2"):
-                self._backward(half.loss)
-        loss_kt = loss_cor = half.loss.new_zeros(())
+                self._backward(half.loss + loss_ds)
+        loss_kt = loss_cor = mixed_ds = half.loss.new_zeros(())
         if schedule.use_kt:
             with self._autocast():
                 with timer.phase("kt_mixing"):
                     mixed = transfer_inputs(data, view, half, self.label_manager.num_segmentation_heads, schedule.rho)
                 with timer.phase("passes_3_4"):
-                    mixed1, mixed2 = self.network(mixed.data, mixed.view)
+                    (mixed1, low1), (mixed2, low2) = map(split_scales, self.network(mixed.data, mixed.view))
                 with timer.phase("kt_losses"):
                     loss_kt, loss_cor = transfer_losses(mixed1.float(), mixed2.float(), mixed, self._dice)
+                    mixed_ds = deep_supervision_loss(low1, low2, mixed.labels, mixed.weights, mixed.trusted, self._dice)
             with timer.phase("backward_3_4"):
-                self._backward(loss_kt + loss_cor)
+                self._backward(loss_kt + loss_cor + mixed_ds)
         with timer.phase("optimizer"):
             self._optimizer_step()
         clean = target[:, self.layout.clean_channel].long() if self.layout.has_clean else None
-        figures = step_figures(half, loss_kt, loss_cor, noisy, clean,
+        figures = step_figures(half, loss_kt, loss_cor, loss_ds + mixed_ds, noisy, clean,
                                (logits1.float(), logits2.float()) if self.gsd.log_search_loss else None).values()
         # one device→host transfer per step, as in nnU-Net's own train_step
         values = torch.stack([v.detach().float() for v in figures.values()]).cpu().numpy()

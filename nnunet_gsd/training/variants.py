@@ -23,6 +23,7 @@ class nnUNetTrainerGSDFaithful(nnUNetTrainerGSD):
     gsd_refine_majority = False
     gsd_ignore_unrefined = False
     gsd_estimate_tau = False
+    gsd_deep_supervision = False
 
 
 # --- ablation family (paper Table 7), on the paper's rules --------------------------------------------

@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from nnunet_gsd.method.step import (StepFigures, StepSchedule, selection_half, step_figures, transfer_inputs,
-                                    transfer_losses)
+from nnunet_gsd.method.losses import kt_loss
+from nnunet_gsd.method.step import (StepFigures, StepSchedule, deep_supervision_loss, selection_half, split_scales,
+                                    step_figures, transfer_inputs, transfer_losses)
 
 
 def dice(logits, target, loss_mask=None):
@@ -57,7 +58,7 @@ def full_step(f1, f2, x, y, ids, sched, alpha=0.5, seed=0):
     if sched.use_kt:
         mixed = transfer_inputs(x, view, half, l1.shape[1], sched.rho, generator=gen)
         kt, cor = transfer_losses(f1(mixed.data), f2(mixed.view), mixed, dice)
-    return half, kt, cor, step_figures(half, kt, cor, y, clean=y, logits=(l1, l2))
+    return half, kt, cor, step_figures(half, kt, cor, kt.new_zeros(()), y, clean=y, logits=(l1, l2))
 
 
 @pytest.mark.parametrize("after_warmup,refinement,use_kt", [
@@ -133,6 +134,70 @@ def test_two_part_backward_equals_single_backward():
 
 def test_figure_names_follow_the_result_type():
     assert StepFigures.names(search=False, truth=False) == (
-        "loss", "loss_gda", "loss_kt", "loss_cor", "mean_weight", "kept_fraction", "refined_fraction",
+        "loss", "loss_gda", "loss_kt", "loss_cor", "loss_ds", "mean_weight", "kept_fraction", "refined_fraction",
         "disagreement")
     assert StepFigures.names(search=True, truth=True)[-7:] == ("search_loss",) + StepFigures.TRUTH
+
+
+class DeepNet(nn.Module):
+    """A stand-in for nnU-Net's network under deep supervision: logits at full, 1/2 and 1/4 resolution."""
+
+    def __init__(self, num_classes: int = 2):
+        super().__init__()
+        self.body = nn.Conv2d(1, 6, 3, padding=1)
+        self.heads = nn.ModuleList(nn.Conv2d(6, num_classes, 1) for _ in range(3))
+
+    def forward(self, x):
+        h = torch.relu(self.body(x))
+        return [head(nn.functional.avg_pool2d(h, 2 ** i) if i else h) for i, head in enumerate(self.heads)]
+
+
+def test_split_scales():
+    t = torch.zeros(1, 2, 4, 4)
+    assert split_scales(t)[0] is t and split_scales(t)[1] == ()
+    full, lower = split_scales([t, t[..., :2, :2], t[..., :1, :1]])
+    assert full is t and [o.shape[-1] for o in lower] == [2, 1]
+
+
+def test_deep_supervision_loss_weights_and_resizing():
+    """Output i weighs 2^-i, the lowest 0; labels/W/mask are sampled as nnU-Net's nearest-exact resize does (the
+    centre-right pixel of each 2×2 block: index 2j + 1)."""
+    torch.manual_seed(0)
+    x, y, _ = batch(2, (16, 16), 2)
+    w = torch.rand(2, 16, 16) + 1
+    mask = torch.rand(2, 16, 16) > 0.3
+    f1, f2 = DeepNet(), DeepNet()
+    (_, low1), (_, low2) = split_scales(f1(x)), split_scales(f2(x))
+    got = deep_supervision_loss(low1, low2, y, w, mask, dice)
+    ys, ws, ms = y[:, 1::2, 1::2], w[:, 1::2, 1::2], mask[:, 1::2, 1::2]
+    expected = 0.5 * (kt_loss(low1[0], ys, ws, dice, ms) + kt_loss(low2[0], ys, ws, dice, ms))
+    assert torch.allclose(got, expected)
+    got.backward()
+    assert f1.heads[2].weight.grad is not None and torch.count_nonzero(f1.heads[2].weight.grad) == 0
+    assert torch.count_nonzero(f1.heads[1].weight.grad) > 0
+    assert deep_supervision_loss((), (), y, w, mask, dice) == 0
+
+
+def test_deep_supervision_step_two_part_backward_equals_single_backward():
+    """With lists of outputs (deep supervision) the trainer's split backward still gives the summed gradient."""
+    x, y, ids = batch(2, (16, 16), 2)
+    sched = schedule(True)
+    grads = []
+    for split in (True, False):
+        torch.manual_seed(1)
+        f1, f2 = DeepNet(), DeepNet()
+        gen = torch.Generator().manual_seed(3)
+        (l1, low1), (l2, low2) = split_scales(f1(x)), split_scales(f2(x * 1.1))
+        half = selection_half(l1, l2, y, ids, sched, dice, alpha=torch.tensor(0.5))
+        first = half.loss + deep_supervision_loss(low1, low2, half.refined, half.weights, half.supervised, dice)
+        mixed = transfer_inputs(x, x * 1.1, half, 2, sched.rho, generator=gen)
+        (m1, mlow1), (m2, mlow2) = split_scales(f1(mixed.data)), split_scales(f2(mixed.view))
+        kt, cor = transfer_losses(m1, m2, mixed, dice)
+        second = kt + cor + deep_supervision_loss(mlow1, mlow2, mixed.labels, mixed.weights, mixed.trusted, dice)
+        if split:
+            first.backward()
+            second.backward()
+        else:
+            (first + second).backward()
+        grads.append(torch.cat([p.grad.flatten() for f in (f1, f2) for p in f.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)

@@ -38,7 +38,11 @@ def _step(device: torch.device, spatial, num_classes: int) -> None:
         lm1 = torch.randn(b, num_classes, *spatial, device=device)  # stand-ins for f(x_mix), f(x'_mix)
         lm2 = torch.randn(b, num_classes, *spatial, device=device)
         kt, cor = step.transfer_losses(lm1, lm2, mixed, DICE)
-        figures = step.step_figures(half, kt, cor, y, clean=y, logits=(l1, l2)).values()
+        half_size = tuple(s // 2 for s in spatial)  # stand-ins for the lower outputs of deep supervision
+        low = [torch.randn(b, num_classes, *half_size, device=device) for _ in range(2)]
+        ds = (step.deep_supervision_loss(low, low, half.refined, half.weights, half.supervised, DICE)
+              + step.deep_supervision_loss(low, low, mixed.labels, mixed.weights, mixed.trusted, DICE))
+        figures = step.step_figures(half, kt, cor, ds, y, clean=y, logits=(l1, l2)).values()
         total = torch.stack(list(figures.values())).sum()
         assert total.shape == () and mixed.data.shape == x.shape and mixed.view.shape == x.shape
 
