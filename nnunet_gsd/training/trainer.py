@@ -177,10 +177,15 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         (self.grad_scaler.scale(loss) if self.grad_scaler is not None else loss).backward()
 
     def _optimizer_step(self) -> None:
-        """nnU-Net's step: unscale, clip the gradient norm of both networks together at 12, step."""
+        """nnU-Net's step for each network: unscale, clip each network's gradient norm at 12, step.
+
+        One joint norm over both networks would clip each harder than nnU-Net clips its single network (their
+        gradients are independent, so the joint norm is up to √2 times each one's)."""
         if self.grad_scaler is not None:
             self.grad_scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+        dual = self._unwrapped_network()
+        for net in (dual.net1, dual.net2):
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
         if self.grad_scaler is not None:
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()

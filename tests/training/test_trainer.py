@@ -22,3 +22,25 @@ def test_region_labels_are_refused():
 def test_ignore_label_is_refused():
     with pytest.raises(UserError, match="'ignore' label"):
         nnUNetTrainerGSD._check_labels(LabelManager({"background": 0, "lesion": 1, "ignore": 2}, None))
+
+
+def test_each_network_is_clipped_at_12_as_nnunet_clips_one():
+    """Gradient norms 9 and 9 (joint 12.7): neither is clipped; 30 and 0: the first is scaled to 12."""
+    import types
+
+    import torch
+
+    from nnunet_gsd.dual_network import DualNetwork
+
+    def with_grad_norm(norm: float) -> torch.nn.Linear:
+        lin = torch.nn.Linear(1, 1, bias=False)
+        lin.weight.grad = torch.full_like(lin.weight, norm)
+        return lin
+
+    for norms, expected in (((9.0, 9.0), (9.0, 9.0)), ((30.0, 0.0), (12.0, 0.0))):
+        dual = DualNetwork(with_grad_norm(norms[0]), with_grad_norm(norms[1]))
+        fake = types.SimpleNamespace(grad_scaler=None, optimizer=types.SimpleNamespace(step=lambda: None),
+                                     _unwrapped_network=lambda d=dual: d)
+        nnUNetTrainerGSD._optimizer_step(fake)
+        got = (dual.net1.weight.grad.norm().item(), dual.net2.weight.grad.norm().item())
+        assert got == pytest.approx(expected, rel=1e-5)
