@@ -103,8 +103,11 @@ class Setting:
 
 SETTINGS: Tuple[Setting, ...] = (
     # --- the method (docs/method.md, docs/decisions.md)
-    Setting("tau", float, 0.05, between(0, 1, high_open=True, why="the expected fraction of noisy pixels"),
-            "forget rate τ of R(e) (Eq. 6)", env="nnUNet_GSD_TAU", dataset_key="tau"),
+    Setting("tau", float, None, between(0, 1, high_open=True, why="the expected fraction of noisy pixels"),
+            "forget rate τ of R(e) (Eq. 6); unset = fallback_tau", env="nnUNet_GSD_TAU", dataset_key="tau"),
+    Setting("fallback_tau", float, 0.0, between(0, 1, high_open=True),
+            "τ when none is given: 0 = no selection or refinement (any forget rate costs Dice on clean labels); "
+            "the paper's 0.05 in nnUNetTrainerGSDFaithful"),
     Setting("lam", float, 0.5, at_least(0), "λ of the symmetric KL term in L_pick (Eq. 4)", env="nnUNet_GSD_LAMBDA"),
     Setting("ramp_fraction", float, 0.1, between(0, 1, low_open=True), "e_ramp / E of R(e)"),
     Setting("threshold", float, None, positive("pixels; unset scales it with the patch size"),
@@ -130,8 +133,6 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("deep_supervision", bool, False, None,
             "nnU-Net's deep supervision: the lower decoder outputs learn what the full-resolution terms learn",
             env="nnUNet_GSD_DEEP_SUPERVISION"),
-    Setting("estimate_tau", bool, True, None,
-            "no τ given (source default): estimate it at the end of warm-up (noise_rate.confident_disagreement)"),
     Setting("warmup_fraction", float, 0.3, between(0, 1), "SGLR and KT start after this fraction of the epochs",
             env="nnUNet_GSD_WARMUP"),
     Setting("rho", float, 0.5, between(0, 1, low_open=True), "ρ: KT pastes the foreground when its fraction ≤ ρ",
@@ -156,6 +157,7 @@ SETTINGS: Tuple[Setting, ...] = (
 )
 SETTING: Dict[str, Setting] = {s.name: s for s in SETTINGS}
 ENVIRONMENT_VARIABLES = tuple(s.env for s in SETTINGS if s.env) + (ALLOW_CHANGE_VARIABLE,)
+
 
 
 # ---------------------------------------------------------------------------------------------- result
@@ -193,6 +195,11 @@ class GSDSettings:
     def record(self) -> Dict[str, Dict[str, Any]]:
         """``{name: {"value", "source"}}``, the ``settings`` block of ``gsd_settings.json``."""
         return {n: {"value": v, "source": self.sources[n]} for n, v in self.values.items()}
+
+
+def effective_tau(settings: GSDSettings) -> float:
+    """The forget rate a run trains with: τ where one is given, else ``fallback_tau``."""
+    return settings.tau if settings.tau is not None else settings.fallback_tau
 
 
 # ---------------------------------------------------------------------------------------------- reader

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..settings import effective_tau
 from .diagnostics import truth_diagnostics
 from .gda import clipped_boundary_distance, gda_loss, gda_weights
 from .losses import correlation_loss, kt_loss
@@ -59,15 +60,10 @@ class StepSchedule:
     rho: float               # ρ of the KT masks
 
     @classmethod
-    def of(cls, settings, epoch: int, num_epochs: int, threshold: float, warmup_epochs: int,
-           tau: Optional[float] = None) -> StepSchedule:
-        """The schedule of ``epoch`` under ``settings`` (a :class:`~nnunet_gsd.settings.GSDSettings`).
-
-        ``tau`` overrides ``settings.tau`` (the trainer passes its estimate when the dataset gives none).
-        """
+    def of(cls, settings, epoch: int, num_epochs: int, threshold: float, warmup_epochs: int) -> StepSchedule:
+        """The schedule of ``epoch`` under ``settings`` (a :class:`~nnunet_gsd.settings.GSDSettings`)."""
         after_warmup = epoch >= warmup_epochs
-        return cls(keep=retention_rate(epoch, num_epochs, settings.tau if tau is None else tau,
-                                       settings.ramp_fraction),
+        return cls(keep=retention_rate(epoch, num_epochs, effective_tau(settings), settings.ramp_fraction),
                    epoch=epoch, num_epochs=num_epochs, threshold=threshold, use_gda=settings.use_gda,
                    gda_dice=settings.gda_dice, lam=settings.lam, selection=settings.selection,
                    refinement=settings.refinement if after_warmup else "none",
@@ -89,7 +85,7 @@ class SelectionHalf:
     supervised: Tensor         # D_clean ∪ refined pixels: what the unmixed passes learn (L_GDA, deep supervision)
     trusted: Optional[Tensor]  # pixels L_KT supervises: ``supervised``, or None: all of them
     refined_fraction: Tensor   # share of pixels whose label refinement changed
-    disagreement: Tensor       # share of pixels where both networks confidently contradict nGT (τ estimate)
+    disagreement: Tensor       # share of pixels where both networks confidently contradict nGT (logged)
 
 
 def selection_half(logits1: Tensor, logits2: Tensor, noisy: Tensor, superpixel_ids: Optional[Tensor],

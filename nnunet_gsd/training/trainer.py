@@ -33,7 +33,7 @@ from nnunet_gsd.method.step import (StepFigures, StepSchedule, deep_supervision_
                                     step_figures, transfer_inputs, transfer_losses)
 from nnunet_gsd.method.superpixels import decode_ids
 from nnunet_gsd.method.views import weak_intensity_view
-from nnunet_gsd.settings import GROUPS
+from nnunet_gsd.settings import GROUPS, effective_tau
 from nnunet_gsd.training.distributed import all_ranks_nanmean
 from nnunet_gsd.training.data import (AuxChannelDataset, TargetLayout, build_clean_label_cache,
                                       build_superpixel_cache, has_clean_labels, with_aux_spatial_transform)
@@ -234,24 +234,7 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         return dict(zip(figures.keys(), values))
 
     def _schedule(self) -> StepSchedule:
-        return StepSchedule.of(self.gsd, self.current_epoch, self.num_epochs, self._threshold, self._warmup_epochs,
-                               self._tau)
-
-    @property
-    def _estimates_tau(self) -> bool:
-        return self.gsd.estimate_tau and self.gsd.sources["tau"] == "default" and self._warmup_epochs > 0
-
-    def _tau_after_warmup(self) -> float:
-        estimate = self.logger.get_value("gsd_disagreement", step=self._warmup_epochs - 1)
-        return float(min(max(estimate, 0.0), 0.5))
-
-    @property
-    def _tau(self) -> float:
-        """τ of this epoch: the setting, or — with no τ given and ``estimate_tau`` — the networks' confident
-        disagreement with nGT averaged over the last warm-up epoch (the default τ until then)."""
-        if self._estimates_tau and self.current_epoch >= self._warmup_epochs:
-            return self._tau_after_warmup()
-        return self.gsd.tau
+        return StepSchedule.of(self.gsd, self.current_epoch, self.num_epochs, self._threshold, self._warmup_epochs)
 
     @property
     def _step_figure_names(self) -> tuple:
@@ -261,15 +244,20 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         super().on_train_epoch_end(train_outputs)
         outputs = collate_outputs(train_outputs)
         epoch = self.current_epoch
-        self.logger.log("gsd_retention", retention_rate(epoch, self.num_epochs, self._tau, self.gsd.ramp_fraction),
-                        epoch)
-        self.logger.log("gsd_tau", self._tau, epoch)
+        tau = effective_tau(self.gsd)
+        self.logger.log("gsd_retention", retention_rate(epoch, self.num_epochs, tau, self.gsd.ramp_fraction), epoch)
+        self.logger.log("gsd_tau", tau, epoch)
         for key in self._step_figure_names[1:]:
             self.logger.log("gsd_" + key, all_ranks_nanmean(outputs[key]), epoch)
-        if self._estimates_tau and epoch == self._warmup_epochs - 1:
-            self.print_to_log_file(f"GSD: no τ given (dataset.json or nnUNet_GSD_TAU): estimated τ = "
-                                   f"{self._tau_after_warmup():.4f} from this epoch's confident disagreement of "
-                                   f"both networks with the labels; used from the next epoch on")
+        if self.gsd.tau is None and epoch == max(self._warmup_epochs - 1, 0):
+            # Not used as τ: with networks this young it counts their own errors as much as label noise (measured
+            # 7.5–8.7 % whatever the true rate, 0 to 21 %: docs/decisions.md §8)
+            self.print_to_log_file(
+                f"GSD: no τ given (dataset.json \"gsd\": {{\"tau\"}} or nnUNet_GSD_TAU): training with τ = "
+                f"{tau:g}. Both networks confidently contradict "
+                f"{100 * self.logger.get_value('gsd_disagreement', step=-1):.1f} % of the labels this epoch (an "
+                f"upper bound on the noise rate: it includes their own errors); "
+                f"`nnunet_gsd search-tau` chooses τ from the data")
         names = StepFigures.names(search=self.gsd.log_search_loss, truth=False)[1:]
         line = ", ".join(f"{k}={self.logger.get_value('gsd_' + k, step=-1):.4f}" for k in ("tau", "retention") + names)
         self.print_to_log_file(f"GSD: {line}")

@@ -16,13 +16,13 @@ from nnunet_gsd.training.trainer import nnUNetTrainerGSD
 
 class nnUNetTrainerGSDFaithful(nnUNetTrainerGSD):
     """GSD-Net exactly as the paper states it: L_GDA without a Dice term, selection pooled over the batch
-    (Eq. 5), every rejected pixel refined by the superpixel vote (Eq. 14), the given or default τ."""
+    (Eq. 5), every rejected pixel refined by the superpixel vote (Eq. 14), the given τ or the paper's 0.05."""
     gsd_gda_dice = False
     gsd_selection = "pooled"
     gsd_refine_confidence = 0.0
     gsd_refine_majority = False
     gsd_ignore_unrefined = False
-    gsd_estimate_tau = False
+    gsd_fallback_tau = 0.05
     gsd_deep_supervision = False
 
 

@@ -26,8 +26,8 @@ def resolve(dataset_json=None, env=None, groups=("method", "budget", "outputs"),
 # ------------------------------------------------------------------------------------------ precedence
 def test_defaults_are_the_documented_ones():
     s = resolve()
-    assert (s.tau, s.lam, s.ramp_fraction, s.threshold, s.use_gda, s.refinement, s.use_kt) == (
-        0.05, 0.5, 0.1, None, True, "superpixel", True)
+    assert (s.tau, s.fallback_tau, s.lam, s.ramp_fraction, s.threshold, s.use_gda, s.refinement, s.use_kt) == (
+        None, 0.0, 0.5, 0.1, None, True, "superpixel", True)
     assert (s.warmup_fraction, s.rho, s.slic_segments_per_256sq, s.slic_compactness, s.slic_sigma) == (
         0.3, 0.5, 1024, 10.0, 1.0)
     assert (s.num_epochs, s.num_iterations_per_epoch, s.num_val_iterations_per_epoch) == (None, None, None)
@@ -37,7 +37,7 @@ def test_defaults_are_the_documented_ones():
 
 def test_tau_precedence_each_layer_beats_the_one_below():
     dataset = {"gsd": {"tau": 0.12}}
-    assert (resolve().tau, resolve().sources["tau"]) == (0.05, "default")
+    assert (resolve().tau, resolve().sources["tau"]) == (None, "default")
     s = resolve(dataset)
     assert (s.tau, s.sources["tau"]) == (0.12, f'dataset.json {PRE} "gsd": {{"tau"}}')
     s = resolve(dataset, tau=0.3)  # a variant's class attribute beats the dataset
@@ -50,6 +50,14 @@ def test_tau_precedence_each_layer_beats_the_one_below():
     assert resolve(dataset, {"nnUNet_GSD_TAU": " "}).tau == 0.12
     # a numeric string in dataset.json is read as a number, as before
     assert resolve({"gsd": {"tau": "0.07"}}).tau == 0.07
+
+
+def test_effective_tau_is_the_given_one_else_the_fallback():
+    from nnunet_gsd.settings import effective_tau
+    assert effective_tau(resolve()) == 0.0  # nothing given: no selection, no refinement
+    assert effective_tau(resolve(fallback_tau=0.05)) == 0.05  # nnUNetTrainerGSDFaithful: the paper's default
+    assert effective_tau(resolve({"gsd": {"tau": 0.12}}, fallback_tau=0.05)) == 0.12
+    assert effective_tau(resolve({"gsd": {"tau": 0.0}}, fallback_tau=0.05)) == 0.0  # a given 0 is not "unset"
 
 
 def test_environment_overrides_class_attributes_for_every_variable():
@@ -197,7 +205,7 @@ def test_resume_refuses_each_changed_method_setting_by_name(tmp_path: Path):
         check_resume("fold_0/gsd_settings.json", record, now, env={})
     assert str(info.value) == (
         "--c: settings changed since this training started (fold_0/gsd_settings.json): "
-        "tau 0.05 (default) → 0.2 (environment variable nnUNet_GSD_TAU); "
+        "tau None (default) → 0.2 (environment variable nnUNet_GSD_TAU); "
         "rho 0.5 (default) → 0.25 (environment variable nnUNet_GSD_RHO). Restore them, train from scratch without "
         f"--c, or set {ALLOW_CHANGE_VARIABLE}=1 to continue with the new ones deliberately")
     changes = check_resume("f", record, now, env={ALLOW_CHANGE_VARIABLE: "1"})
@@ -208,7 +216,8 @@ def test_resume_refuses_each_changed_method_setting_by_name(tmp_path: Path):
 
 def test_resume_allows_the_budget_and_outputs_and_equal_values_from_another_source():
     record = {"settings": resolve(num_epochs=4).record()}
-    now = resolve({"gsd": {"tau": 0.05}}, {"nnUNet_GSD_NUM_EPOCHS": "5", "nnUNet_GSD_PROFILE": "1"}, num_epochs=4)
+    now = resolve(env={"nnUNet_GSD_LAMBDA": "0.5", "nnUNet_GSD_NUM_EPOCHS": "5", "nnUNet_GSD_PROFILE": "1"},
+                  num_epochs=4)
     assert [(c.name, c.old, c.new) for c in check_resume("f", record, now, env={})] == [
         ("num_epochs", 4, 5), ("profile", False, True)]
 
