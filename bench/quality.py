@@ -21,7 +21,7 @@ Arms at equal iterations (``--iterations`` in all, nnU-Net's own loop, fold ``al
 (``nnUNetTrainerGSD``, its defaults), ``gsd_faithful`` on ``heavy_S_R`` (``nnUNetTrainerGSDFaithful``,
 the paper's rules), plus any ``--variant``. Every arm is predicted with stock ``nnUNetv2_predict`` and
 scored with ``nnUNetv2_evaluate_folder``. GSD arms get no τ from the dataset unless ``--tau dataset``:
-a user has no clean labels to measure it, so by default GSD estimates it.
+a user has no clean labels to measure it, so by default GSD trains with its ``fallback_tau``.
 
 Resumable (``<work>/state.json``; a run is identified by its dataset, trainer and settings, so one
 stock run on clean Kvasir serves every Kvasir regime). Writes ``bench/results/quality-<size>.md`` and
@@ -101,9 +101,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=16,
                     help="batch size of the plans variant every arm uses (nnU-Net picks 35 at 64²; default 16, the "
                          "paper's)")
-    ap.add_argument("--tau", choices=("estimate", "dataset"), default="estimate",
-                    help="GSD's τ: estimated during training (default; what a user without clean labels gets) or "
-                         "the converter's measured noise rate from dataset.json")
+    ap.add_argument("--tau", choices=("hidden", "dataset"), default="hidden",
+                    help="GSD's τ: hidden from training (default; what a user without clean labels gets: the "
+                         "trainer's fallback_tau) or the converter's measured noise rate from dataset.json")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:VAR=VALUE[,VAR=VALUE]",
                     help="an extra GSD arm on every regime with these environment settings (e.g. "
                          "conf09:nnUNet_GSD_REFINE_CONFIDENCE=0.9); TRAINER= picks another trainer")
@@ -377,7 +377,7 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
               f"- Budget: {args.iterations} iterations ({args.iterations // args.iterations_per_epoch} epochs × "
               f"{args.iterations_per_epoch}) × batch {args.batch} (plans `{plans_name(args)}` = nnU-Net's 2d plans "
               f"with this batch size), fold `all`, device {args.device}, 1 torch thread per arm, seed {args.seed}",
-              "- GSD's τ: " + ("estimated during training (dataset.json τ hidden)" if args.tau == "estimate"
+              "- GSD's τ: " + ("none given (dataset.json τ hidden): the trainer's fallback_tau" if args.tau == "hidden"
                                else "dataset.json (measured noise rate)"),
               "- stock = `nnUNetTrainerBudget` (nnU-Net's Dice+CE with deep supervision, one network); gsd = "
               "`nnUNetTrainerGSD` (defaults); faithful = `nnUNetTrainerGSDFaithful` (the paper's rules)",
@@ -385,7 +385,9 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
               "images (test-set noise only: one training seed per arm); recovered = (gsd − stock_noisy) / "
               "(stock_clean − stock_noisy)",
               "- truth diagnostics (last epoch, training batches): selection precision = share of D_clean whose nGT "
-              "is right; noisy acc. = nGT vs clean; refined acc. = refined labels vs clean; τ̂ = GSD's estimate "
+              "is right; noisy acc. = nGT vs clean; refined acc. = refined labels vs clean; τ = the forget rate GSD "
+              "trained with; contradicted = share of labels both networks confidently contradict (p(nGT) < 0.2), "
+              "the upper bound the trainer logs in place of a τ estimate "
               "(true rate: the noisy acc.'s complement)", ""]
     for regime in args.regimes:
         ds = state.data["datasets"].get(str(dataset_id(args, regime, "noisy")), {})
@@ -396,7 +398,7 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
         lines += [f"## {regime}" + (f" — Dice(nGT, GT) {100 * dnc:.1f} %, {100 * ds['pixel_noise_rate']:.1f} % of "
                                     f"pixels wrong" if dnc is not None else " — clean labels"), "",
                   "| arm | trainer | test Dice % | Δ vs stock_noisy | recovered | selection prec. | noisy acc. | "
-                  "refined acc. | τ̂ % | train s |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "refined acc. | τ % | contradicted % | train s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         fixed = ("stock_clean", "stock_noisy", "gsd_noisy", "gsd_faithful")
         here = {a.name: a for a in sorted((a for a in arms if a.regime == regime),
                                           key=lambda a: fixed.index(a.name) if a.name in fixed else len(fixed))}
@@ -405,7 +407,7 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
         for name, arm in here.items():
             rec = runs.get(arm.run_key(args), {})
             if not rec.get("evaluated"):
-                lines.append(f"| {name} | `{arm.trainer}` | (pending) | | | | | | | |")
+                lines.append(f"| {name} | `{arm.trainer}` | (pending) | | | | | | | | |")
                 continue
             dice = mean_dice(rec)
             entry = {"dice": dice, "trainer": arm.trainer, "settings": arm.env}
@@ -430,12 +432,14 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
             if arm.trainer != STOCK:
                 tau = (rec.get("log") or {}).get("gsd_tau")
                 entry["tau_used"] = None if not tau else 100 * tau[-1]
+                entry["contradicted"] = truth["disagreement"]
             fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
             per_class = (" (" + " / ".join(f"{entry['dice_per_class'][k]:.1f}" for k in labels) + ")"
                          if "dice_per_class" in entry else "")
             lines.append(f"| {name} | `{arm.trainer}`{' ' + str(arm.env) if arm.env else ''} | {dice:.2f}{per_class} | "
                          f"{delta} | {rec_str} | {fmt(truth['selection_precision'])} | {fmt(truth['noisy_accuracy'])} "
-                         f"| {fmt(truth['refined_accuracy'])} | {fmt(entry.get('tau_used'))} | {rec.get('train_s')} |")
+                         f"| {fmt(truth['refined_accuracy'])} | {fmt(entry.get('tau_used'))} "
+                         f"| {fmt(entry.get('contradicted'))} | {rec.get('train_s')} |")
             rj["arms"][name] = entry
         lines.append("")
         regimes_json[regime] = rj
@@ -485,7 +489,7 @@ def main(argv=None) -> None:
     state.data["command"] = command
     logdir = args.log.parent / f"quality-{args.size}"
     prepare(args, state, logdir)
-    if args.tau == "estimate":
+    if args.tau == "hidden":
         for regime in args.regimes:
             without_tau(args, dataset_id(args, regime, "noisy"))
     unique = {}
