@@ -130,7 +130,7 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("ignore_unrefined", bool, True, None,
             "leave rejected, unrefined pixels out of L_KT (paper: they keep nGT there)",
             env="nnUNet_GSD_IGNORE_UNREFINED"),
-    Setting("deep_supervision", bool, False, None,
+    Setting("deep_supervision", bool, True, None,
             "nnU-Net's deep supervision: the lower decoder outputs learn what the full-resolution terms learn",
             env="nnUNet_GSD_DEEP_SUPERVISION"),
     Setting("warmup_fraction", float, 0.3, between(0, 1), "SGLR and KT start after this fraction of the epochs",

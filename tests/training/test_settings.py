@@ -32,6 +32,7 @@ def test_defaults_are_the_documented_ones():
         0.3, 0.5, 1024, 10.0, 1.0)
     assert (s.num_epochs, s.num_iterations_per_epoch, s.num_val_iterations_per_epoch) == (None, None, None)
     assert (s.keep_last_k, s.log_search_loss, s.profile) == (0, False, False)
+    assert (s.selection, s.gda_dice, s.deep_supervision, s.ignore_unrefined) == ("per_class", True, True, True)
     assert set(s.sources.values()) == {"default"}
 
 
