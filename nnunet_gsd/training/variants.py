@@ -23,6 +23,7 @@ class nnUNetTrainerGSDFaithful(nnUNetTrainerGSD):
     gsd_refine_majority = False
     gsd_ignore_unrefined = False
     gsd_fallback_tau = 0.05
+    gsd_use_gda = True
     gsd_deep_supervision = False
 
 

@@ -27,7 +27,7 @@ def resolve(dataset_json=None, env=None, groups=("method", "budget", "outputs"),
 def test_defaults_are_the_documented_ones():
     s = resolve()
     assert (s.tau, s.fallback_tau, s.lam, s.ramp_fraction, s.threshold, s.use_gda, s.refinement, s.use_kt) == (
-        None, 0.0, 0.5, 0.1, None, True, "superpixel", True)
+        None, 0.0, 0.5, 0.1, None, False, "superpixel", True)
     assert (s.warmup_fraction, s.rho, s.slic_segments_per_256sq, s.slic_compactness, s.slic_sigma) == (
         0.3, 0.5, 1024, 10.0, 1.0)
     assert (s.num_epochs, s.num_iterations_per_epoch, s.num_val_iterations_per_epoch) == (None, None, None)
