@@ -77,11 +77,13 @@ class Arm:
     trainer: str
     labels: str                 # "clean" or "noisy" (the regime's dataset)
     env: Dict[str, str] = field(default_factory=dict)
+    repeat: int = 0             # > 0: another training of the same arm (nnU-Net's training is not seeded)
 
     def run_key(self, args) -> str:
         """Arms that train the same thing share one run (e.g. stock on clean Kvasir for three regimes)."""
         did = dataset_id(args, self.regime, self.labels)
-        return "|".join([str(did), self.trainer] + [f"{k}={v}" for k, v in sorted(self.env.items())])
+        return "|".join([str(did), self.trainer] + [f"{k}={v}" for k, v in sorted(self.env.items())]
+                        + ([f"repeat={self.repeat}"] if self.repeat else []))
 
 
 def log(msg: str) -> None:
@@ -104,9 +106,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--tau", choices=("hidden", "dataset"), default="hidden",
                     help="GSD's τ: hidden from training (default; what a user without clean labels gets: the "
                          "trainer's fallback_tau) or the converter's measured noise rate from dataset.json")
-    ap.add_argument("--variant", action="append", default=[], metavar="NAME:VAR=VALUE[,VAR=VALUE]",
-                    help="an extra GSD arm on every regime with these environment settings (e.g. "
-                         "conf09:nnUNet_GSD_REFINE_CONFIDENCE=0.9); TRAINER= picks another trainer")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME[@REGIME+…]:VAR=VALUE[,VAR=VALUE]",
+                    help="an extra GSD arm on every regime (or only those after @) with these environment settings "
+                         "(e.g. conf09:nnUNet_GSD_REFINE_CONFIDENCE=0.9); TRAINER= picks another trainer, REPEAT=N "
+                         "trains the arm again (e.g. stock_r1@clean:TRAINER=nnUNetTrainerBudget,REPEAT=1: "
+                         "nnU-Net's training is not seeded, so repeats measure the spread between trainings)")
     ap.add_argument("--no-faithful", action="store_true", help="skip the paper-faithful GSD arm")
     ap.add_argument("--jobs", type=int, default=2, help="arms trained at once, one torch thread each (default 2)")
     ap.add_argument("--id-base", type=int, default=610, help="nnU-Net dataset ids ID..ID+4 (default 610)")
@@ -132,12 +136,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def parse_variant(spec: str, ap: argparse.ArgumentParser) -> tuple:
-    name, _, rest = spec.partition(":")
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    trainer: str
+    env: Dict[str, str]
+    repeat: int
+    regimes: Optional[tuple]    # None: every regime
+
+
+def parse_variant(spec: str, ap: argparse.ArgumentParser) -> Variant:
+    head, _, rest = spec.partition(":")
+    name, _, where = head.partition("@")
     env = dict(kv.split("=", 1) for kv in rest.split(",") if "=" in kv)
-    if not name or not env or any(not (k.startswith("nnUNet_GSD_") or k == "TRAINER") for k in env):
-        ap.error(f"--variant {spec!r}: expected NAME:nnUNet_GSD_X=V[,…] (or TRAINER=…)")
-    return name, env.pop("TRAINER", GSD), env
+    regimes = tuple(where.split("+")) if where else None
+    if (not name or not env or any(not (k.startswith("nnUNet_GSD_") or k in ("TRAINER", "REPEAT")) for k in env)
+            or not env.get("REPEAT", "0").isdigit() or any(r not in REGIMES for r in regimes or ())):
+        ap.error(f"--variant {spec!r}: expected NAME[@REGIME+…]:nnUNet_GSD_X=V[,…] (or TRAINER=…, REPEAT=N); "
+                 f"regimes: {', '.join(REGIMES)}")
+    return Variant(name, env.pop("TRAINER", GSD), env, int(env.pop("REPEAT", "0")), regimes)
 
 
 def arms_of(args) -> List[Arm]:
@@ -148,7 +165,8 @@ def arms_of(args) -> List[Arm]:
         arms.append(Arm("gsd_noisy", r, GSD, "noisy"))
         if r == "heavy_S_R" and not args.no_faithful:
             arms.append(Arm("gsd_faithful", r, FAITHFUL, "noisy"))
-        arms += [Arm(name, r, trainer, "noisy", env) for name, trainer, env in args.variants]
+        arms += [Arm(v.name, r, v.trainer, "noisy", v.env, v.repeat) for v in args.variants
+                 if v.regimes is None or r in v.regimes]
         arms += [Arm("stock_noisy", r, STOCK, "noisy"), Arm("stock_clean", r, STOCK, clean)]
     return arms
 
@@ -300,12 +318,18 @@ def train_predict_evaluate(args, state: State, arm: Arm, logdir: Path) -> None:
         return
     did = dataset_id(args, arm.regime, arm.labels)
     raw = raw_folder(args, did)
-    tag = "__".join([arm.trainer] + [f"{k[11:]}{v}" for k, v in sorted(arm.env.items())])
+    tag = "__".join([arm.trainer] + [f"{k[11:]}{v}" for k, v in sorted(arm.env.items())]
+                    + ([f"repeat{arm.repeat}"] if arm.repeat else []))
     results = args.work / "nnUNet_results" / tag
     env = nnunet_env(args, {**arm.env, "nnUNet_results": str(results)})
     out = results / raw.name / f"{arm.trainer}__{plans_name(args)}__2d" / "fold_all"
     alog = logdir / f"{raw.name}__{tag}.log"
     if not rec.get("trained"):
+        if not rec.get("started") and out.exists():
+            # a folder this state never started (e.g. of an earlier code version): continuing it would mix the two
+            shutil.rmtree(out)
+        rec["started"] = True
+        state.save()
         log(f"train {tag} on {raw.name}")
         rec["train_s"] = round(run([sys.executable, "-c", TRAIN_ONLY, str(did), arm.trainer, plans_name(args),
                                     args.device], env, alog), 1)
@@ -410,7 +434,7 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
                 lines.append(f"| {name} | `{arm.trainer}` | (pending) | | | | | | | | |")
                 continue
             dice = mean_dice(rec)
-            entry = {"dice": dice, "trainer": arm.trainer, "settings": arm.env}
+            entry = {"dice": dice, "trainer": arm.trainer, "settings": arm.env, "repeat": arm.repeat}
             labels = sorted({k for m in rec["per_case"].values() for k in m}, key=int)
             if len(labels) > 1:
                 entry["dice_per_class"] = {k: mean_dice(rec, k) for k in labels}
@@ -436,7 +460,9 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
             fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
             per_class = (" (" + " / ".join(f"{entry['dice_per_class'][k]:.1f}" for k in labels) + ")"
                          if "dice_per_class" in entry else "")
-            lines.append(f"| {name} | `{arm.trainer}`{' ' + str(arm.env) if arm.env else ''} | {dice:.2f}{per_class} | "
+            what = (f"`{arm.trainer}`" + (f" {arm.env}" if arm.env else "")
+                    + (f" repeat {arm.repeat}" if arm.repeat else ""))
+            lines.append(f"| {name} | {what} | {dice:.2f}{per_class} | "
                          f"{delta} | {rec_str} | {fmt(truth['selection_precision'])} | {fmt(truth['noisy_accuracy'])} "
                          f"| {fmt(truth['refined_accuracy'])} | {fmt(entry.get('tau_used'))} "
                          f"| {fmt(entry.get('contradicted'))} | {rec.get('train_s')} |")
