@@ -221,6 +221,16 @@ class State:
             tmp.write_text(json.dumps(self.data, indent=1))
             os.replace(tmp, self.path)
 
+    def run(self, key: str) -> dict:
+        with self.lock:
+            return self.data["runs"].setdefault(key, {})
+
+    def set(self, rec: dict, **values) -> None:
+        """Change a run's record and save: under the lock, as another arm's thread may be saving."""
+        with self.lock:
+            rec.update(values)
+        self.save()
+
 
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
@@ -313,7 +323,7 @@ t.run_training()
 
 def train_predict_evaluate(args, state: State, arm: Arm, logdir: Path) -> None:
     key = arm.run_key(args)
-    rec = state.data["runs"].setdefault(key, {})
+    rec = state.run(key)
     if rec.get("evaluated"):
         return
     did = dataset_id(args, arm.regime, arm.labels)
@@ -328,17 +338,15 @@ def train_predict_evaluate(args, state: State, arm: Arm, logdir: Path) -> None:
         if not rec.get("started") and out.exists():
             # a folder this state never started (e.g. of an earlier code version): continuing it would mix the two
             shutil.rmtree(out)
-        rec["started"] = True
-        state.save()
+        state.set(rec, started=True)
         log(f"train {tag} on {raw.name}")
-        rec["train_s"] = round(run([sys.executable, "-c", TRAIN_ONLY, str(did), arm.trainer, plans_name(args),
-                                    args.device], env, alog), 1)
+        train_s = round(run([sys.executable, "-c", TRAIN_ONLY, str(did), arm.trainer, plans_name(args),
+                             args.device], env, alog), 1)
         import torch
         logging = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)["logging"]
-        rec["log"] = {k: [float(x) for x in v] for k, v in logging.items()
-                      if k.startswith("gsd_") or k in ("train_losses", "mean_fg_dice")}
-        rec["trained"] = True
-        state.save()
+        state.set(rec, train_s=train_s, trained=True, log={k: [float(x) for x in v] for k, v in logging.items()
+                                                           if k.startswith("gsd_") or k in ("train_losses",
+                                                                                            "mean_fg_dice")})
     pred = args.work / "predictions" / tag / raw.name
     if not rec.get("evaluated"):
         if pred.exists():
@@ -346,14 +354,13 @@ def train_predict_evaluate(args, state: State, arm: Arm, logdir: Path) -> None:
         cmd = ["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", str(did), "-c", "2d",
                "-tr", arm.trainer, "-p", plans_name(args), "-f", "all", "-chk", "checkpoint_final.pth",
                "-npp", "1", "-nps", "1", "-device", args.device, "--disable_progress_bar", "--disable_tta"]
-        rec["predict_s"] = round(run(cmd, env, alog), 1)
+        predict_s = round(run(cmd, env, alog), 1)
         run(["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred), "-djfile", str(pred / "dataset.json"),
              "-pfile", str(pred / "plans.json"), "-np", "1"], env, alog)
         summary = json.loads((pred / "summary.json").read_text())
-        rec["per_case"] = {Path(c["reference_file"]).name: {k: 100 * m["Dice"] for k, m in c["metrics"].items()}
-                           for c in summary["metric_per_case"]}
-        rec["evaluated"] = True
-        state.save()
+        per_case = {Path(c["reference_file"]).name: {k: 100 * m["Dice"] for k, m in c["metrics"].items()}
+                    for c in summary["metric_per_case"]}
+        state.set(rec, predict_s=predict_s, per_case=per_case, evaluated=True)
         log(f"{tag} on {raw.name}: mean Dice {mean_dice(rec):.2f}")
 
 
