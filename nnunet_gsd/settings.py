@@ -134,9 +134,6 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("deep_supervision", bool, True, None,
             "nnU-Net's deep supervision: the lower decoder outputs learn what the full-resolution terms learn",
             env="nnUNet_GSD_DEEP_SUPERVISION"),
-    Setting("normalise_loss", bool, False, None,
-            "divide each network's loss by the weight of its supervised passes (KT batch, deep supervision), "
-            "so its gradient has stock nnU-Net's scale (ours; paper: the plain sum)", env="nnUNet_GSD_NORMALISE_LOSS"),
     Setting("warmup_fraction", float, 0.3, between(0, 1), "SGLR and KT start after this fraction of the epochs",
             env="nnUNet_GSD_WARMUP"),
     Setting("rho", float, 0.5, between(0, 1, low_open=True), "ρ: KT pastes the foreground when its fraction ≤ ρ",

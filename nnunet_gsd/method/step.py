@@ -34,8 +34,7 @@ from .superpixels import (confident_refinement, fuse_probabilities, pixel_argmax
 from .transfer import derangement, mix, transfer_masks
 
 __all__ = ["StepSchedule", "SelectionHalf", "MixedBatch", "StepFigures", "selection_half", "transfer_inputs",
-           "transfer_losses", "split_scales", "deep_supervision_weights", "deep_supervision_loss", "loss_normaliser",
-           "step_figures"]
+           "transfer_losses", "split_scales", "deep_supervision_weights", "deep_supervision_loss", "step_figures"]
 
 #: ``dice(logits, target[:, None], loss_mask=None)`` → negative soft Dice (nnU-Net's MemoryEfficientSoftDiceLoss)
 DiceFn = Callable[..., Tensor]
@@ -212,16 +211,6 @@ def deep_supervision_weights(num_lower: int) -> list[float]:
     """Weights of the lower outputs 1..n relative to full resolution: 2^-i, the lowest 0 (nnU-Net's, unnormalised)."""
     return [0.0 if i == num_lower else 0.5 ** i for i in range(1, num_lower + 1)]
 
-
-def loss_normaliser(num_lower: int, mixed: bool) -> float:
-    """The total weight of the supervised passes each network's loss sums: 1 + Σ deep-supervision weights per pass,
-    for one pass (warm-up) or two (x and the KT batch after warm-up).
-
-    Dividing by it gives each network's gradient the scale of stock nnU-Net's loss — one batch, deep-supervision
-    weights normalised to sum 1 — to which nnU-Net's learning rate (SGD 0.01, momentum 0.99) is tuned: the
-    paper's sum L_GDA + L_KT + L_cor over undivided scales is 3.5× that with nnU-Net's 2d plans at 64².
-    """
-    return (1.0 + sum(deep_supervision_weights(num_lower))) * (2.0 if mixed else 1.0)
 
 
 @dataclass

@@ -29,8 +29,8 @@ from nnunet_gsd.dual_network import DualNetwork
 from nnunet_gsd.errors import UserError
 from nnunet_gsd.method.gda import default_threshold
 from nnunet_gsd.method.selection import retention_rate
-from nnunet_gsd.method.step import (StepFigures, StepSchedule, deep_supervision_loss, loss_normaliser, selection_half,
-                                    split_scales, step_figures, transfer_inputs, transfer_losses)
+from nnunet_gsd.method.step import (StepFigures, StepSchedule, deep_supervision_loss, selection_half, split_scales,
+                                    step_figures, transfer_inputs, transfer_losses)
 from nnunet_gsd.method.superpixels import decode_ids
 from nnunet_gsd.method.views import weak_intensity_view
 from nnunet_gsd.settings import GROUPS, effective_tau
@@ -209,9 +209,8 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
                 with timer.phase("selection"):  # per-pixel terms in float32: fp16 CE/KL lose the small losses
                     half = selection_half(logits1.float(), logits2.float(), noisy, ids, schedule, self._dice)
                     loss_ds = deep_supervision_loss(low1, low2, half.refined, half.weights, half.supervised, self._dice)
-            scale = 1 / loss_normaliser(len(low1), schedule.use_kt) if self.gsd.normalise_loss else 1.0
             with timer.phase("backward_1_2"):
-                self._backward(scale * (half.loss + loss_ds))
+                self._backward(half.loss + loss_ds)
         loss_kt = loss_cor = mixed_ds = half.loss.new_zeros(())
         if schedule.use_kt:
             with self._autocast():
@@ -223,7 +222,7 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
                     loss_kt, loss_cor = transfer_losses(mixed1.float(), mixed2.float(), mixed, self._dice)
                     mixed_ds = deep_supervision_loss(low1, low2, mixed.labels, mixed.weights, mixed.trusted, self._dice)
             with timer.phase("backward_3_4"):
-                self._backward(scale * (loss_kt + loss_cor + mixed_ds))
+                self._backward(loss_kt + loss_cor + mixed_ds)
         with timer.phase("optimizer"):
             self._optimizer_step()
         clean = target[:, self.layout.clean_channel].long() if self.layout.has_clean else None

@@ -9,8 +9,7 @@ from torch import nn
 
 from nnunet_gsd.method.losses import kt_loss
 from nnunet_gsd.method.step import (StepFigures, StepSchedule, deep_supervision_loss, deep_supervision_weights,
-                                    loss_normaliser, selection_half, split_scales, step_figures, transfer_inputs,
-                                    transfer_losses)
+                                    selection_half, split_scales, step_figures, transfer_inputs, transfer_losses)
 
 
 def dice(logits, target, loss_mask=None):
@@ -179,18 +178,12 @@ def test_deep_supervision_loss_weights_and_resizing():
     assert deep_supervision_loss((), (), y, w, mask, dice) == 0
 
 
-def test_loss_normaliser_gives_stock_nnunets_scale():
-    """nnU-Net's 2d net at 64² has 4 outputs: weights 1, 1/2, 1/4, 0 normalised to sum 1, so its full-resolution term
-    weighs 1/1.75. GSD sums 1 + 1/2 + 1/4 per pass; after warm-up two passes (x and the KT batch): 3.5."""
+def test_deep_supervision_weights_are_nnunets_unnormalised():
+    """nnU-Net's weights for n outputs (nnUNetTrainer._build_loss): 2^-i, the lowest 0, here relative to full
+    resolution (not divided by their sum)."""
     assert deep_supervision_weights(3) == [0.5, 0.25, 0.0]
+    assert deep_supervision_weights(1) == [0.0]
     assert deep_supervision_weights(0) == []
-    assert loss_normaliser(3, mixed=False) == 1.75
-    assert loss_normaliser(3, mixed=True) == 3.5
-    assert loss_normaliser(0, mixed=False) == 1.0 and loss_normaliser(0, mixed=True) == 2.0
-    for outputs in (2, 4, 6):  # nnU-Net's own formula (nnUNetTrainer._build_loss), full resolution first
-        nnunet = [1 / 2 ** i for i in range(outputs)]
-        nnunet[-1] = 0
-        assert loss_normaliser(outputs - 1, mixed=False) == pytest.approx(sum(nnunet) / nnunet[0])
 
 
 def test_deep_supervision_step_two_part_backward_equals_single_backward():
