@@ -40,6 +40,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -391,6 +392,47 @@ def paired(a: dict, b: dict) -> tuple[float, float]:
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
 
 
+def trainings(runs: dict, key: str) -> List[dict]:
+    """Every evaluated training of a run: the run itself and its repeats (``key|repeat=N``)."""
+    return [r for k, r in runs.items() if (k == key or k.startswith(key + "|repeat=")) and r.get("evaluated")]
+
+
+def averaged(recs: List[dict]) -> dict:
+    """A record whose per-case Dice is the mean over trainings: paired differences of means compare the same images."""
+    cases = set.intersection(*(set(r["per_case"]) for r in recs))
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a label absent from both reference and prediction: NaN
+        return {"per_case": {c: {k: float(np.nanmean([r["per_case"][c][k] for r in recs]))
+                                 for k in recs[0]["per_case"][c]} for c in cases}}
+
+
+def repeats_line(args, runs: dict, here: Dict[str, Arm], regime: str) -> tuple[List[str], dict]:
+    """Arms trained more than once: every training's Dice, the mean, and for GSD arms Δ and recovery of the means."""
+    same_as_noisy = here["stock_clean"].run_key(args) == here["stock_noisy"].run_key(args)  # the clean regime
+    groups = {name: trainings(runs, arm.run_key(args)) for name, arm in here.items()
+              if not arm.repeat and not (name == "stock_clean" and same_as_noisy)}
+    groups = {name: recs for name, recs in groups.items() if len(recs) > 1}
+    if not groups:
+        return [], {}
+    out, found = [], {}
+    base, ceil = (groups.get(n) or trainings(runs, here[n].run_key(args)) for n in ("stock_noisy", "stock_clean"))
+    for name, recs in groups.items():
+        dice = [mean_dice(r) for r in recs]
+        found[name] = {"trainings": dice, "mean": float(np.mean(dice))}
+        text = f"{name} {', '.join(f'{d:.2f}' for d in dice)} (mean {np.mean(dice):.2f})"
+        if name not in ("stock_noisy", "stock_clean") and base:
+            d, se = paired(averaged(recs), averaged(base))
+            found[name].update(delta_of_means=d, delta_se=se)
+            text += f": Δ of the means {d:+.2f} ± {se:.2f}"
+            gap = np.mean([mean_dice(r) for r in ceil]) - np.mean([mean_dice(r) for r in base]) if ceil else 0
+            if regime != "clean" and abs(gap) > 1e-9:
+                found[name]["recovered_of_means"] = (np.mean(dice) - np.mean([mean_dice(r) for r in base])) / gap
+                text += f", {100 * found[name]['recovered_of_means']:.0f} % of the gap"
+        out.append(text)
+    return ["Repeated trainings (nnU-Net's training is not seeded; Δ of the means pairs per-case Dice averaged over "
+            "each arm's trainings): " + "; ".join(out) + ".", ""], found
+
+
 # ---------------------------------------------------------------------------------------------- report
 def last(rec: dict, key: str) -> Optional[float]:
     values = (rec.get("log") or {}).get("gsd_" + key)
@@ -475,6 +517,8 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
                          f"| {fmt(entry.get('contradicted'))} | {rec.get('train_s')} |")
             rj["arms"][name] = entry
         lines.append("")
+        more, rj["repeated_trainings"] = repeats_line(args, runs, here, regime)
+        lines += more
         regimes_json[regime] = rj
     stem = args.results
     stem.parent.mkdir(parents=True, exist_ok=True)
