@@ -56,19 +56,21 @@ class StepSchedule:
     refine_confidence: float  # κ: refine a rejected pixel only where the vote's mean probability ≥ κ (0: Eq. 14)
     refine_majority: bool    # SGLR: ... and only where the vote equals the superpixel's majority nGT label
     ignore_unrefined: bool   # rejected pixels that keep nGT are left out of L_KT (paper: supervised with nGT)
-    use_kt: bool             # Knowledge Transfer this epoch (after warm-up)
+    use_kt: bool             # Knowledge Transfer this epoch (after its own warm-up)
     rho: float               # ρ of the KT masks
 
     @classmethod
-    def of(cls, settings, epoch: int, num_epochs: int, threshold: float, warmup_epochs: int) -> StepSchedule:
-        """The schedule of ``epoch`` under ``settings`` (a :class:`~nnunet_gsd.settings.GSDSettings`)."""
+    def of(cls, settings, epoch: int, num_epochs: int, threshold: float, warmup_epochs: int,
+           kt_warmup_epochs: int) -> StepSchedule:
+        """The schedule of ``epoch`` under ``settings`` (a :class:`~nnunet_gsd.settings.GSDSettings`): SGLR after
+        ``warmup_epochs``, KT after ``kt_warmup_epochs``."""
         after_warmup = epoch >= warmup_epochs
         return cls(keep=retention_rate(epoch, num_epochs, effective_tau(settings), settings.ramp_fraction),
                    epoch=epoch, num_epochs=num_epochs, threshold=threshold, use_gda=settings.use_gda,
                    gda_dice=settings.gda_dice, lam=settings.lam, selection=settings.selection,
                    refinement=settings.refinement if after_warmup else "none",
                    refine_confidence=settings.refine_confidence, refine_majority=settings.refine_majority,
-                   ignore_unrefined=settings.ignore_unrefined, use_kt=after_warmup and settings.use_kt,
+                   ignore_unrefined=settings.ignore_unrefined, use_kt=epoch >= kt_warmup_epochs and settings.use_kt,
                    rho=settings.rho)
 
 

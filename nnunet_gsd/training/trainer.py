@@ -120,6 +120,10 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
     def _warmup_epochs(self) -> int:
         return int(round(self.gsd.warmup_fraction * self.num_epochs))
 
+    @property
+    def _kt_warmup_epochs(self) -> int:
+        return int(round(self.gsd.kt_warmup_fraction * self.num_epochs))
+
     def _prepare_aux_maps(self) -> None:
         """Build (or reuse) the cached superpixels and clean labels before the data loaders start."""
         uses_superpixels = self.gsd.refinement == "superpixel" and self._warmup_epochs < self.num_epochs
@@ -161,7 +165,8 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         super().on_train_start()
         self._unwrapped_network().set_deep_supervision(self.gsd.deep_supervision)  # nnU-Net's call switched it off
         self.print_to_log_file(f"GSD settings: {self.gsd.summary()}; T={self._threshold}; "
-                               f"warm-up epochs={self._warmup_epochs} of {self.num_epochs}; "
+                               f"warm-up epochs={self._warmup_epochs} (SGLR), {self._kt_warmup_epochs} (KT) of "
+                               f"{self.num_epochs}; "
                                f"truth diagnostics={'on' if self.layout.has_clean else 'off (no labelsTr_clean/)'}; "
                                f"batch size={self.batch_size}; patch size={self.configuration_manager.patch_size}")
 
@@ -233,7 +238,8 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         return dict(zip(figures.keys(), values))
 
     def _schedule(self) -> StepSchedule:
-        return StepSchedule.of(self.gsd, self.current_epoch, self.num_epochs, self._threshold, self._warmup_epochs)
+        return StepSchedule.of(self.gsd, self.current_epoch, self.num_epochs, self._threshold, self._warmup_epochs,
+                               self._kt_warmup_epochs)
 
     @property
     def _step_figure_names(self) -> tuple:
