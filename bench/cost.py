@@ -8,8 +8,7 @@ Arms, each trained in its own process (so each has its own peak memory) and driv
 rounds from this one (so machine drift hits every arm alike):
 
 - ``base``: nnU-Net's ``nnUNetTrainerNoDeepSupervision`` (one network, Dice + CE);
-- ``gsd_warmup``: ``nnUNetTrainerGSD`` before its warm-up ends (passes 1–2 only; KT's start delayed to the end
-  of the warm-up as in the paper, since the defaults run KT from the first epoch);
+- ``gsd_warmup``: ``nnUNetTrainerGSD`` before its warm-up ends (passes 1–2 only);
 - ``gsd_steady``: ``nnUNetTrainerGSD`` after warm-up (4 network passes: SGLR + KT), phase-profiled.
 
 Per iteration we time ``next(dataloader_train)`` (the wait for a batch: ≈ 0 when nnU-Net's background
@@ -175,10 +174,6 @@ def worker(arm: str, env: Dict[str, str], dataset: str, plans: str, configuratio
            conn) -> None:
     """One arm in its own process: set up nnU-Net's trainer, then run iterations when told to."""
     os.environ.update(env)
-    if arm == "gsd_warmup":  # KT runs from the start by default: time the two-pass step of the paper's warm-up
-        from nnunet_gsd.settings import SETTING
-        os.environ["nnUNet_GSD_KT_WARMUP"] = os.environ.get("nnUNet_GSD_WARMUP",
-                                                            str(SETTING["warmup_fraction"].default))
     if arm != "base":
         os.environ["nnUNet_GSD_PROFILE"] = "1" if (device == "cpu" or arm == "gsd_steady") else "0"
     import torch

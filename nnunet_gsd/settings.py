@@ -136,9 +136,9 @@ SETTINGS: Tuple[Setting, ...] = (
             env="nnUNet_GSD_DEEP_SUPERVISION"),
     Setting("warmup_fraction", float, 0.3, between(0, 1), "SGLR starts after this fraction of the epochs",
             env="nnUNet_GSD_WARMUP"),
-    Setting("kt_warmup_fraction", float, 0.0, between(0, 1),
-            "KT starts after this fraction of the epochs (0 = from the start; the paper starts it with SGLR: "
-            "nnUNetTrainerGSDFaithful 0.3)", env="nnUNet_GSD_KT_WARMUP"),
+    Setting("kt_warmup_fraction", float, 0.3, between(0, 1),
+            "KT starts after this fraction of the epochs (the paper: with SGLR); 0 = from the start",
+            env="nnUNet_GSD_KT_WARMUP"),
     Setting("rho", float, 0.5, between(0, 1, low_open=True), "ρ: KT pastes the foreground when its fraction ≤ ρ",
             env="nnUNet_GSD_RHO"),
     Setting("slic_segments_per_256sq", int, 1024, at_least(1), "SLIC n_segments per 256² pixels (scaled by area)"),

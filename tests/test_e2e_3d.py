@@ -32,7 +32,7 @@ def test_gsd_3d_fullres_multiclass(nnunet_root: Path, tmp_path: Path):
     checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["trainer_name"] == "nnUNetTrainerGSD_tiny"
     kt = checkpoint["logging"]["gsd_loss_kt"]
-    assert len(kt) == 4 and all(v != 0.0 for v in kt)  # KT from the start (the default)
+    assert len(kt) == 4 and kt[0] == 0.0 and all(v != 0.0 for v in kt[1:])
     assert all(v != 0.0 for v in checkpoint["logging"]["gsd_loss_ds"])  # the lower decoder outputs learnt (CE − Dice)
     superpixels = nnunet_root / "nnUNet_preprocessed" / raw.name / "gsd_superpixels_nnUNetPlans_3d_fullres"
     assert len(list(superpixels.glob("*.npy"))) == 6

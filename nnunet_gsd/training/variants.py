@@ -25,7 +25,6 @@ class nnUNetTrainerGSDFaithful(nnUNetTrainerGSD):
     gsd_fallback_tau = 0.05
     gsd_use_gda = True
     gsd_deep_supervision = False
-    gsd_kt_warmup_fraction = 0.3  # KT starts with SGLR, after the warm-up (Algorithm 1)
 
 
 # --- ablation family (paper Table 7), on the paper's rules --------------------------------------------
@@ -84,7 +83,7 @@ class nnUNetTrainerGSD_paper(nnUNetTrainerGSD_100epochs):
 
 
 class nnUNetTrainerGSD_tiny(nnUNetTrainerGSD):
-    """For tests and the demo: 4 epochs of 4 iterations, KT from the start (the default), SGLR from epoch 1 on."""
+    """For tests and the demo: 4 epochs of 4 iterations, SGLR and KT from epoch 1 on."""
     budget_num_epochs = 4
     budget_num_iterations_per_epoch = 4
     budget_num_val_iterations_per_epoch = 2

@@ -29,7 +29,7 @@ def test_defaults_are_the_documented_ones():
     assert (s.tau, s.fallback_tau, s.lam, s.ramp_fraction, s.threshold, s.use_gda, s.refinement, s.use_kt) == (
         None, 0.0, 0.5, 0.1, None, False, "superpixel", True)
     assert (s.warmup_fraction, s.kt_warmup_fraction, s.rho, s.slic_segments_per_256sq, s.slic_compactness,
-            s.slic_sigma) == (0.3, 0.0, 0.5, 1024, 10.0, 1.0)
+            s.slic_sigma) == (0.3, 0.3, 0.5, 1024, 10.0, 1.0)
     assert (s.num_epochs, s.num_iterations_per_epoch, s.num_val_iterations_per_epoch) == (None, None, None)
     assert (s.keep_last_k, s.log_search_loss, s.profile) == (0, False, False)
     assert (s.selection, s.gda_dice, s.deep_supervision, s.ignore_unrefined) == ("per_class", True, True, True)
