@@ -416,6 +416,8 @@ def repeats_line(args, runs: dict, here: Dict[str, Arm], regime: str) -> tuple[L
         return [], {}
     out, found = [], {}
     base, ceil = (groups.get(n) or trainings(runs, here[n].run_key(args)) for n in ("stock_noisy", "stock_clean"))
+    base_mean = np.mean([mean_dice(r) for r in base]) if base else None
+    gap = np.mean([mean_dice(r) for r in ceil]) - base_mean if base and ceil and regime != "clean" else 0.0
     for name, recs in groups.items():
         dice = [mean_dice(r) for r in recs]
         found[name] = {"trainings": dice, "mean": float(np.mean(dice))}
@@ -424,9 +426,8 @@ def repeats_line(args, runs: dict, here: Dict[str, Arm], regime: str) -> tuple[L
             d, se = paired(averaged(recs), averaged(base))
             found[name].update(delta_of_means=d, delta_se=se)
             text += f": Δ of the means {d:+.2f} ± {se:.2f}"
-            gap = np.mean([mean_dice(r) for r in ceil]) - np.mean([mean_dice(r) for r in base]) if ceil else 0
-            if regime != "clean" and abs(gap) > 1e-9:
-                found[name]["recovered_of_means"] = (np.mean(dice) - np.mean([mean_dice(r) for r in base])) / gap
+            if abs(gap) > 1e-9:
+                found[name]["recovered_of_means"] = float((np.mean(dice) - base_mean) / gap)
                 text += f", {100 * found[name]['recovered_of_means']:.0f} % of the gap"
         out.append(text)
     return ["Repeated trainings (nnU-Net's training is not seeded; Δ of the means pairs per-case Dice averaged over "

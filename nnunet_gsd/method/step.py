@@ -214,7 +214,6 @@ def deep_supervision_weights(num_lower: int) -> list[float]:
     return [0.0 if i == num_lower else 0.5 ** i for i in range(1, num_lower + 1)]
 
 
-
 @dataclass
 class StepFigures:
     """Every figure a step reports, by name (the trainer logs each as ``gsd_<name>``).

@@ -198,8 +198,9 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
             self.optimizer.step()
 
     def train_step(self, batch: dict) -> dict:
-        """One GSD iteration (Algorithm 1, :mod:`nnunet_gsd.method.step`). The halves share only gradient-free labels
-        and weights: two backward passes, peak memory of two passes; under DDP the first runs in ``no_sync``."""
+        """One GSD iteration (Algorithm 1, :mod:`nnunet_gsd.method.step`). The halves are linked only by
+        gradient-free labels and weights, so two backward passes give the gradient of L_GDA + L_KT + L_cor at
+        the peak memory of two passes; under DDP the first runs in ``no_sync`` (one all-reduce per step)."""
         timer, schedule = self._timer, self._schedule()
         with timer.phase("to_device"):
             data = batch["data"].to(self.device, non_blocking=True)
