@@ -139,6 +139,9 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("kt_warmup_fraction", float, 0.3, between(0, 1),
             "KT starts after this fraction of the epochs (the paper: with SGLR); 0 = from the start",
             env="nnUNet_GSD_KT_WARMUP"),
+    Setting("kt_prior_correction", bool, False, None,
+            "shift the logits inside L_KT by log(π_mix/π) so that the mixes' doubled foreground does not teach "
+            "over-segmentation (ours)", env="nnUNet_GSD_KT_PRIOR_CORRECTION"),
     Setting("rho", float, 0.5, between(0, 1, low_open=True), "ρ: KT pastes the foreground when its fraction ≤ ρ",
             env="nnUNet_GSD_RHO"),
     Setting("slic_segments_per_256sq", int, 1024, at_least(1), "SLIC n_segments per 256² pixels (scaled by area)"),

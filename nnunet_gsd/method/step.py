@@ -31,7 +31,7 @@ from .noise_rate import confident_disagreement, search_loss
 from .selection import class_balanced_small_loss_mask, pick_loss, retention_rate, small_loss_mask
 from .superpixels import (confident_refinement, fuse_probabilities, pixel_argmax, superpixel_majority,
                           superpixel_vote)
-from .transfer import derangement, mix, transfer_masks
+from .transfer import derangement, mix, prior_logit_shift, transfer_masks
 
 __all__ = ["StepSchedule", "SelectionHalf", "MixedBatch", "StepFigures", "selection_half", "transfer_inputs",
            "transfer_losses", "split_scales", "deep_supervision_weights", "deep_supervision_loss", "step_figures"]
@@ -57,6 +57,7 @@ class StepSchedule:
     refine_majority: bool    # SGLR: ... and only where the vote equals the superpixel's majority nGT label
     ignore_unrefined: bool   # rejected pixels that keep nGT are left out of L_KT (paper: supervised with nGT)
     use_kt: bool             # Knowledge Transfer this epoch (after its own warm-up)
+    kt_prior_correction: bool  # L_KT sees the logits shifted by log(π_mix / π) (ours, transfer.prior_logit_shift)
     rho: float               # ρ of the KT masks
 
     @classmethod
@@ -71,7 +72,7 @@ class StepSchedule:
                    refinement=settings.refinement if after_warmup else "none",
                    refine_confidence=settings.refine_confidence, refine_majority=settings.refine_majority,
                    ignore_unrefined=settings.ignore_unrefined, use_kt=epoch >= kt_warmup_epochs and settings.use_kt,
-                   rho=settings.rho)
+                   kt_prior_correction=settings.kt_prior_correction, rho=settings.rho)
 
 
 @dataclass
@@ -157,23 +158,34 @@ class MixedBatch:
     labels: Tensor
     weights: Tensor
     trusted: Optional[Tensor]
+    logit_shift: Optional[Tensor] = None  # (C,) log(π_mix / π) added to the logits L_KT sees; None: no shift
+
+    def adjust(self, logits: Tensor) -> Tensor:
+        """``logits`` (B, C, *spatial) as L_KT sees them: shifted by :attr:`logit_shift` when there is one."""
+        if self.logit_shift is None:
+            return logits
+        return logits + self.logit_shift.to(logits.dtype).view(1, -1, *([1] * (logits.ndim - 2)))
 
 
 def transfer_inputs(data: Tensor, view: Tensor, half: SelectionHalf, num_classes: int, rho: float,
-                    generator: Optional[torch.Generator] = None) -> MixedBatch:
-    """Pair every sample with a random other one and paste its refined-label region onto it (Eq. 15)."""
+                    generator: Optional[torch.Generator] = None, prior_correction: bool = False) -> MixedBatch:
+    """Pair every sample with a random other one and paste its refined-label region onto it (Eq. 15); with
+    ``prior_correction``, also the logit shift that keeps the mixes' label prior out of L_KT."""
     partner = derangement(data.shape[0], generator=generator, device=data.device)
     masks = transfer_masks(half.refined, num_classes, rho, generator=generator)
     region = masks[:, 0]
-    return MixedBatch(data=mix(data, masks, partner), view=mix(view, masks, partner),
-                      labels=mix(half.refined, region, partner), weights=mix(half.weights, region, partner),
-                      trusted=None if half.trusted is None else mix(half.trusted, region, partner))
+    labels = mix(half.refined, region, partner)
+    trusted = None if half.trusted is None else mix(half.trusted, region, partner)
+    shift = prior_logit_shift(labels, half.refined, num_classes, trusted, half.trusted) if prior_correction else None
+    return MixedBatch(data=mix(data, masks, partner), view=mix(view, masks, partner), labels=labels,
+                      weights=mix(half.weights, region, partner), trusted=trusted, logit_shift=shift)
 
 
 def transfer_losses(mixed1: Tensor, mixed2: Tensor, mixed: MixedBatch, dice: DiceFn) -> tuple[Tensor, Tensor]:
-    """``(L_KT, L_cor)`` of the two networks' logits on the mixed batch (Eq. 16–18)."""
-    loss_kt = (kt_loss(mixed1, mixed.labels, mixed.weights, dice, mixed.trusted)
-               + kt_loss(mixed2, mixed.labels, mixed.weights, dice, mixed.trusted))
+    """``(L_KT, L_cor)`` of the two networks' logits on the mixed batch (Eq. 16–18); L_KT on the shifted logits
+    (:meth:`MixedBatch.adjust`), L_cor on the raw ones (it compares the networks with each other: no prior involved)."""
+    loss_kt = (kt_loss(mixed.adjust(mixed1), mixed.labels, mixed.weights, dice, mixed.trusted)
+               + kt_loss(mixed.adjust(mixed2), mixed.labels, mixed.weights, dice, mixed.trusted))
     return loss_kt, correlation_loss(mixed1, mixed2, mixed.weights)
 
 

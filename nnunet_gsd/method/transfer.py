@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["derangement", "transfer_masks", "mix"]
+__all__ = ["derangement", "transfer_masks", "mix", "prior_logit_shift"]
 
 
 def derangement(batch_size: int, generator: torch.Generator | None = None, device=None) -> Tensor:
@@ -99,3 +99,35 @@ def mix(tensor_own: Tensor, masks: Tensor, partner: Tensor) -> Tensor:
         m = m.to(tensor_own.dtype)
         return other * (1 - m) + tensor_own * m
     return torch.where(m > 0.5, tensor_own, other)
+
+
+def prior_logit_shift(mixed_labels: Tensor, labels: Tensor, num_classes: int, mixed_mask: Tensor | None = None,
+                      mask: Tensor | None = None) -> Tensor:
+    """``log(π_mix / π)`` per class: the logit offset that turns a network calibrated to the label prior π of
+    the unmixed batch into one that fits the mixed batch's prior π_mix (ours, docs/decisions.md §6).
+
+    Pasting sample i's foreground onto a partner that keeps its own roughly doubles the foreground share of
+    the mixed labels (Eq. 15 with ρ = 0.5), and a network trained on them to fit that prior over-segments
+    real images. Adding this shift to the logits inside L_KT (logit adjustment, Menon et al., ICLR 2021)
+    lets the mixed batch teach shapes without teaching its prior.
+
+    Args:
+        mixed_labels: ``(B, *spatial)`` long, the mixed labels y_mix.
+        labels: ``(B, *spatial)`` long, the unmixed labels y of the same batch.
+        num_classes: C.
+        mixed_mask, mask: optional bool ``(B, *spatial)``: count only these pixels (the supervised ones).
+
+    Returns:
+        ``(C,)`` float; 0 for a class absent from either batch (no evidence to shift it by).
+    """
+    def prior(y: Tensor, m: Tensor | None) -> Tensor:
+        classes = torch.arange(num_classes, device=y.device).view(1, -1, *([1] * (y.ndim - 1)))
+        hits = (y[:, None] == classes).float()
+        if m is not None:
+            hits = hits * m[:, None].float()
+        return hits.transpose(0, 1).reshape(num_classes, -1).sum(dim=1)
+
+    counts_mix, counts = prior(mixed_labels, mixed_mask), prior(labels, mask)
+    present = (counts_mix > 0) & (counts > 0)
+    ratio = (counts_mix / counts_mix.sum().clamp_min(1)) / (counts / counts.sum().clamp_min(1)).clamp_min(1e-12)
+    return torch.where(present, ratio.clamp_min(1e-12).log(), torch.zeros_like(ratio))

@@ -221,12 +221,14 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         if schedule.use_kt:
             with self._autocast():
                 with timer.phase("kt_mixing"):
-                    mixed = transfer_inputs(data, view, half, self.label_manager.num_segmentation_heads, schedule.rho)
+                    mixed = transfer_inputs(data, view, half, self.label_manager.num_segmentation_heads, schedule.rho,
+                                            prior_correction=schedule.kt_prior_correction)
                 with timer.phase("passes_3_4"):
                     (mixed1, low1), (mixed2, low2) = map(split_scales, self.network(mixed.data, mixed.view))
                 with timer.phase("kt_losses"):
                     loss_kt, loss_cor = transfer_losses(mixed1.float(), mixed2.float(), mixed, self._dice)
-                    mixed_ds = deep_supervision_loss(low1, low2, mixed.labels, mixed.weights, mixed.trusted, self._dice)
+                    mixed_ds = deep_supervision_loss([mixed.adjust(x) for x in low1], [mixed.adjust(x) for x in low2],
+                                                     mixed.labels, mixed.weights, mixed.trusted, self._dice)
             with timer.phase("backward_3_4"):
                 self._backward(loss_kt + loss_cor + mixed_ds)
         with timer.phase("optimizer"):

@@ -44,7 +44,8 @@ def batch(b: int, spatial, num_classes: int, boundary: bool = True):
 def schedule(after_warmup: bool, refinement="superpixel", use_kt=True, **kw) -> StepSchedule:
     base = dict(keep=0.9, epoch=5, num_epochs=10, threshold=2.0, use_gda=True, gda_dice=True, lam=0.5,
                 selection="per_class", refinement=refinement if after_warmup else "none", refine_confidence=0.8,
-                refine_majority=True, ignore_unrefined=True, use_kt=after_warmup and use_kt, rho=0.5)
+                refine_majority=True, ignore_unrefined=True, use_kt=after_warmup and use_kt, kt_prior_correction=False,
+                rho=0.5)
     base.update(kw)
     return StepSchedule(**base)
 
@@ -223,3 +224,24 @@ def test_schedule_starts_kt_and_sglr_at_their_own_epochs():
     assert (paper[2].use_kt, paper[3].use_kt) == (False, True)
     no_kt = GSDSettings.from_values(use_kt=False)
     assert not StepSchedule.of(no_kt, 5, 10, 2.0, warmup_epochs=3, kt_warmup_epochs=0).use_kt
+
+
+def test_prior_correction_shifts_the_logits_l_kt_sees():
+    """With the correction on, L_KT is kt_loss on logits + log(π_mix/π); L_cor and the mixes are unchanged."""
+    x, y, ids = batch(4, (16, 16), 2)
+    f1, f2 = nets(2, 2)
+    sched = schedule(True, refinement="none")
+    half = selection_half(f1(x), f2(x), y, ids, sched, dice, alpha=torch.tensor(0.5))
+    plain = transfer_inputs(x, x, half, 2, sched.rho, generator=torch.Generator().manual_seed(0))
+    fixed = transfer_inputs(x, x, half, 2, sched.rho, generator=torch.Generator().manual_seed(0), prior_correction=True)
+    assert plain.logit_shift is None and torch.equal(plain.labels, fixed.labels)
+    # every sample is a 8×8 box in 16×16 (π_fg = 1/4) pasted onto a partner with the same box: π_mix = π
+    assert torch.allclose(fixed.logit_shift, torch.zeros(2))
+    shift = torch.tensor([-0.5, 1.0])
+    fixed = dataclasses.replace(fixed, logit_shift=shift)
+    m1, m2 = f1(fixed.data), f2(fixed.view)
+    kt, cor = transfer_losses(m1, m2, fixed, dice)
+    expected = sum(kt_loss(m + shift.view(1, 2, 1, 1), fixed.labels, fixed.weights, dice, fixed.trusted)
+                   for m in (m1, m2))
+    assert torch.allclose(kt, expected)
+    assert torch.allclose(cor, transfer_losses(m1, m2, plain, dice)[1])

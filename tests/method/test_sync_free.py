@@ -17,7 +17,8 @@ DICE = MemoryEfficientSoftDiceLoss(apply_nonlin=softmax_helper_dim1, batch_dice=
                                    ddp=False)
 SCHEDULE = step.StepSchedule(keep=0.9, epoch=3, num_epochs=10, threshold=2.0, use_gda=True, gda_dice=True, lam=0.5,
                              selection="per_class", refinement="superpixel", refine_confidence=0.8,
-                             refine_majority=True, ignore_unrefined=True, use_kt=True, rho=0.5)
+                             refine_majority=True, ignore_unrefined=True, use_kt=True, kt_prior_correction=True,
+                             rho=0.5)
 
 
 def _step(device: torch.device, spatial, num_classes: int) -> None:
@@ -34,14 +35,16 @@ def _step(device: torch.device, spatial, num_classes: int) -> None:
         l1 = torch.randn(b, num_classes, *spatial, device=device)
         l2 = torch.randn(b, num_classes, *spatial, device=device)
         half = step.selection_half(l1, l2, y, superpixels.decode_ids(enc), schedule, DICE)
-        mixed = step.transfer_inputs(x, xv, half, num_classes, schedule.rho, generator=cpu_gen)
+        mixed = step.transfer_inputs(x, xv, half, num_classes, schedule.rho, generator=cpu_gen,
+                                     prior_correction=schedule.kt_prior_correction)
         lm1 = torch.randn(b, num_classes, *spatial, device=device)  # stand-ins for f(x_mix), f(x'_mix)
         lm2 = torch.randn(b, num_classes, *spatial, device=device)
         kt, cor = step.transfer_losses(lm1, lm2, mixed, DICE)
         half_size = tuple(s // 2 for s in spatial)  # stand-ins for the lower outputs of deep supervision
         low = [torch.randn(b, num_classes, *half_size, device=device) for _ in range(2)]
         ds = (step.deep_supervision_loss(low, low, half.refined, half.weights, half.supervised, DICE)
-              + step.deep_supervision_loss(low, low, mixed.labels, mixed.weights, mixed.trusted, DICE))
+              + step.deep_supervision_loss([mixed.adjust(t) for t in low], low, mixed.labels, mixed.weights, mixed.trusted,
+                                           DICE))
         figures = step.step_figures(half, kt, cor, ds, y, clean=y, logits=(l1, l2)).values()
         total = torch.stack(list(figures.values())).sum()
         assert total.shape == () and mixed.data.shape == x.shape and mixed.view.shape == x.shape

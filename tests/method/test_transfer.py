@@ -1,6 +1,8 @@
+import math
+
 import torch
 
-from nnunet_gsd.method.transfer import derangement, mix, transfer_masks
+from nnunet_gsd.method.transfer import derangement, mix, prior_logit_shift, transfer_masks
 
 
 def test_derangement_no_fixed_points_many_draws():
@@ -115,3 +117,26 @@ def test_mix_batch_of_one_is_identity():
     x = torch.randn(1, 2, 3, 3)
     m = transfer_masks(torch.ones(1, 3, 3, dtype=torch.long), 2)
     assert torch.equal(mix(x, m, derangement(1)), x)
+
+
+def test_prior_logit_shift_hand_computed():
+    # unmixed: 2 of 8 pixels foreground (π = 6/8, 2/8); mixed: 4 of 8 (π_mix = 4/8, 4/8)
+    labels = torch.tensor([[0, 0, 0, 1], [0, 0, 0, 1]])
+    mixed = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1]])
+    shift = prior_logit_shift(mixed, labels, num_classes=2)
+    expected = torch.tensor([math.log((4 / 8) / (6 / 8)), math.log((4 / 8) / (2 / 8))])
+    assert torch.allclose(shift, expected)
+
+
+def test_prior_logit_shift_counts_only_masked_pixels_and_skips_absent_classes():
+    labels = torch.tensor([[0, 0, 1, 1]])
+    mixed = torch.tensor([[0, 1, 1, 1]])
+    # the masks drop the last pixel of each: unmixed 2 bg / 1 fg, mixed 1 bg / 2 fg
+    mask = torch.tensor([[True, True, True, False]])
+    shift = prior_logit_shift(mixed, labels, 3, mask, mask)
+    assert torch.allclose(shift, torch.tensor([math.log((1 / 3) / (2 / 3)), math.log((2 / 3) / (1 / 3)), 0.0]))
+
+
+def test_prior_logit_shift_is_zero_when_mixing_keeps_the_prior():
+    labels = torch.tensor([[0, 1], [1, 0]])
+    assert torch.equal(prior_logit_shift(labels.flip(0), labels, 2), torch.zeros(2))
