@@ -43,8 +43,8 @@ def _step(device: torch.device, spatial, num_classes: int) -> None:
         half_size = tuple(s // 2 for s in spatial)  # stand-ins for the lower outputs of deep supervision
         low = [torch.randn(b, num_classes, *half_size, device=device) for _ in range(2)]
         ds = (step.deep_supervision_loss(low, low, half.refined, half.weights, half.supervised, DICE)
-              + step.deep_supervision_loss([mixed.adjust(t) for t in low], low, mixed.labels, mixed.weights, mixed.trusted,
-                                           DICE))
+              + step.deep_supervision_loss([mixed.adjust(t) for t in low], low, mixed.labels, mixed.weights,
+                                           mixed.trusted, DICE))
         figures = step.step_figures(half, kt, cor, ds, y, clean=y, logits=(l1, l2)).values()
         total = torch.stack(list(figures.values())).sum()
         assert total.shape == () and mixed.data.shape == x.shape and mixed.view.shape == x.shape
