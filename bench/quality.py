@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import datetime as dt
+import fcntl
 import json
 import os
 import platform
@@ -210,26 +211,45 @@ def run(cmd: List[str], env: Dict[str, str], logfile: Path) -> float:
 
 
 class State:
-    """``state.json``, saved atomically after every change (arms run in threads)."""
+    """``state.json``, saved atomically after every change. Arms run in threads of one process, and benchmark
+    processes may share a work folder: a save merges under a file lock, writing the records this process changed
+    and taking every other record from disk, so no process undoes another's results."""
 
     def __init__(self, path: Path):
         self.path, self.lock = path, threading.Lock()
-        self.data = json.loads(path.read_text()) if path.is_file() else {"runs": {}, "datasets": {}}
+        self.data = self._read()
+        self.changed: dict[str, set] = {"runs": set(), "datasets": set()}
+
+    def _read(self) -> dict:
+        data = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        return {"runs": {}, "datasets": {}, **data}
 
     def save(self) -> None:
-        with self.lock:
+        with self.lock, open(self.path.with_suffix(".lock"), "w") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            disk = self._read()
+            for section, changed in self.changed.items():
+                self.data[section].update({k: v for k, v in disk[section].items() if k not in changed})
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.data, indent=1))
             os.replace(tmp, self.path)
 
     def run(self, key: str) -> dict:
+        """A run's record (read-only: change it with :meth:`set`)."""
         with self.lock:
-            return self.data["runs"].setdefault(key, {})
+            return self.data["runs"].get(key, {})
 
-    def set(self, rec: dict, **values) -> None:
-        """Change a run's record and save: under the lock, as another arm's thread may be saving."""
+    def set(self, key: str, **values) -> None:
+        """Change a run's record and save."""
         with self.lock:
-            rec.update(values)
+            self.data["runs"].setdefault(key, {}).update(values)
+            self.changed["runs"].add(key)
+        self.save()
+
+    def set_dataset(self, did: int, record: dict) -> None:
+        with self.lock:
+            self.data["datasets"][str(did)] = record
+            self.changed["datasets"].add(str(did))
         self.save()
 
 
@@ -290,9 +310,8 @@ def prepare(args, state: State, logdir: Path) -> None:
              "--verify_dataset_integrity"], env, logdir / "prepare.log")
         gsd = json.loads((raw_folder(args, did) / "dataset.json").read_text()).get("gsd", {})
         noise = gsd.get("noise") or {}
-        state.data["datasets"][str(did)] = {"convert": key, "dice_noisy_vs_clean": noise.get("dice_vs_clean"),
-                                            "pixel_noise_rate": noise.get("pixel_noise_rate")}
-        state.save()
+        state.set_dataset(did, {"convert": key, "dice_noisy_vs_clean": noise.get("dice_vs_clean"),
+                                "pixel_noise_rate": noise.get("pixel_noise_rate")})
     for did in dataset_specs(args):
         folder = args.work / "nnUNet_preprocessed" / raw_folder(args, did).name
         plans = json.loads((folder / "nnUNetPlans.json").read_text())
@@ -339,13 +358,13 @@ def train_predict_evaluate(args, state: State, arm: Arm, logdir: Path) -> None:
         if not rec.get("started") and out.exists():
             # a folder this state never started (e.g. of an earlier code version): continuing it would mix the two
             shutil.rmtree(out)
-        state.set(rec, started=True)
+        state.set(key, started=True)
         log(f"train {tag} on {raw.name}")
         train_s = round(run([sys.executable, "-c", TRAIN_ONLY, str(did), arm.trainer, plans_name(args),
                              args.device], env, alog), 1)
         import torch
         logging = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)["logging"]
-        state.set(rec, train_s=train_s, trained=True, log={k: [float(x) for x in v] for k, v in logging.items()
+        state.set(key, train_s=train_s, trained=True, log={k: [float(x) for x in v] for k, v in logging.items()
                                                            if k.startswith("gsd_") or k in ("train_losses",
                                                                                             "mean_fg_dice")})
     pred = args.work / "predictions" / tag / raw.name
@@ -361,8 +380,8 @@ def train_predict_evaluate(args, state: State, arm: Arm, logdir: Path) -> None:
         summary = json.loads((pred / "summary.json").read_text())
         per_case = {Path(c["reference_file"]).name: {k: 100 * m["Dice"] for k, m in c["metrics"].items()}
                     for c in summary["metric_per_case"]}
-        state.set(rec, predict_s=predict_s, per_case=per_case, evaluated=True)
-        log(f"{tag} on {raw.name}: mean Dice {mean_dice(rec):.2f}")
+        state.set(key, predict_s=predict_s, per_case=per_case, evaluated=True)
+        log(f"{tag} on {raw.name}: mean Dice {mean_dice(state.run(key)):.2f}")
 
 
 def mean_dice(rec: dict, label: Optional[str] = None) -> float:
