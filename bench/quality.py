@@ -341,6 +341,27 @@ t.run_training()
 """
 
 
+def arm_tag(arm: Arm) -> str:
+    """The folder name of an arm's results and predictions: trainer, settings, repeat."""
+    return "__".join([arm.trainer] + [f"{k[11:]}{v}" for k, v in sorted(arm.env.items())]
+                     + ([f"repeat{arm.repeat}"] if arm.repeat else []))
+
+
+def predictions_folder(args, arm: Arm) -> Path:
+    return args.work / "predictions" / arm_tag(arm) / raw_folder(args, dataset_id(args, arm.regime, arm.labels)).name
+
+
+def area_ratios(args, arm: Arm) -> Optional[Dict[str, float]]:
+    """Predicted / true foreground area per label over the test set, in % (from nnU-Net's summary.json): above 100
+    the arm over-segments, below it under-segments. None before the arm is evaluated."""
+    summary = predictions_folder(args, arm) / "summary.json"
+    if not summary.is_file():
+        return None
+    means = json.loads(summary.read_text())["mean"]
+    return {k: 100 * m["n_pred"] / m["n_ref"] for k, m in sorted(means.items(), key=lambda km: int(km[0]))
+            if m["n_ref"]}
+
+
 def train_predict_evaluate(args, state: State, arm: Arm, logdir: Path) -> None:
     key = arm.run_key(args)
     rec = state.run(key)
@@ -348,8 +369,7 @@ def train_predict_evaluate(args, state: State, arm: Arm, logdir: Path) -> None:
         return
     did = dataset_id(args, arm.regime, arm.labels)
     raw = raw_folder(args, did)
-    tag = "__".join([arm.trainer] + [f"{k[11:]}{v}" for k, v in sorted(arm.env.items())]
-                    + ([f"repeat{arm.repeat}"] if arm.repeat else []))
+    tag = arm_tag(arm)
     results = args.work / "nnUNet_results" / tag
     env = nnunet_env(args, {**arm.env, "nnUNet_results": str(results)})
     out = results / raw.name / f"{arm.trainer}__{plans_name(args)}__2d" / "fold_all"
@@ -367,7 +387,7 @@ def train_predict_evaluate(args, state: State, arm: Arm, logdir: Path) -> None:
         state.set(key, train_s=train_s, trained=True, log={k: [float(x) for x in v] for k, v in logging.items()
                                                            if k.startswith("gsd_") or k in ("train_losses",
                                                                                             "mean_fg_dice")})
-    pred = args.work / "predictions" / tag / raw.name
+    pred = predictions_folder(args, arm)
     if not rec.get("evaluated"):
         if pred.exists():
             shutil.rmtree(pred)
@@ -481,7 +501,8 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
               "is right; noisy acc. = nGT vs clean; refined acc. = refined labels vs clean; τ = the forget rate GSD "
               "trained with; contradicted = share of labels both networks confidently contradict (p(nGT) < 0.2), "
               "the upper bound the trainer logs in place of a τ estimate "
-              "(true rate: the noisy acc.'s complement)", ""]
+              "(true rate: the noisy acc.'s complement); area pred/true = predicted over true foreground area on "
+              "the test set, per label (above 100: over-segments)", ""]
     for regime in args.regimes:
         ds = state.data["datasets"].get(str(dataset_id(args, regime, "noisy")), {})
         dnc = ds.get("dice_noisy_vs_clean")
@@ -491,7 +512,8 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
         lines += [f"## {regime}" + (f" — Dice(nGT, GT) {100 * dnc:.1f} %, {100 * ds['pixel_noise_rate']:.1f} % of "
                                     f"pixels wrong" if dnc is not None else " — clean labels"), "",
                   "| arm | trainer | test Dice % | Δ vs stock_noisy | recovered | selection prec. | noisy acc. | "
-                  "refined acc. | τ % | contradicted % | train s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "refined acc. | τ % | contradicted % | area pred/true % | train s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         fixed = ("stock_clean", "stock_noisy", "gsd_noisy", "gsd_faithful")
         here = {a.name: a for a in sorted((a for a in arms if a.regime == regime),
                                           key=lambda a: fixed.index(a.name) if a.name in fixed else len(fixed))}
@@ -500,7 +522,7 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
         for name, arm in here.items():
             rec = runs.get(arm.run_key(args), {})
             if not rec.get("evaluated"):
-                lines.append(f"| {name} | `{arm.trainer}` | (pending) | | | | | | | | |")
+                lines.append(f"| {name} | `{arm.trainer}` | (pending) | | | | | | | | | |")
                 continue
             dice = mean_dice(rec)
             entry = {"dice": dice, "trainer": arm.trainer, "settings": arm.env, "repeat": arm.repeat}
@@ -526,6 +548,9 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
                 tau = (rec.get("log") or {}).get("gsd_tau")
                 entry["tau_used"] = None if not tau else 100 * tau[-1]
                 entry["contradicted"] = truth["disagreement"]
+            entry["area_pred_vs_true"] = area_ratios(args, arm)
+            area = "—" if not entry["area_pred_vs_true"] else " / ".join(
+                f"{v:.0f}" for v in entry["area_pred_vs_true"].values())
             fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
             per_class = (" (" + " / ".join(f"{entry['dice_per_class'][k]:.1f}" for k in labels) + ")"
                          if "dice_per_class" in entry else "")
@@ -534,7 +559,7 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
             lines.append(f"| {name} | {what} | {dice:.2f}{per_class} | "
                          f"{delta} | {rec_str} | {fmt(truth['selection_precision'])} | {fmt(truth['noisy_accuracy'])} "
                          f"| {fmt(truth['refined_accuracy'])} | {fmt(entry.get('tau_used'))} "
-                         f"| {fmt(entry.get('contradicted'))} | {rec.get('train_s')} |")
+                         f"| {fmt(entry.get('contradicted'))} | {area} | {rec.get('train_s')} |")
             rj["arms"][name] = entry
         lines.append("")
         more, rj["repeated_trainings"] = repeats_line(args, runs, here, regime)
