@@ -8,8 +8,10 @@ Arms, each trained in its own process (so each has its own peak memory) and driv
 rounds from this one (so machine drift hits every arm alike):
 
 - ``base``: nnU-Net's ``nnUNetTrainerNoDeepSupervision`` (one network, Dice + CE);
-- ``gsd_warmup``: ``nnUNetTrainerGSD`` before its warm-up ends (passes 1–2 only);
-- ``gsd_steady``: ``nnUNetTrainerGSD`` after warm-up (4 network passes: SGLR + KT), phase-profiled.
+- ``gsd_warmup``: ``nnUNetTrainerGSD`` before its warm-up ends (passes 1–2 only): what every step of the
+  default trainer costs, Knowledge Transfer being off by default;
+- ``gsd_steady``: ``nnUNetTrainerGSD`` with Knowledge Transfer on (``nnUNet_GSD_USE_KT=1``) after warm-up
+  (4 network passes: SGLR + KT), phase-profiled: the most a GSD step costs.
 
 Per iteration we time ``next(dataloader_train)`` (the wait for a batch: ≈ 0 when nnU-Net's background
 augmentation keeps up) and ``train_step`` separately; the first iterations are not counted. Inference:
@@ -176,13 +178,14 @@ def worker(arm: str, env: Dict[str, str], dataset: str, plans: str, configuratio
     os.environ.update(env)
     if arm != "base":
         os.environ["nnUNet_GSD_PROFILE"] = "1" if (device == "cpu" or arm == "gsd_steady") else "0"
+        os.environ["nnUNet_GSD_USE_KT"] = "1"
     import torch
     torch.set_num_threads(threads)
     from nnunetv2.run.run_training import get_trainer_from_args
     trainer = get_trainer_from_args(dataset, configuration, 0, TRAINERS[arm], plans, device=torch.device(device))
     trainer.on_train_start()
     if arm != "base":
-        warm = trainer._warmup_epochs
+        warm = max(trainer._warmup_epochs, trainer._kt_warmup_epochs)
         trainer.current_epoch = 0 if arm == "gsd_warmup" else warm
         assert 0 < warm < trainer.num_epochs
     trainer.on_train_epoch_start()

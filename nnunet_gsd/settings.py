@@ -117,7 +117,9 @@ SETTINGS: Tuple[Setting, ...] = (
             env="nnUNet_GSD_USE_GDA"),
     Setting("refinement", str, "superpixel", one_of(*REFINEMENTS),
             '"superpixel" (SGLR), "pixel" (LR ablation) or "none"', env="nnUNet_GSD_REFINEMENT"),
-    Setting("use_kt", bool, True, None, "Knowledge Transfer (Eq. 15–18)", env="nnUNet_GSD_USE_KT"),
+    Setting("use_kt", bool, False, None,
+            "Knowledge Transfer (Eq. 15–18; on in nnUNetTrainerGSDFaithful); off: its pastes double the foreground "
+            "share and GSD over-segments (docs/decisions.md §6)", env="nnUNet_GSD_USE_KT"),
     Setting("gda_dice", bool, True, None, "add nnU-Net's soft Dice on D_clean to L_GDA (ours; paper: CE + KL only)",
             env="nnUNet_GSD_GDA_DICE"),
     Setting("selection", str, "per_class", one_of(*SELECTIONS),

@@ -48,7 +48,8 @@ def test_gsd_trains_continues_predicts_and_evaluates(dataset, nnunet_root: Path,
     assert not [p.name for p in fold.iterdir() if ".tmp" in p.name]  # atomic writes left no temporary file
     assert (fold / "progress.png").is_file() and (fold / "progress_gsd.png").is_file()
     logged = checkpoint["logging"]
-    # warm-up is 1 of 4 epochs: KT runs afterwards, so its loss term is logged as non-zero
+    # warm-up is 1 of 4 epochs: SGLR runs afterwards (τ from the converter) and, KT being off by default, its refined
+    # labels supervise the unmixed passes in L_KT's form, so that term is logged as non-zero
     assert len(logged["gsd_loss_kt"]) == 4
     assert logged["gsd_loss_kt"][0] == 0.0 and all(v != 0.0 for v in logged["gsd_loss_kt"][1:])
     # clean labels exist, so the truth diagnostics are logged every epoch, as fractions

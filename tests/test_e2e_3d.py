@@ -1,7 +1,8 @@
 """3D end to end (3d_fullres) through the real console commands on tiny synthetic volumes.
 
-A 3-channel, 2-class 32³ dataset with S_R noise: plan → train nnUNetTrainerGSD_tiny past the warm-up
-(3D SLIC, 26-connected GDA, 3D KT masks, multi-class refinement, deep supervision by default) → predict → evaluate.
+A 3-channel, 2-class 32³ dataset with S_R noise: plan → train nnUNetTrainerGSD_tiny past the warm-up with
+Knowledge Transfer switched on (off by default; 3D SLIC, 3D KT masks with the prior correction, multi-class
+refinement, deep supervision by default) → predict → evaluate.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def test_gsd_3d_fullres_multiclass(nnunet_root: Path, tmp_path: Path):
     raw = next((nnunet_root / "nnUNet_raw").glob(f"Dataset{DATASET_ID}_*"))
     run(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "1",
          "--verify_dataset_integrity"], env)
-    train_env = clean_env(nnunet_root, nnUNet_n_proc_DA="0")
+    train_env = clean_env(nnunet_root, nnUNet_n_proc_DA="0", nnUNet_GSD_USE_KT="1", nnUNet_GSD_KT_PRIOR_CORRECTION="1")
     run(["nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-tr", "nnUNetTrainerGSD_tiny", "-device", "cpu"],
         train_env)
     fold = nnunet_root / "nnUNet_results" / raw.name / "nnUNetTrainerGSD_tiny__nnUNetPlans__3d_fullres" / "fold_0"

@@ -16,7 +16,8 @@ from nnunet_gsd.training.trainer import nnUNetTrainerGSD
 
 class nnUNetTrainerGSDFaithful(nnUNetTrainerGSD):
     """GSD-Net exactly as the paper states it: L_GDA without a Dice term, selection pooled over the batch
-    (Eq. 5), every rejected pixel refined by the superpixel vote (Eq. 14), the given τ or the paper's 0.05."""
+    (Eq. 5), every rejected pixel refined by the superpixel vote (Eq. 14), Knowledge Transfer, the given τ or the
+    paper's 0.05."""
     gsd_gda_dice = False
     gsd_selection = "pooled"
     gsd_refine_confidence = 0.0
@@ -24,6 +25,7 @@ class nnUNetTrainerGSDFaithful(nnUNetTrainerGSD):
     gsd_ignore_unrefined = False
     gsd_fallback_tau = 0.05
     gsd_use_gda = True
+    gsd_use_kt = True
     gsd_deep_supervision = False
 
 

@@ -216,7 +216,7 @@ def test_schedule_starts_kt_and_sglr_at_their_own_epochs():
     """KT from epoch 0 (gsd_kt_warmup_fraction = 0), SGLR after 3 of 10 warm-up epochs; the paper's schedule starts
     both at 3."""
     from nnunet_gsd.settings import GSDSettings
-    settings = GSDSettings.from_values(tau=0.1)
+    settings = GSDSettings.from_values(tau=0.1, use_kt=True)
     at = {e: StepSchedule.of(settings, e, 10, 2.0, warmup_epochs=3, kt_warmup_epochs=0) for e in (0, 2, 3)}
     assert [at[e].use_kt for e in (0, 2, 3)] == [True, True, True]
     assert [at[e].refinement for e in (0, 2, 3)] == ["none", "none", "superpixel"]

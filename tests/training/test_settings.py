@@ -27,12 +27,13 @@ def resolve(dataset_json=None, env=None, groups=("method", "budget", "outputs"),
 def test_defaults_are_the_documented_ones():
     s = resolve()
     assert (s.tau, s.fallback_tau, s.lam, s.ramp_fraction, s.threshold, s.use_gda, s.refinement, s.use_kt) == (
-        None, 0.0, 0.5, 0.1, None, False, "superpixel", True)
+        None, 0.0, 0.5, 0.1, None, False, "superpixel", False)
     assert (s.warmup_fraction, s.kt_warmup_fraction, s.rho, s.slic_segments_per_256sq, s.slic_compactness,
             s.slic_sigma) == (0.3, 0.3, 0.5, 1024, 10.0, 1.0)
     assert (s.num_epochs, s.num_iterations_per_epoch, s.num_val_iterations_per_epoch) == (None, None, None)
     assert (s.keep_last_k, s.log_search_loss, s.profile) == (0, False, False)
-    assert (s.selection, s.gda_dice, s.deep_supervision, s.ignore_unrefined) == ("per_class", True, True, True)
+    assert (s.selection, s.gda_dice, s.deep_supervision, s.ignore_unrefined, s.kt_prior_correction) == (
+        "per_class", True, True, True, False)
     assert set(s.sources.values()) == {"default"}
 
 
@@ -234,4 +235,4 @@ def test_unreadable_record_is_a_one_line_error(tmp_path: Path):
 def test_the_faithful_variant_starts_kt_with_sglr():
     from nnunet_gsd.training.variants import nnUNetTrainerGSDFaithful
     s = resolve_settings(trainer_class_attributes(nnUNetTrainerGSDFaithful), {}, {}, PRE, RAW)
-    assert (s.warmup_fraction, s.kt_warmup_fraction) == (0.3, 0.3)
+    assert (s.warmup_fraction, s.kt_warmup_fraction, s.use_kt, s.kt_prior_correction) == (0.3, 0.3, True, False)
