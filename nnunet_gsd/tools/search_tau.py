@@ -18,8 +18,8 @@ close to the training labels' noise rate. This command does that within a fixed 
   command is run again (an interrupted τ restarts from scratch). A different budget, trainer,
   dataset or other ``nnUNet_GSD_*`` setting in the shell (e.g. ``nnUNet_GSD_WARMUP``) in the same
   WORKDIR is refused (use ``--fresh`` or another ``--workdir``).
-* Cheaper search: ``nnUNet_GSD_WARMUP=1 nnUNet_GSD_KT_WARMUP=1`` keeps every run in the warm-up phase
-  (small-loss selection and GDA only, no SGLR/KT): L_search depends only on the selection, so this
+* Cheaper search: ``nnUNet_GSD_WARMUP=1`` keeps every run in the warm-up phase (small-loss selection
+  only, no SGLR; Knowledge Transfer is off by default): L_search depends only on the selection, so this
   approximates the full trainer's search at a fraction of the cost on CPU.
 * Smoothing and choice: the per-epoch L_search curve of each τ is smoothed by a trailing moving
   average over ``--window`` epochs (default 3); the score of a τ is the mean of its smoothed curve

@@ -165,8 +165,8 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         super().on_train_start()
         self._unwrapped_network().set_deep_supervision(self.gsd.deep_supervision)  # nnU-Net's call switched it off
         self.print_to_log_file(f"GSD settings: {self.gsd.summary()}; T={self._threshold}; "
-                               f"warm-up epochs={self._warmup_epochs} (SGLR), {self._kt_warmup_epochs} (KT) of "
-                               f"{self.num_epochs}; "
+                               f"warm-up epochs={self._warmup_epochs} (SGLR), "
+                               f"{self._kt_warmup_epochs if self.gsd.use_kt else 'off'} (KT) of {self.num_epochs}; "
                                f"truth diagnostics={'on' if self.layout.has_clean else 'off (no labelsTr_clean/)'}; "
                                f"batch size={self.batch_size}; patch size={self.configuration_manager.patch_size}")
 
