@@ -418,6 +418,12 @@ def mean_dice(rec: dict, label: Optional[str] = None) -> float:
     return float(np.mean(per))
 
 
+def missed_share(rec: dict) -> float:
+    """% of test cases whose prediction misses every reference object (mean foreground Dice exactly 0): detection
+    failures, which weigh more in the mean Dice than a boundary off by a pixel."""
+    return 100.0 * float(np.mean([v == 0.0 for v in case_means(rec).values()]))
+
+
 def case_means(rec: dict) -> Dict[str, float]:
     out = {}
     for case, metrics in rec["per_case"].items():
@@ -505,7 +511,8 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
               "trained with; contradicted = share of labels both networks confidently contradict (p(nGT) < 0.2), "
               "the upper bound the trainer logs in place of a τ estimate "
               "(true rate: the noisy acc.'s complement); area pred/true = predicted over true foreground area on "
-              "the test set, per label (above 100: over-segments)", ""]
+              "the test set, per label (above 100: over-segments); missed = test cases whose mean foreground Dice is 0 "
+              "(detection failures)", ""]
     for regime in args.regimes:
         ds = state.data["datasets"].get(str(dataset_id(args, regime, "noisy")), {})
         dnc = ds.get("dice_noisy_vs_clean")
@@ -515,8 +522,8 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
         lines += [f"## {regime}" + (f" — Dice(nGT, GT) {100 * dnc:.1f} %, {100 * ds['pixel_noise_rate']:.1f} % of "
                                     f"pixels wrong" if dnc is not None else " — clean labels"), "",
                   "| arm | trainer | test Dice % | Δ vs stock_noisy | recovered | selection prec. | noisy acc. | "
-                  "refined acc. | τ % | contradicted % | area pred/true % | train s |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "refined acc. | τ % | contradicted % | area pred/true % | missed % | train s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         fixed = ("stock_clean", "stock_noisy", "gsd_noisy", "gsd_faithful")
         here = {a.name: a for a in sorted((a for a in arms if a.regime == regime),
                                           key=lambda a: fixed.index(a.name) if a.name in fixed else len(fixed))}
@@ -525,7 +532,7 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
         for name, arm in here.items():
             rec = runs.get(arm.run_key(args), {})
             if not rec.get("evaluated"):
-                lines.append(f"| {name} | `{arm.trainer}` | (pending) | | | | | | | | | |")
+                lines.append(f"| {name} | `{arm.trainer}` | (pending) | | | | | | | | | | |")
                 continue
             dice = mean_dice(rec)
             entry = {"dice": dice, "trainer": arm.trainer, "settings": arm.env, "repeat": arm.repeat}
@@ -552,6 +559,7 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
                 entry["tau_used"] = None if not tau else 100 * tau[-1]
                 entry["contradicted"] = truth["disagreement"]
             entry["area_pred_vs_true"] = area_ratios(args, arm)
+            entry["missed"] = missed_share(rec)
             area = "—" if not entry["area_pred_vs_true"] else " / ".join(
                 f"{v:.0f}" for v in entry["area_pred_vs_true"].values())
             fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
@@ -562,7 +570,8 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
             lines.append(f"| {name} | {what} | {dice:.2f}{per_class} | "
                          f"{delta} | {rec_str} | {fmt(truth['selection_precision'])} | {fmt(truth['noisy_accuracy'])} "
                          f"| {fmt(truth['refined_accuracy'])} | {fmt(entry.get('tau_used'))} "
-                         f"| {fmt(entry.get('contradicted'))} | {area} | {rec.get('train_s')} |")
+                         f"| {fmt(entry.get('contradicted'))} | {area} | {entry['missed']:.1f} "
+                         f"| {rec.get('train_s')} |")
             rj["arms"][name] = entry
         lines.append("")
         more, rj["repeated_trainings"] = repeats_line(args, runs, here, regime)
