@@ -117,6 +117,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "trains the arm again (e.g. stock_r1@clean:TRAINER=nnUNetTrainerBudget,REPEAT=1: "
                          "nnU-Net's training is not seeded, so repeats measure the spread between trainings)")
     ap.add_argument("--no-faithful", action="store_true", help="skip the paper-faithful GSD arm")
+    ap.add_argument("--only", nargs="+", metavar="ARM",
+                    help="train only these arms (e.g. stock_noisy stock_clean, or a variant's name); the report "
+                         "still lists every arm already evaluated")
     ap.add_argument("--jobs", type=int, default=2, help="arms trained at once, one torch thread each (default 2)")
     ap.add_argument("--id-base", type=int, default=610, help="nnU-Net dataset ids ID..ID+5 (default 610)")
     ap.add_argument("--seed", type=int, default=0, help="seed of split, noise and training (default 0)")
@@ -628,7 +631,8 @@ def main(argv=None) -> None:
             without_tau(args, dataset_id(args, regime, "noisy"))
     unique = {}
     for arm in arms:
-        unique.setdefault(arm.run_key(args), arm)
+        if args.only is None or arm.name in args.only:
+            unique.setdefault(arm.run_key(args), arm)
     log(f"{len(arms)} arms, {len(unique)} distinct runs, {args.jobs} at a time")
     with cf.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {pool.submit(train_predict_evaluate, args, state, arm, logdir): arm for arm in unique.values()}
