@@ -76,6 +76,10 @@ def positive(why: str = "") -> Check:
     return Check(lambda v: v > 0, "> 0" + (f" ({why})" if why else ""))
 
 
+def _is_offset(value: str) -> bool:
+    return value in ("auto", "off") or value.lstrip("+-").isdigit()
+
+
 def one_of(*choices: str) -> Check:
     return Check(lambda v: v in choices, f"one of {choices}")
 
@@ -144,6 +148,10 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("kt_prior_correction", bool, False, None,
             "shift the logits inside L_KT by log(π_mix/π) so that the mixes' doubled foreground does not teach "
             "over-segmentation (ours)", env="nnUNet_GSD_KT_PRIOR_CORRECTION"),
+    Setting("boundary_offset", str, "off", Check(_is_offset, "'auto', 'off' or a whole number of voxels"),
+            "boundary calibration (ours, docs/decisions.md §13): 'auto' estimates per class how far the labels' "
+            "outlines sit from the image's edges and moves them there; 'off'; or N voxels to grow (N > 0) or "
+            "shrink (N < 0) every class", env="nnUNet_GSD_BOUNDARY_OFFSET"),
     Setting("rho", float, 0.5, between(0, 1, low_open=True), "ρ: KT pastes the foreground when its fraction ≤ ρ",
             env="nnUNet_GSD_RHO"),
     Setting("slic_segments_per_256sq", int, 1024, at_least(1), "SLIC n_segments per 256² pixels (scaled by area)"),

@@ -250,9 +250,10 @@ class StepFigures:
     noise_rate: Optional[Tensor] = None
     refined_accuracy: Optional[Tensor] = None
     noisy_accuracy: Optional[Tensor] = None
+    calibrated_accuracy: Optional[Tensor] = None
 
     TRUTH = ("selection_precision", "noise_rate_selected", "noise_rate_rejected", "noise_rate",
-             "refined_accuracy", "noisy_accuracy")
+             "refined_accuracy", "noisy_accuracy", "calibrated_accuracy")
 
     @classmethod
     def names(cls, search: bool, truth: bool) -> tuple[str, ...]:
@@ -266,11 +267,14 @@ class StepFigures:
 
 
 def step_figures(half: SelectionHalf, loss_kt: Tensor, loss_cor: Tensor, loss_ds: Tensor, noisy: Tensor,
-                 clean: Optional[Tensor] = None, logits: Optional[tuple[Tensor, Tensor]] = None) -> StepFigures:
-    """The step's figures; ``loss_kt``/``loss_cor`` are the transfer half's (zero without KT), ``loss_ds`` the deep
-    supervision of both halves (zero without it), ``clean`` adds the truth diagnostics, ``logits`` (f1(x), f2(x'))
-    the τ-search loss."""
-    truth = truth_diagnostics(noisy, clean, half.clean_mask, half.refined) if clean is not None else {}
+                 clean: Optional[Tensor] = None, annotated: Optional[Tensor] = None,
+                 logits: Optional[tuple[Tensor, Tensor]] = None) -> StepFigures:
+    """The step's figures; ``noisy`` are the labels the step selected from (after boundary calibration),
+    ``annotated`` the labels before it (None: the same), ``loss_kt``/``loss_cor`` the transfer half's (zero
+    without KT), ``loss_ds`` the deep supervision of both halves (zero without it), ``clean`` adds the truth
+    diagnostics, ``logits`` (f1(x), f2(x')) the τ-search loss."""
+    truth = (truth_diagnostics(noisy, clean, half.clean_mask, half.refined, annotated) if clean is not None
+             else {})
     search = search_loss(logits[0].detach(), logits[1].detach(), noisy, half.clean_mask) if logits else None
     loss_kt = half.loss_kt_unmixed + loss_kt
     return StepFigures(loss=half.loss_gda + loss_kt + loss_cor + loss_ds, loss_gda=half.loss_gda, loss_kt=loss_kt,

@@ -27,6 +27,7 @@ from torch._dynamo import OptimizedModule
 
 from nnunet_gsd.dual_network import DualNetwork
 from nnunet_gsd.errors import UserError
+from nnunet_gsd.method.calibration import shift_labels
 from nnunet_gsd.method.gda import default_threshold
 from nnunet_gsd.method.selection import retention_rate
 from nnunet_gsd.method.step import (StepFigures, StepSchedule, deep_supervision_loss, selection_half, split_scales,
@@ -35,6 +36,7 @@ from nnunet_gsd.method.superpixels import decode_ids
 from nnunet_gsd.method.views import weak_intensity_view
 from nnunet_gsd.settings import GROUPS, effective_tau
 from nnunet_gsd.training.distributed import all_ranks_nanmean
+from nnunet_gsd.training.calibration import estimate_class_offsets, load_or_estimate, parse_offset_setting
 from nnunet_gsd.training.data import (AuxChannelDataset, TargetLayout, build_clean_label_cache,
                                       build_superpixel_cache, has_clean_labels, with_aux_spatial_transform)
 from nnunet_gsd.training.plots import plot_gsd_progress
@@ -66,6 +68,7 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         self.enable_deep_supervision = False
         self.layout: Optional[TargetLayout] = None
         self._dice = None
+        self._offsets: List[int] = []  # boundary calibration per label value; all 0: none
         self._timer = PhaseTimer(self.device, self.gsd.profile)
 
     @staticmethod
@@ -145,6 +148,32 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         if self.is_ddp:
             dist.barrier()
 
+    def _boundary_offsets(self) -> List[int]:
+        """Per label value, the voxels boundary calibration moves that class's outline (docs/decisions.md §13):
+        the setting's, or estimated from this fold's training cases once and recorded in the output folder."""
+        labels = [int(c) for c in self.label_manager.foreground_labels]
+        given = parse_offset_setting(self.gsd.boundary_offset)
+        if given is not None:
+            return [0] + [given] * len(labels)
+        tr_keys, _ = self.do_split()
+        spacing = [float(s) for s in self.configuration_manager.spacing]
+        key = {"cases": len(tr_keys), "first": sorted(tr_keys)[:3], "spacing": spacing, "labels": labels}
+        if self.local_rank == 0:
+            classes = load_or_estimate(self.output_folder, key, lambda: estimate_class_offsets(
+                self.dataset_class(self.preprocessed_dataset_folder, tr_keys), tr_keys, labels, spacing))
+        if self.is_ddp:
+            dist.barrier()
+            if self.local_rank != 0:
+                classes = load_or_estimate(self.output_folder, key, lambda: None)
+        for c in labels:
+            v = classes[c]
+            self.print_to_log_file(f"GSD boundary calibration, label {c}: edge at {v['estimate']} voxels from the "
+                                   f"outlines ({v['cases']} cases), labels moved by {v['offset']}")
+        offsets = [0] * (max(labels) + 1)
+        for c in labels:
+            offsets[c] = classes[c]["offset"]
+        return offsets
+
     def get_tr_and_val_datasets(self):
         datasets = super().get_tr_and_val_datasets()
         return tuple(AuxChannelDataset(d, self.layout, self._aux_folder("clean_labels"),
@@ -159,6 +188,7 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         if not self.was_initialized:
             self.initialize()
         self._prepare_aux_maps()
+        self._offsets = self._boundary_offsets()
         # only keys logged every epoch: nnU-Net's progress plot stops at the shortest logged list
         for key in ("retention", "tau") + self._step_figure_names[1:]:
             self.logger.local_logger.my_fantastic_logging.setdefault("gsd_" + key, [])
@@ -206,6 +236,8 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
             data = batch["data"].to(self.device, non_blocking=True)
             target = batch["target"].to(self.device, non_blocking=True)
             noisy, view = target[:, 0].long(), weak_intensity_view(data)
+            labels = (shift_labels(noisy, self._offsets, self.configuration_manager.spacing) if any(self._offsets)
+                      else noisy)
             ids = decode_ids(target[:, self.layout.superpixel_channels]) if self.layout.has_superpixels else None
         self.optimizer.zero_grad(set_to_none=True)
         with self.network.no_sync() if (self.is_ddp and schedule.use_kt) else dummy_context():
@@ -213,7 +245,7 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
                 with timer.phase("passes_1_2"):
                     (logits1, low1), (logits2, low2) = map(split_scales, self.network(data, view))
                 with timer.phase("selection"):  # per-pixel terms in float32: fp16 CE/KL lose the small losses
-                    half = selection_half(logits1.float(), logits2.float(), noisy, ids, schedule, self._dice)
+                    half = selection_half(logits1.float(), logits2.float(), labels, ids, schedule, self._dice)
                     loss_ds = deep_supervision_loss(low1, low2, half.refined, half.weights, half.supervised, self._dice)
             with timer.phase("backward_1_2"):
                 self._backward(half.loss + loss_ds)
@@ -234,7 +266,7 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         with timer.phase("optimizer"):
             self._optimizer_step()
         clean = target[:, self.layout.clean_channel].long() if self.layout.has_clean else None
-        figures = step_figures(half, loss_kt, loss_cor, loss_ds + mixed_ds, noisy, clean,
+        figures = step_figures(half, loss_kt, loss_cor, loss_ds + mixed_ds, labels, clean, noisy,
                                (logits1.float(), logits2.float()) if self.gsd.log_search_loss else None).values()
         # one device→host transfer per step, as in nnU-Net's own train_step
         values = torch.stack([v.detach().float() for v in figures.values()]).cpu().numpy()

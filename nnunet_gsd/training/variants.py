@@ -27,6 +27,7 @@ class nnUNetTrainerGSDFaithful(nnUNetTrainerGSD):
     gsd_use_gda = True
     gsd_use_kt = True
     gsd_deep_supervision = False
+    gsd_boundary_offset = "off"
 
 
 # --- ablation family (paper Table 7), on the paper's rules --------------------------------------------

@@ -137,7 +137,7 @@ def test_figure_names_follow_the_result_type():
     assert StepFigures.names(search=False, truth=False) == (
         "loss", "loss_gda", "loss_kt", "loss_cor", "loss_ds", "mean_weight", "kept_fraction", "refined_fraction",
         "disagreement")
-    assert StepFigures.names(search=True, truth=True)[-7:] == ("search_loss",) + StepFigures.TRUTH
+    assert StepFigures.names(search=True, truth=True)[-8:] == ("search_loss",) + StepFigures.TRUTH
 
 
 class DeepNet(nn.Module):

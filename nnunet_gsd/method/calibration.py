@@ -1,0 +1,176 @@
+"""Boundary calibration (ours, beyond the paper; docs/decisions.md §13): find a systematic displacement of the
+noisy outlines from the images, and move every label's outline back by it.
+
+Small-loss selection, GDA and SGLR are blind to the *direction* of the noise: when every annotator draws inside
+(under-annotation) or outside (over-annotation) the object, networks learn that outline as the object and
+the selection finds nothing wrong with it. The image does know where the object ends, but too weakly per pixel
+to relabel one (``bench/results/image-prior-audit-*.md``); pooled over every outline of a dataset it says
+where the outlines sit relative to the intensity edge. :func:`ring_profile` measures, for one case and one
+class, how object-like the image is in one-voxel rings inside and outside the label;
+:func:`estimate_offset` finds where the median profile over the cases falls fastest — that is where the
+object ends, relative to the label's outline; :func:`shift_labels` grows (offset > 0) or shrinks (offset < 0)
+the class by that many voxels.
+
+Distances are in voxels of the finest axis (``spacing`` scales the others), so anisotropic 3D data is handled.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from torch import Tensor
+
+__all__ = ["ring_profile", "estimate_offset", "calibration_offset", "shift_labels", "RINGS"]
+
+#: rings examined on each side of the outline; offsets of up to RINGS − 1 voxels can be found
+RINGS = 6
+#: a case's profile needs this many voxels in each reference region (deep inside, far outside)
+MIN_REFERENCE_VOXELS = 8
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def _relative_spacing(spacing: Optional[Sequence[float]], ndim: int) -> np.ndarray:
+    s = np.ones(ndim) if spacing is None else np.asarray(spacing, dtype=float)
+    if s.shape != (ndim,) or not np.all(s > 0):
+        raise ValueError(f"spacing must be {ndim} positive numbers, got {spacing}")
+    return s / s.min()
+
+
+def ring_profile(image: np.ndarray, mask: np.ndarray, rings: int = RINGS,
+                 spacing: Optional[Sequence[float]] = None, valid: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+    """How object-like the image is in each ring around one label's outline.
+
+    The object's and the background's mean intensity vectors, μ_in and μ_out, are taken from the voxels
+    deeper than ``rings`` inside the label and farther than ``rings`` outside it (so that an outline displaced
+    by fewer voxels leaves both references clean). Every voxel's intensity x is projected on the line between
+    them, t(x) = (x − μ_out)·(μ_in − μ_out) / |μ_in − μ_out|² (1 = like the object, 0 = like the background),
+    and t is averaged over each ring.
+
+    Args:
+        image: ``(C, *spatial)`` intensities (any per-channel affine normalisation).
+        mask: ``(*spatial)`` bool, the label of one class.
+        rings: rings per side.
+        spacing: voxel spacing per spatial axis (None: isotropic).
+        valid: ``(*spatial)`` bool, the voxels to measure (None: all); nnU-Net marks the voxels outside the
+            cropped body with label −1, which are neither object nor background.
+
+    Returns:
+        float array of ``2·rings`` ring means, from the innermost ring inside (distance rings−1 … rings to the
+        outline) to the outermost outside; NaN for an empty ring. None when a reference region has fewer than
+        :data:`MIN_REFERENCE_VOXELS` voxels or the two references have the same mean (nothing to measure).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if image.shape[1:] != mask.shape:
+        raise ValueError(f"image {image.shape} and mask {mask.shape} differ in their spatial shape")
+    sampling = _relative_spacing(spacing, mask.ndim)
+    # distance of a voxel to the nearest voxel on the other side of the outline: 1 for both sides' first ring
+    inside = ndimage.distance_transform_edt(mask, sampling=sampling)
+    outside = ndimage.distance_transform_edt(~mask, sampling=sampling)
+    valid = np.ones_like(mask) if valid is None else np.asarray(valid, dtype=bool)
+    deep, far = valid & mask & (inside > rings), valid & ~mask & (outside > rings)
+    if deep.sum() < MIN_REFERENCE_VOXELS or far.sum() < MIN_REFERENCE_VOXELS:
+        return None
+    x = image.reshape(image.shape[0], -1).astype(np.float64)
+    mu_in, mu_out = x[:, deep.ravel()].mean(1), x[:, far.ravel()].mean(1)
+    axis = mu_in - mu_out
+    if not np.dot(axis, axis) > 0:
+        return None
+    t = ((x - mu_out[:, None]) * axis[:, None]).sum(0) / np.dot(axis, axis)
+    # ring k ≥ 1 holds distances (k − 1, k]; inside rings get negative positions
+    ring = np.where(valid, np.where(mask, -np.ceil(inside), np.ceil(outside)), 0).ravel().astype(int)
+    profile = np.full(2 * rings, np.nan)
+    for slot, k in enumerate(list(range(-rings, 0)) + list(range(1, rings + 1))):
+        sel = ring == k
+        if sel.any():
+            profile[slot] = t[sel].mean()
+    return profile
+
+
+def estimate_offset(profiles: Sequence[Optional[np.ndarray]], min_cases: int = 20) -> Optional[float]:
+    """Where the image's edge lies relative to the labels' outline, in voxels (sub-voxel): > 0 outside (labels
+    too small), < 0 inside (labels too large).
+
+    The per-ring median over the cases' :func:`ring_profile` falls from ≈ 1 (object) to ≈ 0 (background); its
+    steepest fall between two neighbouring rings is the edge. Ring k's outer border lies at distance k from
+    the outline (inside rings: −k + 1), so the fall between rings k and k + 1 sits at k, the one between the
+    first inside and the first outside ring at 0; a parabola through the largest fall and its neighbours
+    places the edge between rings.
+
+    Returns None when fewer than ``min_cases`` profiles are given (``None`` entries do not count: too little
+    evidence to move any label) or the median curve never falls.
+    """
+    valid = [p for p in profiles if p is not None]
+    if len(valid) < min_cases:
+        return None
+    curve = np.nanmedian(np.stack(valid), axis=0)
+    falls = curve[:-1] - curve[1:]
+    if not np.any(falls > 0):
+        return None
+    k = int(np.nanargmax(falls))
+    shift = 0.0
+    if 0 < k < len(falls) - 1:
+        curvature = falls[k - 1] - 2 * falls[k] + falls[k + 1]
+        if curvature < 0:
+            shift = 0.5 * (falls[k - 1] - falls[k + 1]) / curvature
+    return k - (len(curve) // 2 - 1) + float(shift)
+
+
+def calibration_offset(estimate: Optional[float]) -> int:
+    """The whole-voxel offset :func:`shift_labels` applies for an :func:`estimate_offset` (None: 0).
+
+    Voxels on a correct outline are partly object and partly background, so their mean intensity pulls the
+    measured edge about half a voxel inside the outline (clean Kvasir-SEG at 64²: −0.70): half a voxel is added
+    back before rounding, and an edge within about a voxel of the outline moves nothing.
+    """
+    return 0 if estimate is None else int(np.round(estimate + 0.5))
+
+
+def _ball(radius: int, spacing: np.ndarray, device: torch.device) -> Tensor:
+    """Voxels within Euclidean distance ``radius`` (finest-axis units) of the centre, as a conv kernel."""
+    half = [int(np.floor(radius / s)) for s in spacing]
+    grids = np.meshgrid(*[np.arange(-h, h + 1) * s for h, s in zip(half, spacing)], indexing="ij")
+    ball = (sum(g ** 2 for g in grids) <= radius ** 2 + 1e-9).astype(np.float32)
+    return torch.from_numpy(ball).to(device)[None, None]
+
+
+def _within(region: Tensor, radius: int, spacing: np.ndarray) -> Tensor:
+    """``(B, *spatial)`` bool: voxels within ``radius`` of ``region`` (outside the patch counts as not region)."""
+    kernel = _ball(radius, spacing, region.device)
+    pad = [k // 2 for k in kernel.shape[2:]]
+    hits = _CONV[region.ndim - 1](region[:, None].float(), kernel, padding=pad)[:, 0]
+    return hits > 0.5
+
+
+def shift_labels(labels: Tensor, offsets: Sequence[int], spacing: Optional[Sequence[float]] = None) -> Tensor:
+    """Move every class's outline by its offset: grow it into the background (offset > 0) or give its outermost
+    voxels to the background (offset < 0).
+
+    Args:
+        labels: ``(B, *spatial)`` integer labels, 0 = background.
+        offsets: one integer per label value (index 0, the background, is ignored), in finest-axis voxels.
+        spacing: voxel spacing per spatial axis (None: isotropic).
+
+    Growing never overwrites another foreground class. Shrinking never removes a class from a sample
+    altogether: a sample where the class would vanish (a thin or small structure) keeps its label.
+    """
+    nd = labels.ndim - 1
+    if nd not in _CONV:
+        raise ValueError(f"labels must be (B, *spatial) with 1-3 spatial axes, got shape {tuple(labels.shape)}")
+    sampling = _relative_spacing(spacing, nd)
+    out = labels.clone()
+    for c, r in enumerate(offsets):
+        if c == 0 or r == 0:
+            continue
+        cls = labels == c
+        if r > 0:
+            out[(out == 0) & _within(cls, r, sampling)] = c
+        else:
+            # a voxel of c within |r| of a non-c voxel is within |r| of the outline
+            shrunk = cls & ~_within(~cls, -r, sampling)
+            keeps = shrunk.flatten(1).any(1).view(-1, *([1] * nd))
+            out[cls & ~shrunk & keeps] = 0
+    return out

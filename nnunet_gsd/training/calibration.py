@@ -1,0 +1,83 @@
+"""Boundary calibration of a training run: the per-class outline offsets of :mod:`nnunet_gsd.method.calibration`,
+estimated once from the preprocessed training cases (docs/decisions.md §13) and recorded beside the run."""
+from __future__ import annotations
+
+import json
+import os
+from os.path import isfile, join
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from nnunet_gsd.method.calibration import RINGS, calibration_offset, estimate_offset, ring_profile
+from nnunet_gsd.utils import write_json_atomic
+
+#: cases read to estimate the offsets (a seeded sample of the training cases): the median over this many
+#: outlines is stable to a tenth of a voxel on Kvasir-SEG, and 3D datasets stay quick
+MAX_CASES = 200
+SLICES_PER_CASE = 10
+OFFSETS_FILE = "gsd_boundary_offsets.json"
+
+
+def parse_offset_setting(value: str) -> Optional[int]:
+    """The ``boundary_offset`` setting: "auto" → None (estimate it), "off" → 0, an integer → that offset."""
+    if value == "auto":
+        return None
+    return 0 if value == "off" else int(value)  # validated by the settings table
+
+
+def estimate_class_offsets(dataset, identifiers: Sequence[str], labels: Sequence[int],
+                           spacing: Optional[Sequence[float]], seed: int = 0) -> Dict[int, dict]:
+    """``{label: {"estimate": voxels or None, "offset": int, "cases": n}}`` over a seeded sample of the cases.
+
+    ``dataset`` is nnU-Net's dataset object (``load_case(identifier)`` → data, seg, …) of the preprocessed
+    training cases, so the offsets are in the voxels the network trains on.
+    """
+    rng = np.random.default_rng(seed)
+    chosen = sorted(identifiers)
+    if len(chosen) > MAX_CASES:
+        chosen = sorted(rng.choice(chosen, MAX_CASES, replace=False).tolist())
+    profiles: Dict[int, List] = {c: [] for c in labels}
+    for identifier in tqdm(chosen, desc="GSD: boundary calibration", unit="case"):
+        data, seg = dataset.load_case(identifier)[:2]
+        data, seg = np.asarray(data, dtype=np.float32), np.asarray(seg)[0]
+        for c in labels:
+            for image, labelled in _planes(data, seg, c, len(spacing)):
+                valid = labelled >= 0  # nnU-Net's −1: outside the cropped body
+                profiles[c].append(ring_profile(image, labelled == c, RINGS, spacing, valid))
+    out = {}
+    for c in labels:
+        estimate = estimate_offset(profiles[c])
+        out[c] = {"estimate": None if estimate is None else round(estimate, 3),
+                  "offset": calibration_offset(estimate),
+                  "cases": sum(p is not None for p in profiles[c])}
+    return out
+
+
+def _planes(data: np.ndarray, seg: np.ndarray, label: int, ndim: int):
+    """The (image, labels) pairs the network sees: the case itself, or for a 2D configuration of 3D data (one
+    spatial axis more than the spacing; nnU-Net stores 2D images as one slice) up to
+    :data:`SLICES_PER_CASE` evenly spaced slices that contain ``label``."""
+    if seg.ndim == ndim:
+        return [(data, seg)] if (seg == label).any() else []
+    slices = np.flatnonzero((seg == label).reshape(seg.shape[0], -1).any(1))
+    if not len(slices):
+        return []
+    chosen = slices[np.linspace(0, len(slices) - 1, min(len(slices), SLICES_PER_CASE)).astype(int)]
+    return [(data[:, z], seg[z]) for z in chosen]
+
+
+def load_or_estimate(folder: str, key: dict, compute) -> Dict[int, dict]:
+    """The offsets recorded in ``folder`` for the same ``key`` (dataset, cases, spacing), else ``compute()``'s,
+    written atomically — a resumed run (``--c``) trains with the offsets it started with."""
+    path = join(folder, OFFSETS_FILE)
+    if isfile(path):
+        with open(path) as fh:
+            saved = json.load(fh)
+        if saved.get("key") == key:
+            return {int(c): v for c, v in saved["classes"].items()}
+    classes = compute()
+    os.makedirs(folder, exist_ok=True)
+    write_json_atomic(path, {"key": key, "classes": {str(c): v for c, v in classes.items()}})
+    return classes
