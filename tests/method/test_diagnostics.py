@@ -29,3 +29,15 @@ def test_truth_diagnostics_empty_sets_are_nan():
     d = truth_diagnostics(y, y, torch.zeros_like(y, dtype=torch.bool), y)
     assert math.isnan(d["selection_precision"].item()) and math.isnan(d["noise_rate_selected"].item())
     assert d["noise_rate_rejected"].item() == 0.0
+
+
+def test_truth_diagnostics_with_calibrated_labels():
+    annotated = torch.tensor([[0, 0, 1, 0]])   # the annotator missed pixel 1
+    calibrated = torch.tensor([[0, 1, 1, 0]])  # boundary calibration grew the label by one
+    clean = torch.tensor([[0, 1, 1, 0]])
+    mask = torch.tensor([[True, True, False, False]])
+    d = truth_diagnostics(calibrated, clean, mask, calibrated, annotated)
+    assert d["noisy_accuracy"].item() == pytest.approx(3 / 4)
+    assert d["noise_rate"].item() == pytest.approx(1 / 4)
+    assert d["calibrated_accuracy"].item() == 1.0
+    assert d["selection_precision"].item() == 1.0  # the selection ranked the calibrated labels

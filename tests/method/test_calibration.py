@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+import torch
+
+from nnunet_gsd.method.calibration import calibration_offset, estimate_offset, ring_profile, shift_labels
+
+
+def disk(size: int, radius: float, centre=None) -> np.ndarray:
+    c = (size - 1) / 2 if centre is None else centre
+    yy, xx = np.mgrid[:size, :size]
+    return (yy - c) ** 2 + (xx - c) ** 2 <= radius ** 2
+
+
+def test_ring_profile_of_a_step_edge_on_the_outline():
+    # a bright square (value 10) on 0, labelled exactly: every inside ring is 1, every outside ring 0
+    image = np.zeros((1, 40, 40))
+    image[0, 10:30, 10:30] = 10
+    mask = image[0] > 0
+    p = ring_profile(image, mask, rings=3)
+    np.testing.assert_allclose(p, [1, 1, 1, 0, 0, 0])
+
+
+def test_ring_profile_of_an_eroded_label():
+    # the label lies 2 pixels inside the bright square: outside rings 1 and 2 are still object
+    image = np.zeros((1, 40, 40))
+    image[0, 10:30, 10:30] = 10
+    mask = np.zeros((40, 40), bool)
+    mask[12:28, 12:28] = True
+    p = ring_profile(image, mask, rings=3)
+    np.testing.assert_allclose(p[:3], 1)
+    assert p[3] == 1 and p[4] == 1   # outside rings 1-2: distances (0, 1] and (1, 2] from the label
+    assert 0 <= p[5] < 1             # ring 3 holds corner pixels farther than 2 along a diagonal: background
+
+
+def test_ring_profile_needs_both_references():
+    image = np.ones((1, 20, 20))
+    image[0, 8:12, 8:12] = 5
+    mask = np.zeros((20, 20), bool)
+    mask[8:12, 8:12] = True           # 4×4: no pixel deeper than 3 rings
+    assert ring_profile(image, mask, rings=3) is None
+    assert ring_profile(np.ones((1, 20, 20)), disk(20, 8), rings=3) is None  # no contrast
+
+
+def test_estimate_offset_finds_the_steepest_fall():
+    # median curve 1,1,1 | 1,1,0 → the fall between outside rings 2 and 3 → the edge 2 voxels outside
+    profiles = [np.array([1, 1, 1, 1, 1, 0.0])] * 20
+    assert estimate_offset(profiles) == pytest.approx(2.0)
+    # a fall between the last inside and first outside ring is the outline itself
+    assert estimate_offset([np.array([1, 1, 1, 0, 0, 0.0])] * 20) == pytest.approx(0.0)
+    # inside: 1, 0.5 | 0 … falls 0.5 at −1 and 0.5 at 0: the parabola through (0, 0.5, 0.5) is flat at the max,
+    # the vertex lies midway: −0.5
+    assert estimate_offset([np.array([1, 1, 0.5, 0, 0, 0.0])] * 20) == pytest.approx(-0.5)
+
+
+def test_estimate_offset_wants_evidence():
+    assert estimate_offset([np.array([1, 1, 1, 0, 0, 0.0])] * 19) is None
+    assert estimate_offset([None] * 30) is None
+    assert estimate_offset([np.array([0, 0, 0, 1, 1, 1.0])] * 20) is None  # never falls
+
+
+def test_calibration_offset_has_a_dead_zone_and_adds_half_a_voxel():
+    assert calibration_offset(None) == 0
+    assert calibration_offset(-0.99) == 0    # clean Kvasir-SEG at 64²
+    assert calibration_offset(0.8) == 0      # within a voxel: nothing moves
+    assert calibration_offset(2.15) == 3     # heavy under-annotation
+    assert calibration_offset(-3.9) == -3    # heavy over-annotation
+    assert calibration_offset(-4.06) == -4
+
+
+def test_shift_labels_grows_and_shrinks_by_euclidean_distance():
+    y = torch.zeros(1, 9, 9, dtype=torch.long)
+    y[0, 4, 4] = 1
+    grown = shift_labels(y, [0, 1])
+    # distance ≤ 1 from the centre: the centre and its 4 neighbours
+    assert grown.sum() == 5 and grown[0, 3, 4] == 1 and grown[0, 3, 3] == 0
+    assert shift_labels(y, [0, 2]).sum() == 13   # lattice points within radius 2: 1 + 4 + 4 + 4
+    square = torch.zeros(1, 9, 9, dtype=torch.long)
+    square[0, 2:7, 2:7] = 1
+    shrunk = shift_labels(square, [0, -1])
+    assert shrunk.sum() == 9 and shrunk[0, 3:6, 3:6].all()
+
+
+def test_shift_labels_keeps_other_classes_and_vanishing_ones():
+    y = torch.zeros(2, 7, 7, dtype=torch.long)
+    y[0, 3, 1:6] = 2          # a thin line: shrinking would erase it, so sample 0 keeps it
+    y[0, 3, 0] = 1
+    y[1, 1:6, 1:6] = 2        # a 5×5 square shrinks to 3×3
+    out = shift_labels(y, [0, 3, -1])
+    assert torch.equal(out[0] == 2, y[0] == 2)
+    assert (out[1] == 2).sum() == 9
+    # class 1 grows by 3 into background only: the line of class 2 stays
+    assert (out[0, 3, 1:6] == 2).all() and out[0, 0, 0] == 1
+
+
+def test_shift_labels_respects_anisotropic_spacing():
+    y = torch.zeros(1, 7, 7, 7, dtype=torch.long)
+    y[0, 3, 3, 3] = 1
+    out = shift_labels(y, [0, 2], spacing=(2.0, 1.0, 1.0))  # axis 0 voxels are twice as long
+    assert out[0, 4, 3, 3] == 1 and out[0, 5, 3, 3] == 0   # 2 units along axis 0 = one voxel
+    assert out[0, 3, 5, 3] == 1 and out[0, 3, 3, 5] == 1
