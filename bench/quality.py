@@ -510,8 +510,10 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
               "images (test-set noise only: one training seed per arm); recovered = (gsd − stock_noisy) / "
               "(stock_clean − stock_noisy)",
               "- truth diagnostics (last epoch, training batches): selection precision = share of D_clean whose nGT "
-              "is right; noisy acc. = nGT vs clean; refined acc. = refined labels vs clean; τ = the forget rate GSD "
-              "trained with; contradicted = share of labels both networks confidently contradict (p(nGT) < 0.2), "
+              "is right (after boundary calibration); noisy acc. = nGT vs clean; calibrated acc. = nGT after boundary "
+              "calibration vs clean (— where the run predates it); refined acc. = refined labels vs clean; "
+              "τ = the forget rate GSD trained with; contradicted = share of labels both networks confidently "
+              "contradict (p(nGT) < 0.2), "
               "the upper bound the trainer logs in place of a τ estimate "
               "(true rate: the noisy acc.'s complement); area pred/true = predicted over true foreground area on "
               "the test set, per label (above 100: over-segments); missed = test cases whose mean foreground Dice is 0 "
@@ -525,8 +527,8 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
         lines += [f"## {regime}" + (f" — Dice(nGT, GT) {100 * dnc:.1f} %, {100 * ds['pixel_noise_rate']:.1f} % of "
                                     f"pixels wrong" if dnc is not None else " — clean labels"), "",
                   "| arm | trainer | test Dice % | Δ vs stock_noisy | recovered | selection prec. | noisy acc. | "
-                  "refined acc. | τ % | contradicted % | area pred/true % | missed % | train s |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "calibrated acc. | refined acc. | τ % | contradicted % | area pred/true % | missed % | train s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         fixed = ("stock_clean", "stock_noisy", "gsd_noisy", "gsd_faithful")
         here = {a.name: a for a in sorted((a for a in arms if a.regime == regime),
                                           key=lambda a: fixed.index(a.name) if a.name in fixed else len(fixed))}
@@ -535,7 +537,7 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
         for name, arm in here.items():
             rec = runs.get(arm.run_key(args), {})
             if not rec.get("evaluated"):
-                lines.append(f"| {name} | `{arm.trainer}` | (pending) | | | | | | | | | | |")
+                lines.append(f"| {name} | `{arm.trainer}` | (pending) | | | | | | | | | | | |")
                 continue
             dice = mean_dice(rec)
             entry = {"dice": dice, "trainer": arm.trainer, "settings": arm.env, "repeat": arm.repeat}
@@ -552,11 +554,11 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
                     if abs(gap) > 1e-9:
                         entry["recovered"] = (dice - mean_dice(base)) / gap
                         rec_str = f"{100 * entry['recovered']:.0f} %"
-            truth = {k: last(rec, k) for k in ("selection_precision", "noisy_accuracy", "refined_accuracy",
-                                               "disagreement")}
+            truth = {k: last(rec, k) for k in ("selection_precision", "noisy_accuracy", "calibrated_accuracy",
+                                               "refined_accuracy", "disagreement")}
             if truth["noisy_accuracy"] is not None:
-                entry.update(selection_precision=truth["selection_precision"], noisy_accuracy=truth["noisy_accuracy"],
-                             refined_accuracy=truth["refined_accuracy"])
+                entry.update({k: truth[k] for k in ("selection_precision", "noisy_accuracy", "calibrated_accuracy",
+                                                    "refined_accuracy") if truth[k] is not None})
             if arm.trainer != STOCK:
                 tau = (rec.get("log") or {}).get("gsd_tau")
                 entry["tau_used"] = None if not tau else 100 * tau[-1]
@@ -572,7 +574,8 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
                     + (f" repeat {arm.repeat}" if arm.repeat else ""))
             lines.append(f"| {name} | {what} | {dice:.2f}{per_class} | "
                          f"{delta} | {rec_str} | {fmt(truth['selection_precision'])} | {fmt(truth['noisy_accuracy'])} "
-                         f"| {fmt(truth['refined_accuracy'])} | {fmt(entry.get('tau_used'))} "
+                         f"| {fmt(truth['calibrated_accuracy'])} | {fmt(truth['refined_accuracy'])} "
+                         f"| {fmt(entry.get('tau_used'))} "
                          f"| {fmt(entry.get('contradicted'))} | {area} | {entry['missed']:.1f} "
                          f"| {rec.get('train_s')} |")
             rj["arms"][name] = entry
