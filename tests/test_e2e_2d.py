@@ -118,3 +118,23 @@ def test_bad_setting_stops_before_training(dataset, nnunet_root: Path):
                        env)
     assert "nnUNet_GSD_TAU" in proc.stderr and "[0, 1)" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("offset", ["auto", "-1"])
+def test_boundary_calibration_runs_through_nnunet(offset: str, dataset, nnunet_root: Path):
+    env = train_env(nnunet_root, nnUNet_GSD_NUM_EPOCHS="1", nnUNet_GSD_NUM_ITERATIONS="2",
+                    nnUNet_GSD_NUM_VAL_ITERATIONS="1", nnUNet_GSD_BOUNDARY_OFFSET=offset)
+    run(["nnUNetv2_train", str(DATASET_ID), "2d", "1", "-tr", "nnUNetTrainerGSD_tiny", "-device", "cpu"], env)
+    fold = nnunet_root / "nnUNet_results" / dataset["name"] / "nnUNetTrainerGSD_tiny__nnUNetPlans__2d" / "fold_1"
+    logged = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)["logging"]
+    log_text = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
+    if offset == "auto":
+        # 9 or 10 training cases of fold 1: too few outlines to move any label (20 needed), and the run says so
+        record = json.loads((fold / "gsd_boundary_offsets.json").read_text())["classes"]
+        assert record and all(v["estimate"] is None and v["offset"] == 0 and v["cases"] < 20 for v in record.values())
+        assert "GSD boundary calibration, label 1: edge at None voxels" in log_text
+        assert logged["gsd_calibrated_accuracy"][-1] == logged["gsd_noisy_accuracy"][-1]
+    else:
+        # S_E labels are too large: shrinking every class by a voxel changes the labels the step learns from
+        assert "labels moved by -1" not in log_text  # a given offset is not estimated
+        assert logged["gsd_calibrated_accuracy"][-1] != logged["gsd_noisy_accuracy"][-1]
