@@ -22,6 +22,7 @@ SUBCOMMANDS = [
     "nnunet_gsd.tools.last_k",
     "nnunet_gsd.tools.search_tau",
     "nnunet_gsd.tools.plans_variant",
+    "nnunet_gsd.tools.boundary_offset",
     "nnunet_gsd.tools.overlay",
 ]
 

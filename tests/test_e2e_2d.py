@@ -7,6 +7,7 @@ nnUNetv2_predict → nnUNetv2_evaluate_folder; and every ablation trainer trains
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,13 @@ def test_boundary_calibration_runs_through_nnunet(offset: str, dataset, nnunet_r
         # S_E labels are too large: shrinking every class by a voxel changes the labels the step learns from
         assert "labels moved by -1" not in log_text  # a given offset is not estimated
         assert logged["gsd_calibrated_accuracy"][-1] != logged["gsd_noisy_accuracy"][-1]
+
+
+def test_boundary_offset_command(dataset, nnunet_root: Path, tmp_path: Path):
+    env = train_env(nnunet_root)
+    out = run(["nnunet_gsd", "boundary-offset", "-d", str(DATASET_ID), "--png", str(tmp_path / "p.png")], env)
+    # 12 generated cases: fewer than the 20 outlines the estimate needs
+    assert re.search(r"label 1 \(lesion\): too few cases \(20 needed\) from \d+ cases -> auto moves it by 0", out)
+    assert (tmp_path / "p.png").stat().st_size > 0
+    proc = run_failing(["nnunet_gsd", "boundary-offset", "-d", str(DATASET_ID), "-c", "3d_fullres"], env)
+    assert "configuration '3d_fullres' is not in nnUNetPlans.json" in proc.stderr and "Traceback" not in proc.stderr

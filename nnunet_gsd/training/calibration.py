@@ -29,7 +29,8 @@ def parse_offset_setting(value: str) -> Optional[int]:
 
 def estimate_class_offsets(dataset, identifiers: Sequence[str], labels: Sequence[int],
                            spacing: Optional[Sequence[float]], seed: int = 0) -> Dict[int, dict]:
-    """``{label: {"estimate": voxels or None, "offset": int, "cases": n}}`` over a seeded sample of the cases.
+    """``{label: {"estimate": voxels or None, "offset": int, "cases": n, "profile": median ring profile or None}}``
+    over a seeded sample of the cases (the profile's rings as in :func:`ring_profile`).
 
     ``dataset`` is nnU-Net's dataset object (``load_case(identifier)`` → data, seg, …) of the preprocessed
     training cases, so the offsets are in the voxels the network trains on.
@@ -49,9 +50,11 @@ def estimate_class_offsets(dataset, identifiers: Sequence[str], labels: Sequence
     out = {}
     for c in labels:
         estimate = estimate_offset(profiles[c])
+        valid = [p for p in profiles[c] if p is not None]
+        median = np.nanmedian(np.stack(valid), axis=0) if valid else None
         out[c] = {"estimate": None if estimate is None else round(estimate, 3),
-                  "offset": calibration_offset(estimate),
-                  "cases": sum(p is not None for p in profiles[c])}
+                  "offset": calibration_offset(estimate), "cases": len(valid),
+                  "profile": None if median is None else [None if np.isnan(v) else round(float(v), 4) for v in median]}
     return out
 
 

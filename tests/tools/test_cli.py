@@ -10,7 +10,8 @@ def test_help_lists_every_subcommand(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     out = capsys.readouterr().out
-    for name in ("demo", "convert", "preview", "evaluate-raters", "last-k", "search-tau", "plans-variant", "overlay"):
+    for name in ("demo", "convert", "preview", "evaluate-raters", "last-k", "search-tau", "plans-variant", "overlay",
+                 "boundary-offset"):
         assert name in out
 
 

@@ -41,7 +41,8 @@ def test_estimate_class_offsets_finds_the_shrinkage():
     exact = estimate_class_offsets(DisksDataset(0), ids, [1], [1.0, 1.0])
     assert exact[1]["offset"] == 0
     few = estimate_class_offsets(DisksDataset(2), ids[:5], [1], [1.0, 1.0])
-    assert few[1] == {"estimate": None, "offset": 0, "cases": 5}
+    assert {k: few[1][k] for k in ("estimate", "offset", "cases")} == {"estimate": None, "offset": 0, "cases": 5}
+    assert len(tight[1]["profile"]) == 12 and tight[1]["profile"][0] > 0.9 > 0.1 > tight[1]["profile"][-1]
 
 
 def test_load_or_estimate_reuses_the_record_of_the_same_key(tmp_path):
