@@ -15,6 +15,7 @@ Distances are in voxels of the finest axis (``spacing`` scales the others), so a
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional, Sequence
 
 import numpy as np
@@ -133,8 +134,10 @@ def calibration_offset(estimate: Optional[float]) -> int:
     return int(np.round(estimate + 0.5))
 
 
-def _ball(radius: int, spacing: np.ndarray, device: torch.device) -> Tensor:
-    """Voxels within Euclidean distance ``radius`` (finest-axis units) of the centre, as a conv kernel."""
+@functools.lru_cache(maxsize=32)
+def _ball(radius: int, spacing: tuple, device: torch.device) -> Tensor:
+    """Voxels within Euclidean distance ``radius`` (finest-axis units) of the centre, as a conv kernel (built
+    once per radius, spacing and device: the training step calls this every iteration)."""
     half = [int(np.floor(radius / s)) for s in spacing]
     grids = np.meshgrid(*[np.arange(-h, h + 1) * s for h, s in zip(half, spacing)], indexing="ij")
     ball = (sum(g ** 2 for g in grids) <= radius ** 2 + 1e-9).astype(np.float32)
@@ -143,7 +146,7 @@ def _ball(radius: int, spacing: np.ndarray, device: torch.device) -> Tensor:
 
 def _within(region: Tensor, radius: int, spacing: np.ndarray) -> Tensor:
     """``(B, *spatial)`` bool: voxels within ``radius`` of ``region`` (outside the patch counts as not region)."""
-    kernel = _ball(radius, spacing, region.device)
+    kernel = _ball(radius, tuple(float(v) for v in spacing), region.device)
     pad = [k // 2 for k in kernel.shape[2:]]
     hits = _CONV[region.ndim - 1](region[:, None].float(), kernel, padding=pad)[:, 0]
     return hits > 0.5

@@ -32,7 +32,7 @@ def _main(args: argparse.Namespace) -> int:
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from nnunet_gsd.method.calibration import RINGS
-    from nnunet_gsd.tools.common import load_dataset_json
+    from nnunet_gsd.tools.common import foreground_labels, load_dataset_json
     from nnunet_gsd.training.calibration import estimate_class_offsets
 
     if not nnUNet_preprocessed.is_set():
@@ -51,7 +51,10 @@ def _main(args: argparse.Namespace) -> int:
         raise UserError(f"{folder} does not exist: preprocess configuration {args.configuration} first "
                         f"(nnUNetv2_plan_and_preprocess -d {args.dataset} -c {args.configuration})")
     dataset_json = load_dataset_json(base)
-    labels = [int(v) for k, v in dataset_json["labels"].items() if k != "background" and isinstance(v, int)]
+    labels = foreground_labels(dataset_json)
+    if any(isinstance(c, tuple) for c in labels):
+        raise UserError(f"{base / 'dataset.json'} defines regions; boundary calibration, like GSD, needs one class "
+                        f"per voxel (plain integer labels)")
     dataset_class = infer_dataset_class(str(folder))
     identifiers = dataset_class.get_identifiers(str(folder))
     classes = estimate_class_offsets(dataset_class(str(folder), identifiers), identifiers, labels,

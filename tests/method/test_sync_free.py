@@ -11,7 +11,7 @@ import torch
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.utilities.helpers import softmax_helper_dim1
 
-from nnunet_gsd.method import step, superpixels, views
+from nnunet_gsd.method import calibration, step, superpixels, views
 
 DICE = MemoryEfficientSoftDiceLoss(apply_nonlin=softmax_helper_dim1, batch_dice=True, do_bg=False, smooth=1e-5,
                                    ddp=False)
@@ -26,7 +26,9 @@ def _step(device: torch.device, spatial, num_classes: int) -> None:
     b = 2
     cpu_gen = torch.Generator().manual_seed(0)
     x = torch.randn(b, 1, *spatial, device=device)
-    y = torch.randint(0, num_classes, (b, *spatial), device=device)
+    annotated = torch.randint(0, num_classes, (b, *spatial), device=device)
+    # boundary calibration: class 1 grows, the last class shrinks (the trainer's first act on the labels)
+    y = calibration.shift_labels(annotated, [0, 2] + [-1] * (num_classes - 2) if num_classes > 2 else [0, -1])
     ids = torch.randint(0, 50, (b, *spatial), device=device)
     enc = torch.stack([ids // 32768, ids % 32768], dim=1).to(torch.int16)
     xv = views.weak_intensity_view(x)
@@ -45,7 +47,7 @@ def _step(device: torch.device, spatial, num_classes: int) -> None:
         ds = (step.deep_supervision_loss(low, low, half.refined, half.weights, half.supervised, DICE)
               + step.deep_supervision_loss([mixed.adjust(t) for t in low], low, mixed.labels, mixed.weights,
                                            mixed.trusted, DICE))
-        figures = step.step_figures(half, kt, cor, ds, y, clean=y, logits=(l1, l2)).values()
+        figures = step.step_figures(half, kt, cor, ds, y, clean=y, annotated=annotated, logits=(l1, l2)).values()
         total = torch.stack(list(figures.values())).sum()
         assert total.shape == () and mixed.data.shape == x.shape and mixed.view.shape == x.shape
 
