@@ -148,7 +148,7 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("kt_prior_correction", bool, False, None,
             "shift the logits inside L_KT by log(π_mix/π) so that the mixes' doubled foreground does not teach "
             "over-segmentation (ours)", env="nnUNet_GSD_KT_PRIOR_CORRECTION"),
-    Setting("boundary_offset", str, "off", Check(_is_offset, "'auto', 'off' or a whole number of voxels"),
+    Setting("boundary_offset", str, "auto", Check(_is_offset, "'auto', 'off' or a whole number of voxels"),
             "boundary calibration (ours, docs/decisions.md §13): 'auto' estimates per class how far the labels' "
             "outlines sit from the image's edges and moves them there; 'off'; or N voxels to grow (N > 0) or "
             "shrink (N < 0) every class", env="nnUNet_GSD_BOUNDARY_OFFSET"),

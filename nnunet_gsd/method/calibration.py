@@ -16,7 +16,7 @@ Distances are in voxels of the finest axis (``spacing`` scales the others), so a
 from __future__ import annotations
 
 import functools
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -24,12 +24,17 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
-__all__ = ["ring_profile", "estimate_offset", "calibration_offset", "shift_labels", "RINGS"]
+__all__ = ["ring_profile", "median_profile", "estimate_offset", "calibration_offset", "shift_labels", "RINGS"]
 
 #: rings examined on each side of the outline; offsets of up to RINGS − 1 voxels can be found
 RINGS = 6
 #: a case's profile needs this many voxels in each reference region (deep inside, far outside)
 MIN_REFERENCE_VOXELS = 8
+#: the median profile's innermost ring must be this object-like, its outermost this close to the background
+#: (:func:`median_profile`); set on real expert labels, where every estimate outside the dead zone failed them
+STEP_INNER, STEP_OUTER = 0.75, 0.35
+#: edges measured within this many voxels of the outline move nothing (:func:`calibration_offset`)
+DEAD_ZONE = 1.5
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -91,23 +96,40 @@ def ring_profile(image: np.ndarray, mask: np.ndarray, rings: int = RINGS,
     return profile
 
 
+def median_profile(profiles: Sequence[Optional[np.ndarray]], min_cases: int = 20) -> Tuple[Optional[np.ndarray], str]:
+    """The per-ring median of the cases' :func:`ring_profile`, and why it cannot place an edge ("" when it can).
+
+    It cannot when fewer than ``min_cases`` profiles are given (``None`` entries do not count) or when the curve
+    is not one step from the object's appearance to the background's: its innermost ring must be at least
+    :data:`STEP_INNER` object-like and its outermost within :data:`STEP_OUTER` of the background. A displaced
+    outline leaves both ends at their references; ends that are not there mean the rings see anatomy, not one
+    edge (a background of dark air and bright body around lungs, shadowing below a lesion, an edge too soft
+    or an outline too far off for the rings).
+    """
+    valid = [p for p in profiles if p is not None]
+    if len(valid) < min_cases:
+        return None, f"too few cases ({len(valid)} < {min_cases})"
+    curve = np.nanmedian(np.stack(valid), axis=0)
+    if not (curve[0] >= STEP_INNER and abs(curve[-1]) <= STEP_OUTER):
+        return curve, (f"not one edge (innermost ring {curve[0]:.2f}, needs ≥ {STEP_INNER}; outermost "
+                       f"{curve[-1]:.2f}, needs within ±{STEP_OUTER})")
+    return curve, ""
+
+
 def estimate_offset(profiles: Sequence[Optional[np.ndarray]], min_cases: int = 20) -> Optional[float]:
     """Where the image's edge lies relative to the labels' outline, in voxels (sub-voxel): > 0 outside (labels
     too small), < 0 inside (labels too large).
 
-    The per-ring median over the cases' :func:`ring_profile` falls from ≈ 1 (object) to ≈ 0 (background); its
-    steepest fall between two neighbouring rings is the edge. Ring k's outer border lies at distance k from
-    the outline (inside rings: −k + 1), so the fall between rings k and k + 1 sits at k, the one between the
-    first inside and the first outside ring at 0; a parabola through the largest fall and its neighbours
-    places the edge between rings.
+    The :func:`median_profile` falls from ≈ 1 (object) to ≈ 0 (background); its steepest fall between two
+    neighbouring rings is the edge. Ring k's outer border lies at distance k from the outline (inside rings:
+    −k + 1), so the fall between rings k and k + 1 sits at k, the one between the first inside and the first
+    outside ring at 0; a parabola through the largest fall and its neighbours places the edge between rings.
 
-    Returns None when fewer than ``min_cases`` profiles are given (``None`` entries do not count: too little
-    evidence to move any label) or the median curve never falls.
+    Returns None when the median profile cannot place an edge (too few cases, not one step) or never falls.
     """
-    valid = [p for p in profiles if p is not None]
-    if len(valid) < min_cases:
+    curve, why = median_profile(profiles, min_cases)
+    if why:
         return None
-    curve = np.nanmedian(np.stack(valid), axis=0)
     falls = curve[:-1] - curve[1:]
     if not np.any(falls > 0):
         return None
@@ -123,13 +145,13 @@ def estimate_offset(profiles: Sequence[Optional[np.ndarray]], min_cases: int = 2
 def calibration_offset(estimate: Optional[float]) -> int:
     """The whole-voxel offset :func:`shift_labels` applies for an :func:`estimate_offset` (None: 0).
 
-    An edge measured within a voxel of the outline moves nothing: correctly drawn outlines measure between
-    −1.0 and +0.03 (clean Kvasir-SEG at 64²: −0.7 to −1.0, its polyps' rims are darker than their centres;
-    the synthetic multi-class set: +0.03; ideal partial-volume disks: −0.03). Beyond that, half a voxel is
-    added before rounding, for the same inward pull of the measured edge. Both choices were fitted to those
-    clean sets and the Kvasir-SEG noise regimes (docs/decisions.md §13).
+    An edge measured within :data:`DEAD_ZONE` voxels of the outline moves nothing: correctly drawn outlines
+    measure between −1.2 and +0.1 (clean Kvasir-SEG at 64², 128², 256²: −0.9 to −1.2, experts draw just outside
+    the polyps' soft rims; BUS-UC benign −0.7, BraTS whole tumour −0.6; the synthetic multi-class set +0.03;
+    ideal partial-volume disks −0.03), and a one-voxel error costs a small object ~9 Dice. Beyond it, half a
+    voxel is added before rounding, for that same inward pull of the measured edge (docs/decisions.md §13).
     """
-    if estimate is None or abs(estimate) < 1.0:
+    if estimate is None or abs(estimate) < DEAD_ZONE:
         return 0
     return int(np.round(estimate + 0.5))
 

@@ -63,7 +63,7 @@ def _main(args: argparse.Namespace) -> int:
     print(f"{base.name}, {args.configuration}: edge position in voxels from the labels' outlines "
           f"(> 0: labels too small, < 0: too large)")
     for c, v in classes.items():
-        estimate = "too few cases (20 needed)" if v["estimate"] is None else f"{v['estimate']:+.2f}"
+        estimate = f"no estimate, {v['abstained']}," if v["estimate"] is None else f"{v['estimate']:+.2f}"
         print(f"  label {c} ({names.get(c, '?')}): {estimate} from {v['cases']} cases -> auto moves it by "
               f"{v['offset']}")
     print("train with it: nnUNet_GSD_BOUNDARY_OFFSET=auto (or a whole number of voxels for every class)")

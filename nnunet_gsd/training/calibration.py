@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from nnunet_gsd.method.calibration import RINGS, calibration_offset, estimate_offset, ring_profile
+from nnunet_gsd.method.calibration import RINGS, calibration_offset, estimate_offset, median_profile, ring_profile
 from nnunet_gsd.utils import write_json_atomic
 
 #: cases read to estimate the offsets (a seeded sample of the training cases): the median over this many
@@ -29,8 +29,9 @@ def parse_offset_setting(value: str) -> Optional[int]:
 
 def estimate_class_offsets(dataset, identifiers: Sequence[str], labels: Sequence[int],
                            spacing: Optional[Sequence[float]], seed: int = 0) -> Dict[int, dict]:
-    """``{label: {"estimate": voxels or None, "offset": int, "cases": n, "profile": median ring profile or None}}``
-    over a seeded sample of the cases (the profile's rings as in :func:`ring_profile`).
+    """``{label: {"estimate": voxels or None, "offset": int, "abstained": why there is no estimate or None,
+    "cases": n, "profile": median ring profile or None}}`` over a seeded sample of the cases (the profile's rings
+    as in :func:`ring_profile`).
 
     ``dataset`` is nnU-Net's dataset object (``load_case(identifier)`` → data, seg, …) of the preprocessed
     training cases, so the offsets are in the voxels the network trains on.
@@ -50,10 +51,10 @@ def estimate_class_offsets(dataset, identifiers: Sequence[str], labels: Sequence
     out = {}
     for c in labels:
         estimate = estimate_offset(profiles[c])
-        valid = [p for p in profiles[c] if p is not None]
-        median = np.nanmedian(np.stack(valid), axis=0) if valid else None
+        median, why = median_profile(profiles[c])
         out[c] = {"estimate": None if estimate is None else round(estimate, 3),
-                  "offset": calibration_offset(estimate), "cases": len(valid),
+                  "offset": calibration_offset(estimate), "abstained": why or None,
+                  "cases": sum(p is not None for p in profiles[c]),
                   "profile": None if median is None else [None if np.isnan(v) else round(float(v), 4) for v in median]}
     return out
 

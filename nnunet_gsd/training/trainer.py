@@ -167,8 +167,10 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
                 classes = load_or_estimate(self.output_folder, key, lambda: None)
         for c in labels:
             v = classes[c]
-            self.print_to_log_file(f"GSD boundary calibration, label {c}: edge at {v['estimate']} voxels from the "
-                                   f"outlines ({v['cases']} cases), labels moved by {v['offset']}")
+            edge = (f"edge at {v['estimate']:+.2f} voxels from the outlines" if v["estimate"] is not None
+                    else f"no edge estimate, {v.get('abstained')}")
+            self.print_to_log_file(f"GSD boundary calibration, label {c}: {edge} ({v['cases']} cases), labels "
+                                   f"moved by {v['offset']}")
         offsets = [0] * (max(labels) + 1)
         for c in labels:
             offsets[c] = classes[c]["offset"]

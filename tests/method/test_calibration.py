@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from nnunet_gsd.method.calibration import calibration_offset, estimate_offset, ring_profile, shift_labels
+from nnunet_gsd.method.calibration import (calibration_offset, estimate_offset, median_profile, ring_profile,
+                                          shift_labels)
 
 
 def disk(size: int, radius: float, centre=None) -> np.ndarray:
@@ -55,13 +56,30 @@ def test_estimate_offset_finds_the_steepest_fall():
 def test_estimate_offset_wants_evidence():
     assert estimate_offset([np.array([1, 1, 1, 0, 0, 0.0])] * 19) is None
     assert estimate_offset([None] * 30) is None
-    assert estimate_offset([np.array([0, 0, 0, 1, 1, 1.0])] * 20) is None  # never falls
+    assert estimate_offset([np.array([0, 0, 0, 1, 1, 1.0])] * 20) is None  # rises: not an edge
+
+
+def test_median_profile_trusts_only_one_step_between_the_references():
+    step = np.array([0.9, 0.85, 0.8, 0.4, 0.3, 0.25])
+    curve, why = median_profile([step] * 11 + [step - 0.02] * 10)
+    np.testing.assert_allclose(curve, step)   # 21 cases: the 11th smallest is one of the eleven
+    assert why == ""
+    assert median_profile([step] * 5 + [None] * 20)[1] == "too few cases (5 < 20)"
+    # lungs: dark inside, a background of dark air and bright body — the inside is never object-like
+    assert median_profile([np.array([0.04, -0.5, -1.4, -1.9, -2.0, -2.0])] * 20)[1].startswith(
+        "not one edge (innermost ring 0.04, needs ≥ 0.75")
+    # shadowing below a lesion: the outside keeps falling far below the background
+    _, why = median_profile([np.array([0.9, 0.8, 0.4, 0.1, -0.3, -0.59])] * 20)
+    assert "outermost -0.59, needs within ±0.35" in why
+    assert estimate_offset([np.array([0.9, 0.8, 0.4, 0.1, -0.3, -0.59])] * 20) is None
 
 
 def test_calibration_offset_has_a_dead_zone_and_adds_half_a_voxel():
     assert calibration_offset(None) == 0
     assert calibration_offset(-0.99) == 0    # clean Kvasir-SEG at 64²
-    assert calibration_offset(0.8) == 0      # within a voxel: nothing moves
+    assert calibration_offset(-1.16) == 0    # clean Kvasir-SEG at 256²: within 1.5 voxels nothing moves
+    assert calibration_offset(0.8) == 0
+    assert calibration_offset(-1.74) == -1   # heavy over-annotation of the synthetic thin class
     assert calibration_offset(2.15) == 3     # heavy under-annotation
     assert calibration_offset(-3.9) == -3    # heavy over-annotation
     assert calibration_offset(-4.06) == -4
