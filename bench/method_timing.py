@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from nnunet_gsd.method.calibration import shift_labels
 from nnunet_gsd.method.gda import clipped_boundary_distance, default_threshold
 from nnunet_gsd.method.selection import pick_loss, small_loss_mask
 from nnunet_gsd.method.superpixels import superpixel_argmax
@@ -75,6 +76,8 @@ def _cases(b: int, spatial: tuple, device: torch.device, g: torch.Generator) -> 
         return mix(x, m, p), mix(y, m, p), mix(w, m, p), mix(l1, m, p)
 
     return [
+        ("shift_labels (grow 3 voxels)", lambda: shift_labels(y, [0, 3])),
+        ("shift_labels (shrink 3 voxels)", lambda: shift_labels(y, [0, -3])),
         (f"clipped_boundary_distance (T={T:g})", lambda: clipped_boundary_distance(y, T)),
         ("pick_loss", lambda: pick_loss(l1, l2, y)),
         ("small_loss_mask (keep 0.95)", lambda: small_loss_mask(loss, 0.95)),

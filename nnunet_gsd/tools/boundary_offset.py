@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Dict, Optional, Tuple
 
 from nnunet_gsd.errors import UserError
 from nnunet_gsd.utils import dataset_name
@@ -26,30 +27,33 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=_main)
 
 
-def _main(args: argparse.Namespace) -> int:
+def dataset_offsets(dataset: str, configuration: str = "2d", plans_id: str = "nnUNetPlans",
+                    min_cases: Optional[int] = None) -> Tuple[str, Dict[int, dict], Dict[int, str]]:
+    """The ``auto`` estimate on every training case of a preprocessed dataset: its folder name, the per-label
+    results of :func:`~nnunet_gsd.training.calibration.estimate_class_offsets` and the label names (a one-line
+    :class:`UserError` when the dataset, plans or configuration is missing or the labels are regions)."""
     from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from nnunet_gsd.method.calibration import RINGS
     from nnunet_gsd.tools.common import foreground_labels, load_dataset_json
-    from nnunet_gsd.training.calibration import estimate_class_offsets
+    from nnunet_gsd.training.calibration import MIN_CASES, estimate_class_offsets
 
     if not nnUNet_preprocessed.is_set():
         raise UserError("nnUNet_preprocessed is not set: export it to the folder of your preprocessed datasets")
-    base = Path(str(nnUNet_preprocessed)) / dataset_name(args.dataset)
-    plans_file = base / f"{args.plans}.json"
+    base = Path(str(nnUNet_preprocessed)) / dataset_name(dataset)
+    plans_file = base / f"{plans_id}.json"
     if not plans_file.is_file():
         raise UserError(f"{plans_file} does not exist: run nnUNetv2_plan_and_preprocess first (or check -p)")
     plans = PlansManager(str(plans_file))
-    if args.configuration not in plans.available_configurations:
-        raise UserError(f"configuration {args.configuration!r} is not in {plans_file.name}; "
+    if configuration not in plans.available_configurations:
+        raise UserError(f"configuration {configuration!r} is not in {plans_file.name}; "
                         f"available: {plans.available_configurations}")
-    config = plans.get_configuration(args.configuration)
+    config = plans.get_configuration(configuration)
     folder = base / config.data_identifier
     if not folder.is_dir():
-        raise UserError(f"{folder} does not exist: preprocess configuration {args.configuration} first "
-                        f"(nnUNetv2_plan_and_preprocess -d {args.dataset} -c {args.configuration})")
+        raise UserError(f"{folder} does not exist: preprocess configuration {configuration} first "
+                        f"(nnUNetv2_plan_and_preprocess -d {dataset} -c {configuration})")
     dataset_json = load_dataset_json(base)
     labels = foreground_labels(dataset_json)
     if any(isinstance(c, tuple) for c in labels):
@@ -58,9 +62,17 @@ def _main(args: argparse.Namespace) -> int:
     dataset_class = infer_dataset_class(str(folder))
     identifiers = dataset_class.get_identifiers(str(folder))
     classes = estimate_class_offsets(dataset_class(str(folder), identifiers), identifiers, labels,
-                                     [float(s) for s in config.spacing])
+                                     [float(s) for s in config.spacing],
+                                     min_cases=MIN_CASES if min_cases is None else min_cases)
     names = {int(v): k for k, v in dataset_json["labels"].items() if isinstance(v, int)}
-    print(f"{base.name}, {args.configuration}: edge position in voxels from the labels' outlines "
+    return base.name, classes, names
+
+
+def _main(args: argparse.Namespace) -> int:
+    from nnunet_gsd.method.calibration import RINGS
+
+    name, classes, names = dataset_offsets(args.dataset, args.configuration, args.plans)
+    print(f"{name}, {args.configuration}: edge position in voxels from the labels' outlines "
           f"(> 0: labels too small, < 0: too large)")
     for c, v in classes.items():
         estimate = f"no estimate, {v['abstained']}," if v["estimate"] is None else f"{v['estimate']:+.2f}"

@@ -17,6 +17,8 @@ from nnunet_gsd.utils import write_json_atomic
 #: outlines is stable to a tenth of a voxel on Kvasir-SEG, and 3D datasets stay quick
 MAX_CASES = 200
 SLICES_PER_CASE = 10
+#: outlines the median needs before it may move a label
+MIN_CASES = 20
 OFFSETS_FILE = "gsd_boundary_offsets.json"
 
 
@@ -28,13 +30,15 @@ def parse_offset_setting(value: str) -> Optional[int]:
 
 
 def estimate_class_offsets(dataset, identifiers: Sequence[str], labels: Sequence[int],
-                           spacing: Optional[Sequence[float]], seed: int = 0) -> Dict[int, dict]:
+                           spacing: Optional[Sequence[float]], seed: int = 0,
+                           min_cases: int = MIN_CASES) -> Dict[int, dict]:
     """``{label: {"estimate": voxels or None, "offset": int, "abstained": why there is no estimate or None,
     "cases": n, "profile": median ring profile or None}}`` over a seeded sample of the cases (the profile's rings
     as in :func:`ring_profile`).
 
     ``dataset`` is nnU-Net's dataset object (``load_case(identifier)`` → data, seg, …) of the preprocessed
-    training cases, so the offsets are in the voxels the network trains on.
+    training cases, so the offsets are in the voxels the network trains on. ``min_cases``: outlines needed
+    (:func:`~nnunet_gsd.method.calibration.median_profile`); only surveys of small extracts lower it.
     """
     rng = np.random.default_rng(seed)
     chosen = sorted(identifiers)
@@ -50,8 +54,8 @@ def estimate_class_offsets(dataset, identifiers: Sequence[str], labels: Sequence
                 profiles[c].append(ring_profile(image, labelled == c, RINGS, spacing, valid))
     out = {}
     for c in labels:
-        estimate = estimate_offset(profiles[c])
-        median, why = median_profile(profiles[c])
+        estimate = estimate_offset(profiles[c], min_cases)
+        median, why = median_profile(profiles[c], min_cases)
         out[c] = {"estimate": None if estimate is None else round(estimate, 3),
                   "offset": calibration_offset(estimate), "abstained": why or None,
                   "cases": sum(p is not None for p in profiles[c]),

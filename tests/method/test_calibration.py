@@ -67,7 +67,7 @@ def test_median_profile_trusts_only_one_step_between_the_references():
     assert median_profile([step] * 5 + [None] * 20)[1] == "too few cases (5 < 20)"
     # lungs: dark inside, a background of dark air and bright body — the inside is never object-like
     assert median_profile([np.array([0.04, -0.5, -1.4, -1.9, -2.0, -2.0])] * 20)[1].startswith(
-        "not one edge (innermost ring 0.04, needs ≥ 0.75")
+        "not one edge (innermost ring 0.04, needs ≥ 0.7")
     # shadowing below a lesion: the outside keeps falling far below the background
     _, why = median_profile([np.array([0.9, 0.8, 0.4, 0.1, -0.3, -0.59])] * 20)
     assert "outermost -0.59, needs within ±0.35" in why
