@@ -116,3 +116,18 @@ def test_shift_labels_respects_anisotropic_spacing():
     out = shift_labels(y, [0, 2], spacing=(2.0, 1.0, 1.0))  # axis 0 voxels are twice as long
     assert out[0, 4, 3, 3] == 1 and out[0, 5, 3, 3] == 0   # 2 units along axis 0 = one voxel
     assert out[0, 3, 5, 3] == 1 and out[0, 3, 3, 5] == 1
+
+
+def test_outline_distances_on_crops_equal_the_whole_volume_transforms():
+    from scipy import ndimage
+
+    from nnunet_gsd.method.calibration import _outline_distances
+    rng = np.random.default_rng(0)
+    mask = ndimage.gaussian_filter(rng.normal(size=(18, 30, 26)), 2) > 0.1   # blobs, some touching the border
+    mask[:, :, 20:] = False                                                  # and a wide background on one side
+    sampling = np.array([2.5, 1.0, 1.0])
+    inside, outside = _outline_distances(mask, sampling, rings=3)
+    np.testing.assert_array_equal(inside, ndimage.distance_transform_edt(mask, sampling=sampling))
+    full = ndimage.distance_transform_edt(~mask, sampling=sampling)
+    np.testing.assert_array_equal(outside[full <= 3], full[full <= 3])
+    assert np.all(outside[full > 3] > 3)
