@@ -135,7 +135,8 @@ def test_boundary_calibration_runs_through_nnunet(offset: str, dataset, nnunet_r
         # (20 needed), and the run says so
         record = json.loads((fold / "gsd_boundary_offsets.json").read_text())["classes"]
         assert record and all(v["estimate"] is None and v["offset"] == 0 and v["cases"] < 20 for v in record.values())
-        assert re.search(r"GSD boundary calibration, label 1: no edge estimate, too few cases \(\d+ < 20\)", log_text)
+        assert re.search(r"GSD boundary calibration, label 1, (\d+) outlines: no edge estimate, "
+                         r"too few outlines \(\1 < 20\)", log_text)
         assert logged["gsd_calibrated_accuracy"][-1] == logged["gsd_noisy_accuracy"][-1]
     else:
         # S_E labels are too large: shrinking every class by a voxel changes the labels the step learns from
@@ -147,7 +148,7 @@ def test_boundary_offset_command(dataset, nnunet_root: Path, tmp_path: Path):
     env = train_env(nnunet_root)
     out = run(["nnunet_gsd", "boundary-offset", "-d", str(DATASET_ID), "--png", str(tmp_path / "p.png")], env)
     # 12 generated cases: fewer than the 20 outlines the estimate needs
-    assert re.search(r"label 1 \(lesion\): no estimate, too few cases \(\d+ < 20\), from \d+ cases -> auto moves it "
+    assert re.search(r"label 1 \(lesion\), (\d+) outlines: no estimate, too few outlines \(\1 < 20\) -> auto moves it "
                      r"by 0", out)
     assert (tmp_path / "p.png").stat().st_size > 0
     proc = run_failing(["nnunet_gsd", "boundary-offset", "-d", str(DATASET_ID), "-c", "3d_fullres"], env)

@@ -137,10 +137,10 @@ def median_profile(profiles: Sequence[Optional[np.ndarray]], min_cases: int = 20
     """
     valid = [p for p in profiles if p is not None]
     if not valid:
-        return None, f"too few cases (0 < {min_cases})"
+        return None, f"too few outlines (0 < {min_cases})"
     curve = np.nanmedian(np.stack(valid), axis=0)
     if len(valid) < min_cases:
-        return curve, f"too few cases ({len(valid)} < {min_cases})"
+        return curve, f"too few outlines ({len(valid)} < {min_cases})"
     if not (curve[0] >= STEP_INNER and abs(curve[-1]) <= STEP_OUTER):
         return curve, (f"not one edge (innermost ring {curve[0]:.2f}, needs ≥ {STEP_INNER}; outermost "
                        f"{curve[-1]:.2f}, needs within ±{STEP_OUTER})")
@@ -156,7 +156,7 @@ def estimate_offset(profiles: Sequence[Optional[np.ndarray]], min_cases: int = 2
     −k + 1), so the fall between rings k and k + 1 sits at k, the one between the first inside and the first
     outside ring at 0; a parabola through the largest fall and its neighbours places the edge between rings.
 
-    Returns None when the median profile cannot place an edge (too few cases, not one step) or never falls.
+    Returns None when the median profile cannot place an edge (too few outlines, not one step) or never falls.
     """
     curve, why = median_profile(profiles, min_cases)
     if why:

@@ -75,9 +75,8 @@ def _main(args: argparse.Namespace) -> int:
     print(f"{name}, {args.configuration}: edge position in voxels from the labels' outlines "
           f"(> 0: labels too small, < 0: too large)")
     for c, v in classes.items():
-        estimate = f"no estimate, {v['abstained']}," if v["estimate"] is None else f"{v['estimate']:+.2f}"
-        print(f"  label {c} ({names.get(c, '?')}): {estimate} from {v['cases']} cases -> auto moves it by "
-              f"{v['offset']}")
+        estimate = f"no estimate, {v['abstained']}" if v["estimate"] is None else f"{v['estimate']:+.2f}"
+        print(f"  label {c} ({names.get(c, '?')}), {v['cases']} outlines: {estimate} -> auto moves it by {v['offset']}")
     print("train with it: nnUNet_GSD_BOUNDARY_OFFSET=auto (or a whole number of voxels for every class)")
     if args.png:
         _plot(classes, names, RINGS, args.png)

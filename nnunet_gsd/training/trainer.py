@@ -169,7 +169,7 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
             v = classes[c]
             edge = (f"edge at {v['estimate']:+.2f} voxels from the outlines" if v["estimate"] is not None
                     else f"no edge estimate, {v.get('abstained')}")
-            self.print_to_log_file(f"GSD boundary calibration, label {c}: {edge} ({v['cases']} cases), labels "
+            self.print_to_log_file(f"GSD boundary calibration, label {c}, {v['cases']} outlines: {edge}, labels "
                                    f"moved by {v['offset']}")
         offsets = [0] * (max(labels) + 1)
         for c in labels:

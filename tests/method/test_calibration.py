@@ -64,7 +64,7 @@ def test_median_profile_trusts_only_one_step_between_the_references():
     curve, why = median_profile([step] * 11 + [step - 0.02] * 10)
     np.testing.assert_allclose(curve, step)   # 21 cases: the 11th smallest is one of the eleven
     assert why == ""
-    assert median_profile([step] * 5 + [None] * 20)[1] == "too few cases (5 < 20)"
+    assert median_profile([step] * 5 + [None] * 20)[1] == "too few outlines (5 < 20)"
     # lungs: dark inside, a background of dark air and bright body — the inside is never object-like
     assert median_profile([np.array([0.04, -0.5, -1.4, -1.9, -2.0, -2.0])] * 20)[1].startswith(
         "not one edge (innermost ring 0.04, needs ≥ 0.7")
