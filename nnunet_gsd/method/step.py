@@ -197,7 +197,7 @@ def split_scales(output: Union[Tensor, Sequence[Tensor]]) -> tuple[Tensor, tuple
     return output, ()
 
 
-def _resize_nearest(x: Tensor, size: Sequence[int]) -> Tensor:
+def resize_nearest(x: Tensor, size: Sequence[int]) -> Tensor:
     """``(B, *spatial)`` map resized by nearest neighbour, as nnU-Net downsamples segmentations for deep supervision."""
     return F.interpolate(x[:, None].float(), size=tuple(size), mode="nearest-exact")[:, 0]
 
@@ -214,8 +214,8 @@ def deep_supervision_loss(lower1: Sequence[Tensor], lower2: Sequence[Tensor], la
     total = weights.new_zeros(())
     for scale, out1, out2 in zip(deep_supervision_weights(len(lower1)), lower1, lower2):
         size = out1.shape[2:]
-        y, w = _resize_nearest(labels, size).long(), _resize_nearest(weights, size)
-        m = None if mask is None else _resize_nearest(mask, size).bool()
+        y, w = resize_nearest(labels, size).long(), resize_nearest(weights, size)
+        m = None if mask is None else resize_nearest(mask, size).bool()
         # the lowest output stays in the graph with weight 0 (nnU-Net's choice; DDP wants every parameter used)
         total = total + scale * (kt_loss(out1.float(), y, w, dice, m) + kt_loss(out2.float(), y, w, dice, m))
     return total

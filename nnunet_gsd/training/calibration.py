@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 from os.path import isfile, join
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
-from nnunet_gsd.method.calibration import RINGS, calibration_offset, estimate_offset, median_profile, ring_profile
+from nnunet_gsd.method.calibration import (RINGS, calibration_offset, estimate_offset, median_profile, ring_profile,
+                                           shift_labels)
+from nnunet_gsd.method.step import resize_nearest
 from nnunet_gsd.utils import write_json_atomic
 
 #: cases read to estimate the offsets (a seeded sample of the training cases): the median over this many
@@ -89,3 +92,45 @@ def load_or_estimate(folder: str, key: dict, compute) -> Dict[int, dict]:
     os.makedirs(folder, exist_ok=True)
     write_json_atomic(path, {"key": key, "classes": {str(c): v for c, v in classes.items()}})
     return classes
+
+
+def run_boundary_offsets(trainer, setting: str) -> List[int]:
+    """Per label value, the voxels boundary calibration moves that class's outline in an nnU-Net training run:
+    ``setting``'s (the ``boundary_offset`` setting), or for "auto" estimated from the fold's training cases once,
+    recorded in the output folder and logged with the reason when no label moves."""
+    labels = [int(c) for c in trainer.label_manager.foreground_labels]
+    given = parse_offset_setting(setting)
+    if given is not None:
+        return [0] + [given] * len(labels)
+    tr_keys, _ = trainer.do_split()
+    spacing = [float(s) for s in trainer.configuration_manager.spacing]
+    key = {"cases": len(tr_keys), "first": sorted(tr_keys)[:3], "spacing": spacing, "labels": labels}
+    if trainer.local_rank == 0:
+        classes = load_or_estimate(trainer.output_folder, key, lambda: estimate_class_offsets(
+            trainer.dataset_class(trainer.preprocessed_dataset_folder, tr_keys), tr_keys, labels, spacing))
+    if trainer.is_ddp:
+        torch.distributed.barrier()
+        if trainer.local_rank != 0:
+            classes = load_or_estimate(trainer.output_folder, key, lambda: None)
+    for c in labels:
+        v = classes[c]
+        edge = (f"edge at {v['estimate']:+.2f} voxels from the outlines" if v["estimate"] is not None
+                else f"no edge estimate, {v.get('abstained')}")
+        trainer.print_to_log_file(f"GSD boundary calibration, label {c}, {v['cases']} outlines: {edge}, labels "
+                                  f"moved by {v['offset']}")
+    offsets = [0] * (max(labels) + 1)
+    for c in labels:
+        offsets[c] = classes[c]["offset"]
+    return offsets
+
+
+def calibrated_targets(target: Union[torch.Tensor, Sequence[torch.Tensor]], offsets: Sequence[int],
+                       spacing: Sequence[float]) -> Union[torch.Tensor, List[torch.Tensor]]:
+    """nnU-Net's training targets (``(B, 1, *spatial)``, or one per deep-supervision output, finest first) with
+    the full-resolution labels shifted by ``offsets`` (:func:`~nnunet_gsd.method.calibration.shift_labels`) and
+    every lower output's labels resized from them by nearest neighbour, as nnU-Net makes them."""
+    levels = [target] if isinstance(target, torch.Tensor) else list(target)
+    full = shift_labels(levels[0][:, 0].long(), offsets, spacing)
+    out = [full[:, None].to(levels[0].dtype)] + [resize_nearest(full, t.shape[2:])[:, None].to(t.dtype)
+                                                  for t in levels[1:]]
+    return out[0] if isinstance(target, torch.Tensor) else out

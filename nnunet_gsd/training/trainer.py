@@ -36,7 +36,7 @@ from nnunet_gsd.method.superpixels import decode_ids
 from nnunet_gsd.method.views import weak_intensity_view
 from nnunet_gsd.settings import GROUPS, effective_tau
 from nnunet_gsd.training.distributed import all_ranks_nanmean
-from nnunet_gsd.training.calibration import estimate_class_offsets, load_or_estimate, parse_offset_setting
+from nnunet_gsd.training.calibration import run_boundary_offsets
 from nnunet_gsd.training.data import (AuxChannelDataset, TargetLayout, build_clean_label_cache,
                                       build_superpixel_cache, has_clean_labels, with_aux_spatial_transform)
 from nnunet_gsd.training.plots import plot_gsd_progress
@@ -148,34 +148,6 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         if self.is_ddp:
             dist.barrier()
 
-    def _boundary_offsets(self) -> List[int]:
-        """Per label value, the voxels boundary calibration moves that class's outline (docs/decisions.md §13):
-        the setting's, or estimated from this fold's training cases once and recorded in the output folder."""
-        labels = [int(c) for c in self.label_manager.foreground_labels]
-        given = parse_offset_setting(self.gsd.boundary_offset)
-        if given is not None:
-            return [0] + [given] * len(labels)
-        tr_keys, _ = self.do_split()
-        spacing = [float(s) for s in self.configuration_manager.spacing]
-        key = {"cases": len(tr_keys), "first": sorted(tr_keys)[:3], "spacing": spacing, "labels": labels}
-        if self.local_rank == 0:
-            classes = load_or_estimate(self.output_folder, key, lambda: estimate_class_offsets(
-                self.dataset_class(self.preprocessed_dataset_folder, tr_keys), tr_keys, labels, spacing))
-        if self.is_ddp:
-            dist.barrier()
-            if self.local_rank != 0:
-                classes = load_or_estimate(self.output_folder, key, lambda: None)
-        for c in labels:
-            v = classes[c]
-            edge = (f"edge at {v['estimate']:+.2f} voxels from the outlines" if v["estimate"] is not None
-                    else f"no edge estimate, {v.get('abstained')}")
-            self.print_to_log_file(f"GSD boundary calibration, label {c}, {v['cases']} outlines: {edge}, labels "
-                                   f"moved by {v['offset']}")
-        offsets = [0] * (max(labels) + 1)
-        for c in labels:
-            offsets[c] = classes[c]["offset"]
-        return offsets
-
     def get_tr_and_val_datasets(self):
         datasets = super().get_tr_and_val_datasets()
         return tuple(AuxChannelDataset(d, self.layout, self._aux_folder("clean_labels"),
@@ -190,7 +162,7 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         if not self.was_initialized:
             self.initialize()
         self._prepare_aux_maps()
-        self._offsets = self._boundary_offsets()
+        self._offsets = run_boundary_offsets(self, self.gsd.boundary_offset)
         # only keys logged every epoch: nnU-Net's progress plot stops at the shortest logged list
         for key in ("retention", "tau") + self._step_figure_names[1:]:
             self.logger.local_logger.my_fantastic_logging.setdefault("gsd_" + key, [])

@@ -10,6 +10,7 @@ from nnunetv2.training.nnUNetTrainer.variants.loss.nnUNetTrainerCELoss import nn
 from nnunetv2.training.nnUNetTrainer.variants.network_architecture.nnUNetTrainerNoDeepSupervision import \
     nnUNetTrainerNoDeepSupervision
 
+from nnunet_gsd.training.calibration import calibrated_targets, run_boundary_offsets
 from nnunet_gsd.training.settings_mixin import SettingsMixin
 from nnunet_gsd.training.trainer import nnUNetTrainerGSD
 
@@ -97,6 +98,24 @@ class nnUNetTrainerGSD_tiny(nnUNetTrainerGSD):
 class nnUNetTrainerBudget(SettingsMixin, nnUNetTrainer):
     """Stock nnU-Net (Dice + CE, deep supervision) with the budget environment variables: the baseline users
     compare with, trained exactly as long as the GSD arms."""
+
+
+class nnUNetTrainerBudgetCalibrated(nnUNetTrainerBudget):
+    """Stock nnU-Net (as :class:`nnUNetTrainerBudget`) trained on boundary-calibrated labels — GSD's default
+    ``boundary_offset="auto"`` (docs/decisions.md §13) without the rest of GSD: the ablation that tells what
+    GSD's two networks add to the calibration, at one network's cost."""
+
+    def on_train_start(self):
+        if not self.was_initialized:
+            self.initialize()
+        self._offsets = run_boundary_offsets(self, "auto")
+        super().on_train_start()
+
+    def train_step(self, batch: dict) -> dict:
+        if any(self._offsets):
+            batch = dict(batch, target=calibrated_targets(batch["target"], self._offsets,
+                                                          self.configuration_manager.spacing))
+        return super().train_step(batch)
 
 
 class nnUNetTrainerNoDeepSupervisionBudget(SettingsMixin, nnUNetTrainerNoDeepSupervision):

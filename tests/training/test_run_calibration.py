@@ -4,8 +4,9 @@ import numpy as np
 import torch
 
 from nnunet_gsd.method.calibration import shift_labels
-from nnunet_gsd.training.calibration import (OFFSETS_FILE, estimate_class_offsets, load_or_estimate,
-                                             parse_offset_setting)
+from nnunet_gsd.training.calibration import (OFFSETS_FILE, calibrated_targets, estimate_class_offsets,
+                                             load_or_estimate, parse_offset_setting)
+from nnunet_gsd.training.variants import nnUNetTrainerBudget, nnUNetTrainerBudgetCalibrated
 
 
 class DisksDataset:
@@ -57,3 +58,36 @@ def test_load_or_estimate_reuses_the_record_of_the_same_key(tmp_path):
     assert load_or_estimate(str(tmp_path), key, compute)[1]["offset"] == 3 and len(calls) == 1
     load_or_estimate(str(tmp_path), {"cases": 31}, compute)
     assert len(calls) == 2 and json.loads((tmp_path / OFFSETS_FILE).read_text())["key"] == {"cases": 31}
+
+
+def _one_pixel_targets():
+    """nnU-Net's deep-supervision targets of a 4×4 image whose only foreground pixel is (1, 2): full size, 2×2."""
+    full = torch.zeros(1, 1, 4, 4)
+    full[0, 0, 1, 2] = 1
+    return [full, torch.zeros(1, 1, 2, 2)]  # nearest-exact at half size samples (1,1), (1,3), (3,1), (3,3)
+
+
+def test_calibrated_targets_grow_the_full_resolution_and_resample_the_lower_outputs():
+    full, half = calibrated_targets(_one_pixel_targets(), [0, 1], [1.0, 1.0])
+    # growing by one voxel: the pixel and its four neighbours (the diagonals lie √2 away)
+    expected = torch.zeros(4, 4)
+    for y, x in [(1, 2), (0, 2), (2, 2), (1, 1), (1, 3)]:
+        expected[y, x] = 1
+    assert torch.equal(full[0, 0], expected) and full.dtype == torch.float32
+    assert torch.equal(half[0, 0], torch.tensor([[1.0, 1.0], [0.0, 0.0]]))  # the unshifted labels give none there
+    single = calibrated_targets(_one_pixel_targets()[0], [0, 1], [1.0, 1.0])
+    assert isinstance(single, torch.Tensor) and torch.equal(single, full)
+
+
+def test_budget_calibrated_trains_stock_nnunet_on_shifted_targets(monkeypatch):
+    seen = []
+    monkeypatch.setattr(nnUNetTrainerBudget, "train_step", lambda self, batch: seen.append(batch) or {"loss": 0})
+    trainer = object.__new__(nnUNetTrainerBudgetCalibrated)
+    trainer.configuration_manager = type("Configuration", (), {"spacing": [1.0, 1.0]})()
+    batch = {"data": torch.zeros(1, 1, 4, 4), "target": _one_pixel_targets()}
+    trainer._offsets = [0, 0]  # nothing to move: the batch goes through untouched
+    trainer.train_step(batch)
+    trainer._offsets = [0, 1]
+    trainer.train_step(batch)
+    assert seen[0] is batch
+    assert seen[1]["target"][0].sum() == 5 and seen[1]["target"][1].sum() == 2 and seen[1]["data"] is batch["data"]
