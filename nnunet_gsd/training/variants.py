@@ -1,7 +1,8 @@
-"""Trainer variants: the paper's ablation family (Table 7), budgets, and the benchmark baseline.
+"""Trainer variants: the paper's ablation family (Table 7), budgets, and the benchmark baselines.
 
-Each variant only sets class attributes of :class:`nnUNetTrainerGSD` (``gsd_*``, ``budget_*``: the
-settings of :mod:`nnunet_gsd.settings`); the training step is shared. Table 7 rows (Kvasir, S_R):
+Each GSD variant only sets class attributes of :class:`nnUNetTrainerGSD` (``gsd_*``, ``budget_*``: the
+settings of :mod:`nnunet_gsd.settings`); the training step is shared. The baselines are stock nnU-Net
+trainers with the budget settings (one of them on boundary-calibrated labels). Table 7 rows (Kvasir, S_R):
 JoCoR 71.05 → +GDA 76.76 → +LR 78.74 → +SGLR 78.84 → +KT (= GSD) 80.04.
 """
 import torch
