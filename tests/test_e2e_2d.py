@@ -144,6 +144,19 @@ def test_boundary_calibration_runs_through_nnunet(offset: str, dataset, nnunet_r
         assert logged["gsd_calibrated_accuracy"][-1] != logged["gsd_noisy_accuracy"][-1]
 
 
+def test_stock_trainer_on_calibrated_labels_runs_through_nnunet(dataset, nnunet_root: Path):
+    env = train_env(nnunet_root, nnUNet_GSD_NUM_EPOCHS="1", nnUNet_GSD_NUM_ITERATIONS="2",
+                    nnUNet_GSD_NUM_VAL_ITERATIONS="1")
+    run(["nnUNetv2_train", str(DATASET_ID), "2d", "1", "-tr", "nnUNetTrainerBudgetCalibrated", "-device", "cpu"], env)
+    results = nnunet_root / "nnUNet_results" / dataset["name"]
+    fold = results / "nnUNetTrainerBudgetCalibrated__nnUNetPlans__2d" / "fold_1"
+    assert (fold / "checkpoint_final.pth").is_file()
+    # the same estimate as GSD's, recorded beside the run; too few outlines here, so no label moves
+    record = json.loads((fold / "gsd_boundary_offsets.json").read_text())["classes"]
+    assert record and all(v["offset"] == 0 and v["cases"] < 20 for v in record.values())
+    assert "GSD boundary calibration, label 1," in "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
+
+
 def test_boundary_offset_command(dataset, nnunet_root: Path, tmp_path: Path):
     env = train_env(nnunet_root)
     out = run(["nnunet_gsd", "boundary-offset", "-d", str(DATASET_ID), "--png", str(tmp_path / "p.png")], env)

@@ -115,7 +115,7 @@ class nnUNetTrainerBudgetCalibrated(nnUNetTrainerBudget):
     def train_step(self, batch: dict) -> dict:
         if any(self._offsets):
             batch = dict(batch, target=calibrated_targets(batch["target"], self._offsets,
-                                                          self.configuration_manager.spacing))
+                                                          self.configuration_manager.spacing, self.device))
         return super().train_step(batch)
 
 

@@ -84,6 +84,7 @@ def test_budget_calibrated_trains_stock_nnunet_on_shifted_targets(monkeypatch):
     monkeypatch.setattr(nnUNetTrainerBudget, "train_step", lambda self, batch: seen.append(batch) or {"loss": 0})
     trainer = object.__new__(nnUNetTrainerBudgetCalibrated)
     trainer.configuration_manager = type("Configuration", (), {"spacing": [1.0, 1.0]})()
+    trainer.device = torch.device("cpu")
     batch = {"data": torch.zeros(1, 1, 4, 4), "target": _one_pixel_targets()}
     trainer._offsets = [0, 0]  # nothing to move: the batch goes through untouched
     trainer.train_step(batch)
