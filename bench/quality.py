@@ -53,6 +53,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STOCK, GSD, FAITHFUL = "nnUNetTrainerBudget", "nnUNetTrainerGSD", "nnUNetTrainerGSDFaithful"
+CE, CALIBRATED = "nnUNetTrainerCELossBudget", "nnUNetTrainerBudgetCalibrated"
 
 
 @dataclass(frozen=True)
@@ -62,17 +63,19 @@ class Regime:
     offset: int                 # dataset id = --id-base + offset
     clean_offset: int           # the same images with clean labels
     kvasir: bool = True
+    calibrates: bool = False    # boundary calibration moves these labels at 64²: a calibrated-ensemble control too
 
 
 REGIMES = {r.name: r for r in [
     Regime("clean", ["kvasir", "--noise", "none"], 0, 0),
     Regime("mild_S_R", ["kvasir", "--noise", "S_R", "--noise-at", "source"], 1, 0),
-    Regime("heavy_S_R", ["kvasir", "--noise", "S_R", "--noise-at", "256"], 2, 0),
+    Regime("heavy_S_R", ["kvasir", "--noise", "S_R", "--noise-at", "256"], 2, 0, calibrates=True),
     Regime("multiclass_thin", ["synthetic", "--classes", "3", "--thin", "--noise", "S_E",
-                               "--num-train", "300", "--num-test", "150"], 4, 3, kvasir=False),
-    Regime("heavy_S_E", ["kvasir", "--noise", "S_E", "--noise-at", "256"], 5, 0),
+                               "--num-train", "300", "--num-test", "150"], 4, 3, kvasir=False, calibrates=True),
+    Regime("heavy_S_E", ["kvasir", "--noise", "S_E", "--noise-at", "256"], 5, 0, calibrates=True),
 ]}
 REQUIRED = ("heavy_S_R", "mild_S_R", "clean", "multiclass_thin")
+PAPER_REGIMES = ("heavy_S_R", "clean")   # where the paper's comparison (faithful GSD vs a CE-only network) is run
 
 
 @dataclass(frozen=True)
@@ -83,9 +86,12 @@ class Arm:
     labels: str                 # "clean" or "noisy" (the regime's dataset)
     env: Dict[str, str] = field(default_factory=dict)
     repeat: int = 0             # > 0: another training of the same arm (nnU-Net's training is not seeded)
+    members: tuple = ()         # an ensemble: nothing trained, these arms' probabilities averaged by nnU-Net
 
     def run_key(self, args) -> str:
         """Arms that train the same thing share one run (e.g. stock on clean Kvasir for three regimes)."""
+        if self.members:
+            return "ensemble(" + " + ".join(m.run_key(args) for m in self.members) + ")"
         did = dataset_id(args, self.regime, self.labels)
         return "|".join([str(did), self.trainer] + [f"{k}={v}" for k, v in sorted(self.env.items())]
                         + ([f"repeat={self.repeat}"] if self.repeat else []))
@@ -116,7 +122,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "(e.g. conf09:nnUNet_GSD_REFINE_CONFIDENCE=0.9); TRAINER= picks another trainer, REPEAT=N "
                          "trains the arm again (e.g. stock_r1@clean:TRAINER=nnUNetTrainerBudget,REPEAT=1: "
                          "nnU-Net's training is not seeded, so repeats measure the spread between trainings)")
-    ap.add_argument("--no-faithful", action="store_true", help="skip the paper-faithful GSD arm")
+    ap.add_argument("--no-faithful", action="store_true",
+                    help="skip the paper's comparison: the paper-faithful GSD arm and CE-only nnU-Net on clean and "
+                         f"noisy labels ({' and '.join(PAPER_REGIMES)})")
+    ap.add_argument("--no-controls", action="store_true",
+                    help="skip the equal-compute controls: a second stock training and the two-network stock "
+                         "ensemble in every regime, and the same for stock on calibrated labels where calibration "
+                         "moves them")
     ap.add_argument("--only", nargs="+", metavar="ARM",
                     help="train only these arms (e.g. stock_noisy stock_clean, or a variant's name); the report "
                          "still lists every arm already evaluated")
@@ -169,14 +181,30 @@ def arms_of(args) -> List[Arm]:
     arms = []
     for r in args.regimes:
         clean = "clean" if r != "clean" else "noisy"  # the clean regime's "noisy" dataset is clean already
+        paper = r in PAPER_REGIMES and not args.no_faithful
         # run order = this order (regimes as given): the long GSD runs first, so both lanes stay busy to the end
         arms.append(Arm("gsd_noisy", r, GSD, "noisy"))
-        if r == "heavy_S_R" and not args.no_faithful:
+        if paper:
             arms.append(Arm("gsd_faithful", r, FAITHFUL, "noisy"))
         arms += [Arm(v.name, r, v.trainer, "noisy", v.env, v.repeat) for v in args.variants
                  if v.regimes is None or r in v.regimes]
-        arms += [Arm("stock_noisy", r, STOCK, "noisy"), Arm("stock_clean", r, STOCK, clean)]
+        stock = Arm("stock_noisy", r, STOCK, "noisy")
+        arms += [stock, Arm("stock_clean", r, STOCK, clean)]
+        if paper:
+            arms += [Arm("ce_noisy", r, CE, "noisy"), Arm("ce_clean", r, CE, clean)]
+        if not args.no_controls:
+            arms += ensemble_arms(r, "stock", stock)
+            if REGIMES[r].calibrates:
+                arms += ensemble_arms(r, "calibrated", Arm("stock_calibrated", r, CALIBRATED, "noisy"))
     return arms
+
+
+def ensemble_arms(regime: str, name: str, first: Arm) -> List[Arm]:
+    """The equal-compute control of GSD's two networks: a second training of ``first`` and both predicted together
+    (``nnUNetv2_ensemble`` averages their softmax), named ``{name}_ensemble``."""
+    second = Arm(f"{first.name}_r1", regime, first.trainer, first.labels, first.env, repeat=first.repeat + 1)
+    extra = [first] if first.name != "stock_noisy" else []   # stock_noisy is an arm of every regime already
+    return extra + [second, Arm(f"{name}_ensemble", regime, first.trainer, first.labels, members=(first, second))]
 
 
 # ---------------------------------------------------------------------------------------------- environment
@@ -354,7 +382,8 @@ def arm_tag(arm: Arm) -> str:
 
 
 def predictions_folder(args, arm: Arm) -> Path:
-    return args.work / "predictions" / arm_tag(arm) / raw_folder(args, dataset_id(args, arm.regime, arm.labels)).name
+    tag = arm_tag(arm) if not arm.members else "ensemble__" + "+".join(arm_tag(m) for m in arm.members)
+    return args.work / "predictions" / tag / raw_folder(args, dataset_id(args, arm.regime, arm.labels)).name
 
 
 def area_ratios(args, arm: Arm) -> Optional[Dict[str, float]]:
@@ -397,17 +426,46 @@ def train_predict_evaluate(args, state: State, arm: Arm, logdir: Path) -> None:
     if not rec.get("evaluated"):
         if pred.exists():
             shutil.rmtree(pred)
+        # probabilities kept for the ensemble controls (nnUNetv2_ensemble averages them)
         cmd = ["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", str(did), "-c", "2d",
                "-tr", arm.trainer, "-p", plans_name(args), "-f", "all", "-chk", "checkpoint_final.pth",
-               "-npp", "1", "-nps", "1", "-device", args.device, "--disable_progress_bar", "--disable_tta"]
+               "-npp", "1", "-nps", "1", "-device", args.device, "--disable_progress_bar", "--disable_tta",
+               "--save_probabilities"]
         predict_s = round(run(cmd, env, alog), 1)
-        run(["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred), "-djfile", str(pred / "dataset.json"),
-             "-pfile", str(pred / "plans.json"), "-np", "1"], env, alog)
-        summary = json.loads((pred / "summary.json").read_text())
-        per_case = {Path(c["reference_file"]).name: {k: 100 * m["Dice"] for k, m in c["metrics"].items()}
-                    for c in summary["metric_per_case"]}
-        state.set(key, predict_s=predict_s, per_case=per_case, evaluated=True)
+        state.set(key, predict_s=predict_s, per_case=evaluate(raw, pred, env, alog), evaluated=True)
         log(f"{tag} on {raw.name}: mean Dice {mean_dice(state.run(key)):.2f}")
+
+
+def evaluate(raw: Path, pred: Path, env: Dict[str, str], alog: Path) -> Dict[str, Dict[str, float]]:
+    """Per-case Dice % of a prediction folder against the clean test labels (``nnUNetv2_evaluate_folder``)."""
+    run(["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred), "-djfile", str(pred / "dataset.json"),
+         "-pfile", str(pred / "plans.json"), "-np", "1"], env, alog)
+    summary = json.loads((pred / "summary.json").read_text())
+    return {Path(c["reference_file"]).name: {k: 100 * m["Dice"] for k, m in c["metrics"].items()}
+            for c in summary["metric_per_case"]}
+
+
+def ensemble_evaluate(args, state: State, arm: Arm, logdir: Path) -> bool:
+    """Predict an ensemble arm once its members are evaluated: nnU-Net's own ``nnUNetv2_ensemble`` over the members'
+    saved probabilities. False while a member is missing."""
+    key = arm.run_key(args)
+    if state.run(key).get("evaluated"):
+        return True
+    folders = [predictions_folder(args, m) for m in arm.members]
+    if not all(state.run(m.run_key(args)).get("evaluated") for m in arm.members) or not all(
+            any(f.glob("*.npz")) for f in folders):
+        return False
+    raw = raw_folder(args, dataset_id(args, arm.regime, arm.labels))
+    pred = predictions_folder(args, arm)
+    if pred.exists():
+        shutil.rmtree(pred)
+    env, alog = nnunet_env(args), logdir / f"{raw.name}__{pred.parent.name}.log"
+    run(["nnUNetv2_ensemble", "-i", *map(str, folders), "-o", str(pred), "-np", "1"], env, alog)
+    shutil.copy(folders[0] / "plans.json", pred / "plans.json")  # nnUNetv2_ensemble copies only dataset.json
+    state.set(key, per_case=evaluate(raw, pred, env, alog), evaluated=True,
+              train_s=round(sum(state.run(m.run_key(args)).get("train_s", 0.0) for m in arm.members), 1))
+    log(f"{arm.name} ({arm.regime}): mean Dice {mean_dice(state.run(key)):.2f}")
+    return True
 
 
 def mean_dice(rec: dict, label: Optional[str] = None) -> float:
@@ -483,6 +541,37 @@ def repeats_line(args, runs: dict, here: Dict[str, Arm], regime: str) -> tuple[L
         out.append(text)
     return ["Repeated trainings (nnU-Net's training is not seeded; Δ of the means pairs per-case Dice averaged over "
             "each arm's trainings): " + "; ".join(out) + ".", ""], found
+
+
+def controls_lines(args, runs: dict, here: Dict[str, Arm], regime: str) -> tuple[List[str], dict]:
+    """GSD against what the same compute buys with stock nnU-Net (two networks ensembled, on the annotated and on
+    the calibrated labels), and the paper's comparison: faithful GSD against a CE-only network (share of the CE
+    noise gap it recovers)."""
+    rec = {n: runs.get(a.run_key(args), {}) for n, a in here.items()}
+    done = {n for n, r in rec.items() if r.get("evaluated")}
+    found, text = {}, []
+    for gsd in ("gsd_noisy", "gsd_faithful"):
+        for control in ("stock_ensemble", "calibrated_ensemble"):
+            if {gsd, control} <= done:
+                d, se = paired(rec[gsd], rec[control])
+                found[f"{gsd}_vs_{control}"] = {"delta": d, "delta_se": se}
+                text.append(f"{gsd} − {control} {d:+.2f} ± {se:.2f}")
+    if regime != "clean" and {"ce_noisy", "ce_clean"} <= done:
+        ce_noisy, ce_clean = mean_dice(rec["ce_noisy"]), mean_dice(rec["ce_clean"])
+        found["ce_gap"] = {"ce_clean": ce_clean, "ce_noisy": ce_noisy}
+        parts = [f"CE-only nnU-Net {ce_clean:.2f} clean / {ce_noisy:.2f} noisy"]
+        for name in ("gsd_faithful", "stock_noisy", "gsd_noisy"):
+            if name in done and abs(ce_clean - ce_noisy) > 1e-9:
+                share = (mean_dice(rec[name]) - ce_noisy) / (ce_clean - ce_noisy)
+                found["ce_gap"][f"{name}_recovered"] = share
+                d, se = paired(rec[name], rec["ce_noisy"])
+                found["ce_gap"][f"{name}_vs_ce_noisy"] = {"delta": d, "delta_se": se}
+                parts.append(f"{name} {mean_dice(rec[name]):.2f} ({d:+.2f} ± {se:.2f} vs CE noisy, "
+                             f"{100 * share:.0f} % of the CE gap)")
+        text.append("; ".join(parts))
+    if not text:
+        return [], found
+    return ["Controls (paired over the test images): " + "; ".join(text) + ".", ""], found
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -571,7 +660,8 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
             per_class = (" (" + " / ".join(f"{entry['dice_per_class'][k]:.1f}" for k in labels) + ")"
                          if "dice_per_class" in entry else "")
             what = (f"`{arm.trainer}`" + (f" {arm.env}" if arm.env else "")
-                    + (f" repeat {arm.repeat}" if arm.repeat else ""))
+                    + (f" repeat {arm.repeat}" if arm.repeat else "")
+                    + (f" × {len(arm.members)}, ensembled" if arm.members else ""))
             lines.append(f"| {name} | {what} | {dice:.2f}{per_class} | "
                          f"{delta} | {rec_str} | {fmt(truth['selection_precision'])} | {fmt(truth['noisy_accuracy'])} "
                          f"| {fmt(truth['calibrated_accuracy'])} | {fmt(truth['refined_accuracy'])} "
@@ -581,6 +671,8 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
             rj["arms"][name] = entry
         lines.append("")
         more, rj["repeated_trainings"] = repeats_line(args, runs, here, regime)
+        lines += more
+        more, rj["controls"] = controls_lines(args, runs, here, regime)
         lines += more
         regimes_json[regime] = rj
     stem = args.results
@@ -632,11 +724,24 @@ def main(argv=None) -> None:
     if args.tau == "hidden":
         for regime in args.regimes:
             without_tau(args, dataset_id(args, regime, "noisy"))
-    unique = {}
+    unique, ensembles = {}, {}
     for arm in arms:
-        if args.only is None or arm.name in args.only:
+        if arm.members:   # cheap (no training): predicted whenever its members are there, whatever --only says
+            ensembles.setdefault(arm.run_key(args), arm)
+        elif args.only is None or arm.name in args.only:
             unique.setdefault(arm.run_key(args), arm)
     log(f"{len(arms)} arms, {len(unique)} distinct runs, {args.jobs} at a time")
+
+    def ready_ensembles() -> None:
+        for k, arm in list(ensembles.items()):
+            try:
+                if ensemble_evaluate(args, state, arm, logdir):
+                    del ensembles[k]
+            except RuntimeError as e:
+                log(f"FAILED {arm.name} ({arm.regime}): {e}")
+                del ensembles[k]
+
+    ready_ensembles()
     with cf.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {pool.submit(train_predict_evaluate, args, state, arm, logdir): arm for arm in unique.values()}
         for fut in cf.as_completed(futures):
@@ -644,7 +749,10 @@ def main(argv=None) -> None:
                 fut.result()
             except RuntimeError as e:
                 log(f"FAILED {futures[fut].name} ({futures[fut].regime}): {e}")
+            ready_ensembles()
             report(args, state, arms, command)
+    for arm in ensembles.values():
+        log(f"{arm.name} ({arm.regime}) not predicted: a member is not evaluated (see --only)")
     report(args, state, arms, command)
     log(f"done: {args.results}.md")
 
