@@ -10,7 +10,8 @@ Where a value comes from, lowest priority first (τ: docs/decisions.md §8):
 
 nnU-Net rebuilds trainers from ``inspect.signature(__init__)``, so settings cannot be constructor
 arguments; class attributes and the environment are what is left. Nothing is ignored silently: an
-``nnUNet_GSD_*`` variable or a ``gsd_*``/``budget_*`` class attribute that names no setting is an error
+``nnUNet_GSD_*`` variable, a ``gsd_*``/``budget_*`` class attribute or a dataset.json ``"gsd"`` key that names
+no setting (nor, for dataset.json, what the converters record there: :func:`dataset_values`) is an error
 (typos would otherwise train with the default), and every invalid value stops the run with one line
 (:class:`~nnunet_gsd.errors.UserError`) naming the setting, where its value came from, and the fix.
 
@@ -98,6 +99,18 @@ class Setting:
     group: str = "method"        # method (the paper), budget (epochs × iterations), outputs (what a run writes)
     dataset_key: Optional[str] = None  # key of dataset.json's "gsd" block that may set it
     may_change_on_resume: bool = False
+    example: Any = None          # a valid value the error messages suggest where the default is unset (None)
+
+    def __post_init__(self):
+        # an error message must never suggest a value that is itself refused (τ's "=1" once was)
+        if self.check is not None and not self.check.ok(self.suggestion):
+            raise ValueError(f"setting {self.name}: suggested value {self.suggestion!r} is not {self.check.rule}")
+
+    @property
+    def suggestion(self) -> Any:
+        """The value error messages suggest: the default, else ``example``, else 1 (budget counts, booleans)."""
+        value = next((v for v in (self.default, self.example) if v is not None), 1)
+        return int(value) if self.kind is bool else value
 
     @property
     def attribute(self) -> str:
@@ -108,14 +121,15 @@ class Setting:
 SETTINGS: Tuple[Setting, ...] = (
     # --- the method (docs/method.md, docs/decisions.md)
     Setting("tau", float, None, between(0, 1, high_open=True, why="the expected fraction of noisy pixels"),
-            "forget rate τ of R(e) (Eq. 6); unset = fallback_tau", env="nnUNet_GSD_TAU", dataset_key="tau"),
+            "forget rate τ of R(e) (Eq. 6); unset = fallback_tau", env="nnUNet_GSD_TAU", dataset_key="tau",
+            example=0.05),
     Setting("fallback_tau", float, 0.0, between(0, 1, high_open=True),
             "τ when none is given: 0 = no selection or refinement (any forget rate costs Dice on clean labels); "
             "the paper's 0.05 in nnUNetTrainerGSDFaithful"),
     Setting("lam", float, 0.5, at_least(0), "λ of the symmetric KL term in L_pick (Eq. 4)", env="nnUNet_GSD_LAMBDA"),
     Setting("ramp_fraction", float, 0.1, between(0, 1, low_open=True), "e_ramp / E of R(e)"),
     Setting("threshold", float, None, positive("pixels; unset scales it with the patch size"),
-            "T of Eq. 9; unset = 10 · (in-plane patch edge) / 256, at least 2", env="nnUNet_GSD_T"),
+            "T of Eq. 9; unset = 10 · (in-plane patch edge) / 256, at least 2", env="nnUNet_GSD_T", example=10.0),
     Setting("use_gda", bool, False, None,
             "GDA weights (Eq. 7–10; on in nnUNetTrainerGSDFaithful); off = W ≡ 1: they cost 1.9 Dice on clean labels",
             env="nnUNet_GSD_USE_GDA"),
@@ -159,11 +173,11 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("slic_sigma", float, 1.0, at_least(0), "SLIC Gaussian smoothing σ (docs/decisions.md §5)"),
     # --- the budget; unset keeps the trainer's own (nnU-Net: 1000 epochs × 250 iterations, 50 validation)
     Setting("num_epochs", int, None, at_least(1), "training epochs", env="nnUNet_GSD_NUM_EPOCHS",
-            group="budget", may_change_on_resume=True),
+            group="budget", may_change_on_resume=True, example=100),
     Setting("num_iterations_per_epoch", int, None, at_least(1), "training iterations per epoch",
-            env="nnUNet_GSD_NUM_ITERATIONS", group="budget", may_change_on_resume=True),
+            env="nnUNet_GSD_NUM_ITERATIONS", group="budget", may_change_on_resume=True, example=250),
     Setting("num_val_iterations_per_epoch", int, None, at_least(1), "validation iterations per epoch",
-            env="nnUNet_GSD_NUM_VAL_ITERATIONS", group="budget", may_change_on_resume=True),
+            env="nnUNet_GSD_NUM_VAL_ITERATIONS", group="budget", may_change_on_resume=True, example=50),
     # --- what a run writes besides nnU-Net's outputs (never the numbers of the training)
     Setting("keep_last_k", int, 0, at_least(0), "keep the weights of the last K epochs (paper's protocol); 0 = off",
             env="nnUNet_GSD_KEEP_LAST", group="outputs", may_change_on_resume=True),
@@ -228,13 +242,12 @@ def preprocessed_copy_advice(raw_file: str, used_file: str = "this preprocessed 
 
 def _fix(setting: Setting, source: str, dataset_advice: str) -> str:
     if source.startswith("environment variable"):
-        example = setting.default if setting.default is not None else 1
-        example = int(example) if setting.kind is bool else example
-        return f"fix or unset {setting.env} (e.g. `export {setting.env}={example}`)"
+        return f"fix or unset {setting.env} (e.g. `export {setting.env}={setting.suggestion}`)"
     if source.startswith("class attribute"):
         return f"fix {source.split()[-1]}"
     if source.startswith("dataset.json"):
-        return (f'fix "gsd": {{"{setting.dataset_key}"}} there ({dataset_advice})'
+        return (f'fix "gsd": {{"{setting.dataset_key}"}} there, e.g. "gsd": {{"{setting.dataset_key}": '
+                f'{json.dumps(setting.suggestion)}}} ({dataset_advice})'
                 + (f", or set {setting.env} to override it" if setting.env else ""))
     return "this is a bug in nnunet_gsd's defaults: please report it"
 
@@ -259,21 +272,77 @@ def _parse_text(setting: Setting, raw: str) -> Any:
     return setting.kind(raw)
 
 
-def _typed(setting: Setting, value: Any) -> Any:
-    """A class attribute or dataset.json value as the setting's type (int → float allowed); ValueError otherwise."""
+def _typed(setting: Setting, value: Any, source: str, advice: str) -> Any:
+    """A class attribute or dataset.json value as the setting's type (int → float allowed), else the one error.
+
+    Both sources are typed (Python, JSON), so both take the same rule: a number written as a string is refused
+    (only the environment, which holds nothing but strings, is parsed)."""
     if setting.kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if setting.kind is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if setting.kind in (bool, str) and isinstance(value, setting.kind):
         return value
-    raise ValueError(value)
+    try:  # "0.1": say what to change (booleans are spelt differently in Python and JSON: no hint there)
+        quoted = isinstance(value, str) and setting.kind in (int, float) and _parse_text(setting, value) is not None
+    except ValueError:
+        quoted = False
+    problem = f"is not {_kind_name(setting.kind)}" + (" (write it without quotes)" if quoted else "")
+    raise _error(setting, value, source, problem, advice)
 
 
-def _unknown(kind: str, name: str, known: Sequence[str], fix: str) -> UserError:
+def _unknown(kind: str, name: str, known: Sequence[str], fix: str, what: str = "GSD setting") -> UserError:
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
-    return UserError(f"{kind} {name} names no GSD setting{hint}; {fix}")
+    return UserError(f"{kind} {name} names no {what}{hint}; {fix}")
+
+
+#: keys of dataset.json's "gsd" block that set a setting
+DATASET_SETTING_KEYS = tuple(s.dataset_key for s in SETTINGS if s.dataset_key)
+#: keys ``nnunet_gsd search-tau --write`` adds beside ``tau`` (the converters' keys are :class:`Provenance` fields)
+SEARCH_TAU_KEYS = ("tau_before_search", "tau_search")
+
+
+def _provenance_keys() -> Tuple[str, ...]:
+    # the converters' block is described once, by the Provenance dataclass: its fields are the keys they write
+    from nnunet_gsd.dataset_conversion.provenance import Provenance
+    return tuple(f.name for f in dataclasses.fields(Provenance) if f.name != "extra")
+
+
+def dataset_values(dataset_json: Optional[Mapping[str, Any]], file: str, advice: str) -> Dict[str, Any]:
+    """``{setting name: typed value}`` from dataset.json's ``"gsd"`` block, validated like the other sources.
+
+    The block must be an object whose keys are settings (:data:`DATASET_SETTING_KEYS`) or what the converters
+    and search-tau record there: a typo (``"tauu"``) would otherwise train silently with the default. Values
+    are typed as class attributes are; their range is checked on the value a run ends up with (the
+    environment may override them). ``advice`` says how to change the file (:func:`preprocessed_copy_advice`).
+    """
+    if dataset_json is not None and not isinstance(dataset_json, Mapping):
+        raise UserError(f"dataset.json {file} holds {type(dataset_json).__name__}, not a JSON object; fix it there "
+                        f"({advice})")
+    block = (dataset_json or {}).get("gsd")
+    if block is None:
+        return {}
+    if not isinstance(block, dict):
+        raise UserError(f'dataset.json {file} "gsd" is {json.dumps(block)}, not an object; fix it there, e.g. '
+                        f'"gsd": {{"tau": {SETTING["tau"].suggestion}}} ({advice})')
+    known_other = _provenance_keys() + SEARCH_TAU_KEYS
+    for key in block:
+        if key not in DATASET_SETTING_KEYS and key not in known_other:
+            raise _unknown(f'dataset.json {file} "gsd" key', json.dumps(key),
+                           [json.dumps(k) for k in DATASET_SETTING_KEYS + known_other],
+                           f"rename or remove it there ({advice}); known keys: settings "
+                           f"{', '.join(DATASET_SETTING_KEYS)}; recorded by the converters and search-tau "
+                           f"{', '.join(known_other)}", what="GSD setting or recorded key")
+    values = {}
+    for s in SETTINGS:
+        if s.dataset_key and block.get(s.dataset_key) is not None:
+            values[s.name] = _typed(s, block[s.dataset_key], _dataset_source(file, s), advice)
+    return values
+
+
+def _dataset_source(file: str, setting: Setting) -> str:
+    return f'dataset.json {file} "gsd": {{"{setting.dataset_key}"}}'
 
 
 def resolve_settings(class_attributes: Optional[Mapping[str, Tuple[Any, str]]] = None,
@@ -301,7 +370,7 @@ def resolve_settings(class_attributes: Optional[Mapping[str, Tuple[Any, str]]] =
                            f"unset it (known: {', '.join(ENVIRONMENT_VARIABLES)})")
 
     advice = preprocessed_copy_advice(raw_dataset_json_file)
-    gsd_block = (dataset_json or {}).get("gsd") or {}
+    from_dataset = dataset_values(dataset_json, dataset_json_file, advice)
     values: Dict[str, Any] = {}
     sources: Dict[str, str] = {}
     notes: List[str] = []
@@ -311,19 +380,12 @@ def resolve_settings(class_attributes: Optional[Mapping[str, Tuple[Any, str]]] =
                 notes.append(f"{s.env} is set but this trainer has no setting {s.name}: not used")
             continue
         value, source = s.default, "default"
-        if s.dataset_key and gsd_block.get(s.dataset_key) is not None:
-            value, source = gsd_block[s.dataset_key], f'dataset.json {dataset_json_file} "gsd": {{"{s.dataset_key}"}}'
-            try:
-                value = _parse_text(s, value) if isinstance(value, str) else _typed(s, value)
-            except ValueError:
-                raise _error(s, value, source, f"is not {_kind_name(s.kind)}", advice) from None
+        if s.name in from_dataset:
+            value, source = from_dataset[s.name], _dataset_source(dataset_json_file, s)
         if class_attributes.get(s.attribute, (None,))[0] is not None:
             value, owner = class_attributes[s.attribute]
             source = f"class attribute {owner}.{s.attribute}"
-            try:
-                value = _typed(s, value)
-            except ValueError:
-                raise _error(s, value, source, f"is not {_kind_name(s.kind)}", advice) from None
+            value = _typed(s, value, source, advice)
         raw = env.get(s.env) if s.env else None
         if raw is not None and raw.strip():  # an empty variable counts as unset, as in the shell idiom VAR= cmd
             source = f"environment variable {s.env}"
@@ -352,18 +414,20 @@ def unused_dataset_values(raw_json: Mapping[str, Any], used_json: Mapping[str, A
     """Notes for dataset.json settings the raw file holds but training does not see (the copies differ).
 
     Only where dataset.json decides the value (neither a class attribute nor the environment overrides it).
+    Both blocks are validated by :func:`dataset_values` (a broken raw block is an error naming the raw file: the
+    next nnUNetv2_plan_and_preprocess copies it) and compared as typed values, so 0.1 and 0.10 agree.
     """
+    advice = preprocessed_copy_advice(raw_file, f"the preprocessed copy {used_file}")
+    raw_values = dataset_values(raw_json, raw_file, advice)
+    used_values = dataset_values(used_json, used_file, advice)
     notes = []
     for s in SETTINGS:
         if not s.dataset_key or s.name not in settings.values or settings.sources[s.name] not in (
-                "default", f'dataset.json {used_file} "gsd": {{"{s.dataset_key}"}}'):
+                "default", _dataset_source(used_file, s)):
             continue
-        raw_value = (raw_json.get("gsd") or {}).get(s.dataset_key)
-        used_value = (used_json.get("gsd") or {}).get(s.dataset_key)
-        if raw_value != used_value:
-            notes.append(f'{raw_file} has "gsd": {{"{s.dataset_key}": {raw_value!r}}} but training uses '
-                         f'{settings.values[s.name]!r} ({settings.sources[s.name]}): '
-                         + preprocessed_copy_advice(raw_file, f"the preprocessed copy {used_file}"))
+        if raw_values.get(s.name) != used_values.get(s.name):
+            notes.append(f'{raw_file} has "gsd": {{"{s.dataset_key}": {json.dumps(raw_values.get(s.name))}}} but '
+                         f'training uses {settings.values[s.name]!r} ({settings.sources[s.name]}): {advice}')
     return notes
 
 

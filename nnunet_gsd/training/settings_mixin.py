@@ -39,9 +39,11 @@ def resolve_trainer_settings(trainer_class: type, groups, dataset_name: str, dat
         return settings
     try:
         with open(raw) as f:
-            notes = unused_dataset_values(json.load(f), dataset_json, settings, raw, preprocessed)
+            raw_json = json.load(f)
     except ValueError as e:
-        notes = [f"{raw} is not valid JSON ({e}): its settings were not compared with {preprocessed}"]
+        return GSDSettings(settings.values, settings.sources, settings.notes + (
+            f"{raw} is not valid JSON ({e}): its settings were not compared with {preprocessed}",))
+    notes = unused_dataset_values(raw_json, dataset_json, settings, raw, preprocessed)
     return GSDSettings(settings.values, settings.sources, settings.notes + tuple(notes))
 
 

@@ -50,8 +50,7 @@ def test_tau_precedence_each_layer_beats_the_one_below():
     assert resolve(dataset, tau=None).tau == 0.12
     # an empty variable counts as unset (the shell idiom `nnUNet_GSD_TAU= nnUNetv2_train ...`)
     assert resolve(dataset, {"nnUNet_GSD_TAU": " "}).tau == 0.12
-    # a numeric string in dataset.json is read as a number, as before
-    assert resolve({"gsd": {"tau": "0.07"}}).tau == 0.07
+    # dataset.json is typed like a class attribute: a number written as a string is refused (test below)
 
 
 def test_effective_tau_is_the_given_one_else_the_fallback():
@@ -152,6 +151,97 @@ def test_bad_dataset_tau_names_the_preprocessed_file_and_how_to_change_it():
         assert (f"nnU-Net trains from this preprocessed copy, not from {RAW}: edit both, or edit the raw one and "
                 f"then copy it over or rerun nnUNetv2_plan_and_preprocess") in message
         assert message.endswith("or set nnUNet_GSD_TAU to override it")
+
+
+@pytest.mark.parametrize("env", [{"nnUNet_GSD_TAU": "1"}, {"nnUNet_GSD_TAU": "x"}, {"nnUNet_GSD_T": "-1"},
+                                 {"nnUNet_GSD_NUM_EPOCHS": "0"}, {"nnUNet_GSD_USE_KT": "maybe"}])
+def test_the_suggested_fix_is_itself_a_valid_value(env):
+    """Every error used to suggest `export nnUNet_GSD_TAU=1`, which τ ∈ [0, 1) refuses."""
+    with pytest.raises(UserError) as info:
+        resolve(env=env)
+    var = next(iter(env))
+    suggested = re.search(rf"`export {var}=(.*?)`", str(info.value)).group(1)
+    resolve(env={var: suggested})  # accepted
+    assert [s.suggestion for s in SETTINGS if s.name == "tau"] == [0.05]
+
+
+def test_every_setting_suggests_a_value_its_own_check_accepts():
+    for s in SETTINGS:
+        assert s.check is None or s.check.ok(s.suggestion), s.name
+        if s.env:  # and the environment reads the suggested spelling back
+            resolve(env={s.env: str(s.suggestion)})
+
+
+# ------------------------------------------------------------------------------------------ dataset.json "gsd"
+def test_dataset_json_values_are_typed_like_class_attributes():
+    """A string "0.1" used to be read as τ = 0.1 from dataset.json but refused as a class attribute."""
+    with pytest.raises(UserError) as info:
+        resolve({"gsd": {"tau": "0.1"}})
+    message = str(info.value)
+    assert ONE_LINE.match(message), message
+    assert message.startswith(f"setting tau='0.1' from dataset.json {PRE} " + '"gsd": {"tau"} is not a number '
+                              "(write it without quotes); fix \"gsd\": {\"tau\"} there, e.g. \"gsd\": {\"tau\": 0.05} ")
+    with pytest.raises(UserError, match=r"^setting tau='0.1' from class attribute Variant.gsd_tau is not a number "
+                                        r"\(write it without quotes\); fix Variant.gsd_tau$"):
+        resolve(tau="0.1")
+    assert resolve({"gsd": {"tau": 0}}).tau == 0.0 and isinstance(resolve({"gsd": {"tau": 0}}).tau, float)
+    with pytest.raises(UserError, match="tau=True .* is not a number"):
+        resolve({"gsd": {"tau": True}})
+
+
+@pytest.mark.parametrize("block", [0.1, "0.1", [0.1], True])
+def test_a_gsd_block_that_is_not_an_object_is_one_line(block):
+    """`"gsd": 0.1` used to raise AttributeError: 'float' object has no attribute 'get'."""
+    with pytest.raises(UserError) as info:
+        resolve({"gsd": block})
+    message = str(info.value)
+    assert message.startswith(f'dataset.json {PRE} "gsd" is {json.dumps(block)}, not an object; fix it there, '
+                              'e.g. "gsd": {"tau": 0.05} (nnU-Net trains from this preprocessed copy, not from '
+                              f"{RAW}"), message
+    assert "\n" not in message
+
+
+def test_unknown_gsd_keys_are_named_with_a_suggestion_and_the_known_keys():
+    """`"gsd": {"tauu": 0.1}` used to train silently with τ unset."""
+    with pytest.raises(UserError) as info:
+        resolve({"gsd": {"tauu": 0.1}})
+    message = str(info.value)
+    assert message.startswith(f'dataset.json {PRE} "gsd" key "tauu" names no GSD setting or recorded key '
+                              '(did you mean "tau"?); rename or remove it there (nnU-Net trains from'), message
+    assert "known keys: settings tau; recorded by the converters and search-tau format_version, dataset, " in message
+    assert "tau_search" in message and "\n" not in message
+
+
+def test_what_the_converters_and_search_tau_record_is_accepted(tmp_path: Path, monkeypatch):
+    from nnunet_gsd.dataset_conversion.provenance import Provenance
+    from nnunet_gsd.tools.search_tau import write_tau
+    full = Provenance(**{f: {} for f in Provenance.__dataclass_fields__ if f != "extra"})
+    full.tau = 0.1
+    assert resolve({"gsd": full.to_dict()}).tau == 0.1
+    # search-tau --write adds its own keys beside tau: a dataset it wrote must still train
+    name = "Dataset001_X"
+    for root in ("nnUNet_raw", "nnUNet_preprocessed"):
+        (tmp_path / root / name).mkdir(parents=True)
+        (tmp_path / root / name / "dataset.json").write_text(json.dumps({"gsd": {"tau": 0.2}}))
+        monkeypatch.setenv(root, str(tmp_path / root))
+    for path in write_tau(name, 0.15, {"grid": [0.1, 0.15]}):
+        written = json.loads(path.read_text())
+        assert set(written["gsd"]) == {"tau", "tau_source", "tau_before_search", "tau_search"}
+        assert resolve(written).tau == 0.15
+
+
+def test_a_broken_raw_block_is_named_and_equal_values_are_no_disagreement():
+    used = {"gsd": {"tau": 0.1}}
+    s = resolve(used)
+    assert unused_dataset_values({"gsd": {"tau": 0.10}}, used, s, RAW, PRE) == []
+    assert unused_dataset_values({"gsd": {"tau": 1e-1, "tau_source": "hand"}}, used, s, RAW, PRE) == []
+    for raw, start in (({"gsd": 0.1}, f'dataset.json {RAW} "gsd" is 0.1, not an object'),
+                       ({"gsd": {"tau": "0.1"}}, f"setting tau='0.1' from dataset.json {RAW} "),
+                       ({"gsd": {"tua": 0.1}}, f'dataset.json {RAW} "gsd" key "tua" names no GSD setting')):
+        with pytest.raises(UserError) as info:
+            unused_dataset_values(raw, used, s, RAW, PRE)
+        assert str(info.value).startswith(start), str(info.value)
+        assert f"nnU-Net trains from the preprocessed copy {PRE}, not from {RAW}" in str(info.value)
 
 
 def test_unknown_environment_variable_and_class_attribute_are_errors_with_a_suggestion():

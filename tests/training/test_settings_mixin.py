@@ -125,3 +125,21 @@ def test_continue_from_a_run_without_record_is_logged_not_refused(folders):
     trainer._check_and_record_settings()
     assert (fold(folders) / "gsd_settings.json").is_file()
     assert "no gsd_settings.json beside the checkpoint" in next(fold(folders).glob("training_log_*.txt")).read_text()
+
+
+@pytest.mark.parametrize("where, block, start", [
+    ("nnUNet_preprocessed", 0.1, '"gsd" is 0.1, not an object'),
+    ("nnUNet_preprocessed", {"tauu": 0.1}, '"gsd" key "tauu" names no GSD setting or recorded key (did you mean'),
+    ("nnUNet_raw", {"tau": "0.1"}, "setting tau='0.1' from dataset.json"),
+])
+def test_a_broken_gsd_block_stops_the_trainer_with_one_line_naming_the_file(folders, where, block, start):
+    """`"gsd": 0.1` used to stop nnUNetv2_train with an AttributeError traceback; "tauu" trained with τ unset."""
+    dataset_json = dict(DATASET_JSON, gsd=block)
+    (folders[where] / NAME / "dataset.json").write_text(json.dumps(dataset_json))
+    used = dataset_json if where == "nnUNet_preprocessed" else DATASET_JSON
+    with pytest.raises(SystemExit) as info:
+        nnUNetTrainerGSD_tiny(dict(tiny_2d_plans(NAME), continue_training=False), "2d", 0, used, torch.device("cpu"))
+    message = str(info.value)
+    file = folders[where] / NAME / "dataset.json"
+    assert message.startswith("nnUNetTrainerGSD_tiny: ") and start in message and str(file) in message, message
+    assert "\n" not in message and not fold(folders).exists()
