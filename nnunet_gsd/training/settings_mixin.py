@@ -1,9 +1,10 @@
 """The settings of :mod:`nnunet_gsd.settings` in nnU-Net's trainer lifecycle.
 
 ``__init__`` resolves them before nnU-Net creates folders and log files (a bad value stops the run with
-one line, no traceback) and applies the budget; ``run_training`` — training only, not ``--val`` —
-compares them with ``fold_X/gsd_settings.json`` when continuing from a checkpoint (``--c``) and then
-(re)writes that record.
+one line, no traceback), refuses a ``--c`` whose method settings changed since ``fold_X/gsd_settings.json``
+(also before nnU-Net writes anything), and applies the budget; ``run_training`` — training only, not
+``--val`` — compares them again once the checkpoint is loaded (callers other than nnUNetv2_train), records
+what changed and (re)writes that record.
 """
 from __future__ import annotations
 
@@ -47,6 +48,37 @@ def resolve_trainer_settings(trainer_class: type, groups, dataset_name: str, dat
     return GSDSettings(settings.values, settings.sources, settings.notes + tuple(notes))
 
 
+#: the checkpoints nnUNetv2_train --c continues from (nnunetv2.run.run_training.maybe_load_checkpoint)
+RESUMABLE_CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
+
+
+def nnunet_output_folder(trainer_name: str, plans: dict, configuration: str, fold) -> Optional[str]:
+    """``fold_X`` of a training, as nnU-Net's trainer ``__init__`` names it; None when nnUNet_results is unset.
+
+    Needed before nnU-Net's ``__init__`` runs (it creates the folder and a new training log there).
+    """
+    from nnunetv2.paths import nnUNet_results
+    if not nnUNet_results.is_set():
+        return None
+    return join(os.fspath(nnUNet_results), plans["dataset_name"],
+                f"{trainer_name}__{plans['plans_name']}__{configuration}", f"fold_{fold}")
+
+
+def refuse_changed_settings(folder: str, settings: GSDSettings) -> None:
+    """UserError when ``--c`` would continue a checkpoint in ``folder`` with method settings changed since its record.
+
+    Runs before nnU-Net's ``__init__``: a refused ``--c`` must not leave a new, near-empty ``training_log_*.txt``
+    in the fold (nnU-Net writes one as soon as its trainer exists). Without a checkpoint nnU-Net starts afresh,
+    and without a record (a run of an earlier version) there is nothing to compare: both go ahead.
+    """
+    record_file = join(folder, RECORD_FILE)
+    if not any(isfile(join(folder, c)) for c in RESUMABLE_CHECKPOINTS):
+        return
+    record = read_record(record_file)
+    if record is not None:
+        check_resume(record_file, record, settings)
+
+
 class SettingsMixin:
     """Put before the nnU-Net trainer class: ``class T(SettingsMixin, nnUNetTrainer)``; ``self.gsd`` holds them.
 
@@ -61,6 +93,10 @@ class SettingsMixin:
         assert set(self.settings_groups) <= set(GROUPS), self.settings_groups
         try:
             self.gsd = resolve_trainer_settings(type(self), self.settings_groups, plans["dataset_name"], dataset_json)
+            if plans.get("continue_training"):  # nnUNetv2_train --c (nnU-Net's __init__ pops the key)
+                folder = nnunet_output_folder(type(self).__name__, plans, configuration, fold)
+                if folder is not None:
+                    refuse_changed_settings(folder, self.gsd)
         except UserError as e:
             raise SystemExit(f"{self.__class__.__name__}: {e}") from None
         super().__init__(plans, configuration, fold, dataset_json, device)

@@ -127,6 +127,40 @@ def test_continue_from_a_run_without_record_is_logged_not_refused(folders):
     assert "no gsd_settings.json beside the checkpoint" in next(fold(folders).glob("training_log_*.txt")).read_text()
 
 
+def test_refused_continue_leaves_no_new_training_log(folders, monkeypatch):
+    """nnUNetv2_train --c with a changed τ: refused before nnU-Net writes a new training_log_*.txt into the fold."""
+    make()._check_and_record_settings()
+    folder = fold(folders)
+    (folder / "checkpoint_latest.pth").write_bytes(b"")  # refused before nnU-Net would load it
+    logs_before = sorted(folder.glob("training_log_*.txt"))
+    monkeypatch.setenv("nnUNet_GSD_TAU", "0.2")
+    plans = dict(tiny_2d_plans(NAME), continue_training=True)  # what nnUNetv2_train --c passes
+    with pytest.raises(SystemExit) as info:
+        nnUNetTrainerGSD_tiny(plans, "2d", 0, DATASET_JSON, torch.device("cpu"))
+    message = str(info.value)
+    assert message.startswith("nnUNetTrainerGSD_tiny: --c: settings changed since this training started")
+    assert "tau 0.1" in message and "\n" not in message
+    assert sorted(folder.glob("training_log_*.txt")) == logs_before
+
+
+def test_continue_without_a_checkpoint_or_with_unchanged_settings_goes_ahead(folders, monkeypatch):
+    make()._check_and_record_settings()
+    plans = dict(tiny_2d_plans(NAME), continue_training=True)
+    monkeypatch.setenv("nnUNet_GSD_TAU", "0.2")
+    nnUNetTrainerGSD_tiny(dict(plans), "2d", 0, DATASET_JSON, torch.device("cpu"))  # no checkpoint: nnU-Net restarts
+    (fold(folders) / "checkpoint_final.pth").write_bytes(b"")
+    monkeypatch.delenv("nnUNet_GSD_TAU")
+    monkeypatch.setenv("nnUNet_GSD_NUM_EPOCHS", "8")  # the budget may change on --c
+    trainer = nnUNetTrainerGSD_tiny(dict(plans), "2d", 0, DATASET_JSON, torch.device("cpu"))
+    assert trainer.num_epochs == 8
+
+
+def test_the_fold_is_named_as_nnunet_names_it(folders):
+    from nnunet_gsd.training.settings_mixin import nnunet_output_folder
+    trainer = make()
+    assert nnunet_output_folder("nnUNetTrainerGSD_tiny", tiny_2d_plans(NAME), "2d", 0) == trainer.output_folder
+
+
 @pytest.mark.parametrize("where, block, start", [
     ("nnUNet_preprocessed", 0.1, '"gsd" is 0.1, not an object'),
     ("nnUNet_preprocessed", {"tauu": 0.1}, '"gsd" key "tauu" names no GSD setting or recorded key (did you mean'),
