@@ -112,6 +112,17 @@ HARMLESS_NOTE = ("nnU-Net's own notices in these logs are harmless here: the sug
                  "CPU too)")
 
 
+def _stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Terminate a child command (it got the terminal's SIGINT too, and may already be exiting), kill it if it
+    has not ended within ``grace_s``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def run_command(cmd: List[str], env: Mapping[str, str], log_file: Optional[Path] = None, what: str = "",
                 echo: Optional[Callable[[str], Optional[str]]] = None) -> None:
     """Run a console command; output to ``log_file`` (quiet) or the terminal. Failure -> UserError with its tail.
@@ -130,11 +141,17 @@ def run_command(cmd: List[str], env: Mapping[str, str], log_file: Optional[Path]
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         with open(log_file, "w") as log, subprocess.Popen([exe, *cmd[1:]], env=dict(env), stdout=subprocess.PIPE,
                                                          stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
-            for line in proc.stdout:
-                log.write(line)
-                shown = echo(line.rstrip("\n")) if echo is not None else None
-                if shown is not None:
-                    print(shown, flush=True)
+            try:
+                for line in proc.stdout:
+                    log.write(line)
+                    shown = echo(line.rstrip("\n")) if echo is not None else None
+                    if shown is not None:
+                        print(shown, flush=True)
+            except BaseException:
+                # Ctrl-C: Popen's exit waits only 0.25 s for the child, which would go on writing into folders the
+                # caller is about to clean up (subprocess.run, the branch above, kills its child the same way)
+                _stop(proc)
+                raise
         returncode = proc.returncode
         tail = "\n" + "\n".join(Path(log_file).read_text(errors="replace").splitlines()[-15:])
     if returncode != 0:

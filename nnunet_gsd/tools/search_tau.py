@@ -15,7 +15,8 @@ close to the training labels' noise rate. This command does that within a fixed 
 * Each τ trains ``-tr`` (default nnUNetTrainerGSD) in its own results folder
   ``WORKDIR/tau_<τ>/`` (``nnUNet_results`` is pointed there), so runs never touch your models.
 * Resumable: finished τ values are recorded in ``WORKDIR/search_tau_state.json`` and skipped when the
-  command is run again (an interrupted τ restarts from scratch). A different budget, trainer,
+  command is run again (an interrupted τ restarts from scratch; Ctrl-C removes its partial folder and
+  ends with one line saying so). A different budget, trainer,
   dataset or other ``nnUNet_GSD_*`` setting in the shell (e.g. ``nnUNet_GSD_WARMUP``) in the same
   WORKDIR is refused (use ``--fresh`` or another ``--workdir``).
 * Cheaper search: ``nnUNet_GSD_WARMUP=1`` keeps every run in the warm-up phase (small-loss selection
@@ -245,6 +246,19 @@ def write_tau(name: str, tau: float, provenance: Mapping) -> List[Path]:
     return written
 
 
+def interrupted(work: Path, key: str, done: int, total: int) -> int:
+    """Ctrl-C during τ=``key``: remove its partial folder and say, in one line, how to resume; exit code 130.
+
+    Finished τ values are in the state file (written atomically after each); the interrupted one has no
+    result and would start again from scratch anyway (:func:`run_tau`), so its half-trained folder is removed
+    now rather than left looking like a result.
+    """
+    shutil.rmtree(work / f"tau_{key}", ignore_errors=True)
+    print(f"nnunet_gsd search-tau: interrupted during τ={key}; rerun the same command to resume ({done} of {total} "
+          f"τ finished, kept in {work / STATE}; τ={key} starts again)", file=sys.stderr)
+    return 130  # the shell's code for a command ended by SIGINT
+
+
 def main(args: argparse.Namespace) -> int:
     from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw, nnUNet_results
     from tqdm import tqdm
@@ -287,7 +301,11 @@ def main(args: argparse.Namespace) -> int:
         if key in state["results"]:
             continue
         start = time.time()
-        curve = run_tau(tau, work / f"tau_{key}", args, name)
+        try:
+            curve = run_tau(tau, work / f"tau_{key}", args, name)
+        except KeyboardInterrupt:
+            bar.close()
+            return interrupted(work, key, len(state["results"]), len(grid))
         state["results"][key] = {"search_loss": curve, "seconds": round(time.time() - start, 1)}
         write_json_atomic(work / STATE, state)
     bar.close()

@@ -1,7 +1,9 @@
 """tools.common: the console runner (log file, progress digest, one-line failure) and dataset.json reading."""
 from __future__ import annotations
 
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,3 +37,24 @@ def test_dataset_json_from_folder_or_file(tmp_path: Path):
         load_dataset_json(tmp_path / "bad.json")
     with pytest.raises(UserError, match="not found"):
         load_dataset_json(tmp_path / "nowhere")
+
+
+
+def test_an_interrupted_command_stops_its_child(tmp_path: Path, monkeypatch):
+    """Ctrl-C in run_command must not leave the child running (Popen's exit waits only 0.25 s for it)."""
+    started = []
+
+    class Recording(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    def interrupt(line):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(subprocess, "Popen", Recording)
+    begin = time.time()
+    with pytest.raises(KeyboardInterrupt):
+        run_command([sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"],
+                    console_env(), log_file=tmp_path / "log.txt", echo=interrupt)
+    assert started[0].poll() is not None and time.time() - begin < 30  # ended, not left sleeping

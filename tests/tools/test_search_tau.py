@@ -77,3 +77,52 @@ def test_unset_nnunet_folders_give_one_line_errors(tmp_path: Path):
     assert "nnUNet_preprocessed is not set" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_failing(["nnunet_gsd", "plans-variant", "-d", "1", "--batch-size", "2"], env)
     assert "nnUNet_preprocessed is not set" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.fixture
+def fake_preprocessed(tmp_path: Path, monkeypatch) -> str:
+    """A dataset that passes search-tau's checks (plans and dataset.json in $nnUNet_preprocessed); nothing trains."""
+    name = "Dataset907_Interrupted"
+    folder = tmp_path / "nnUNet_preprocessed" / name
+    folder.mkdir(parents=True)
+    (folder / "nnUNetPlans.json").write_text("{}")
+    (folder / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "x": 1}, "file_ending": ".png"}))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "nnUNet_preprocessed"))
+    monkeypatch.delenv("nnUNet_raw", raising=False)
+    for key in [k for k in __import__("os").environ if k.startswith("nnUNet_GSD_")]:
+        monkeypatch.delenv(key)
+    return name
+
+
+def test_ctrl_c_is_one_line_removes_the_partial_tau_and_the_rerun_resumes(fake_preprocessed, tmp_path, monkeypatch,
+                                                                           capsys):
+    """Ctrl-C used to print a KeyboardInterrupt traceback and leave tau_0.1/ behind."""
+    from nnunet_gsd.cli import main
+    trained = []
+
+    def training(cmd, env, log_file=None, what="", echo=None):  # stands in for the child training one τ
+        tau = env["nnUNet_GSD_TAU"]
+        trained.append(tau)
+        Path(log_file).write_text("epoch 0\n")
+        (Path(log_file).parent / fake_preprocessed).mkdir()  # nnU-Net's half-written results folder
+        if float(tau) == 0.1 and interrupt:
+            raise KeyboardInterrupt
+        Path(cmd[-1]).write_text(json.dumps({"search_loss": [0.5, 0.4] if float(tau) == 0 else [0.3, 0.2]}))
+
+    monkeypatch.setattr(search_tau, "run_command", training)
+    work = tmp_path / "work"
+    argv = ["search-tau", "-d", fake_preprocessed, "-c", "2d", "--taus", "0", "0.1", "0.2", "--epochs", "2",
+            "--iterations", "1", "-device", "cpu", "--workdir", str(work)]
+    interrupt = True
+    assert main(argv) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"nnunet_gsd search-tau: interrupted during τ=0.1; rerun the same command to resume (1 of 3 τ "
+                   f"finished, kept in {work / 'search_tau_state.json'}; τ=0.1 starts again)")
+    assert not (work / "tau_0.1").exists() and (work / "tau_0").is_dir()
+    assert set(json.loads((work / "search_tau_state.json").read_text())["results"]) == {"0"}
+
+    interrupt, trained[:] = False, []
+    assert main(argv) == 0
+    assert trained == ["0.1", "0.2"]  # τ=0 is not trained again
+    assert "1 τ already done" in capsys.readouterr().out
+    assert json.loads((work / "search_tau.json").read_text())["chosen_tau"] == 0.1
