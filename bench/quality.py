@@ -355,11 +355,12 @@ def prepare(args, state: State, logdir: Path) -> None:
 
 
 def without_tau(args, did: int) -> None:
-    """Drop τ from the preprocessed dataset.json that GSD trains from (kept in the raw one and in a copy)."""
+    """Drop τ from the preprocessed dataset.json that GSD trains from (kept in the raw one, and outside the "gsd"
+    block, whose keys the trainers validate)."""
     path = args.work / "nnUNet_preprocessed" / raw_folder(args, did).name / "dataset.json"
     content = json.loads(path.read_text())
     if "tau" in content.get("gsd", {}):
-        content["gsd"]["measured_tau_hidden_from_training"] = content["gsd"].pop("tau")
+        content["benchmark"] = {"measured_tau_hidden_from_training": content["gsd"].pop("tau")}
         path.write_text(json.dumps(content, indent=1))
 
 
