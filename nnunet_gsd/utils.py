@@ -57,7 +57,30 @@ def dataset_name(dataset: Union[str, int]) -> str:
     try:
         return maybe_convert_to_dataset_name(str(dataset))
     except (RuntimeError, ValueError) as e:
-        raise UserError(f"dataset {dataset!r}: {e}. Check $nnUNet_raw / $nnUNet_preprocessed or the id") from None
+        reason = " ".join(str(e).split())  # nnU-Net's message lists its folders on separate lines: keep one line
+        raise UserError(f"dataset {dataset!r}: {reason.rstrip('.')}. Check $nnUNet_raw / $nnUNet_preprocessed or "
+                        f"the id") from None
+
+
+def raw_dataset_folder(dataset: PathLike) -> Path:
+    """A raw dataset folder given as a path, or as an id or ``DatasetNNN_Name`` in ``$nnUNet_raw`` (looked up by
+    :func:`dataset_name`): what every command that reads a raw dataset accepts."""
+    path = Path(dataset)
+    if path.is_dir():
+        return path
+    text = os.fspath(dataset)
+    if not (text.isdigit() or (text.startswith("Dataset") and os.sep not in text)):
+        raise UserError(f"{text} is neither a folder nor a dataset id or name: pass the raw dataset folder (the one "
+                        f"holding dataset.json), its id or its DatasetNNN_Name")
+    from nnunetv2.paths import nnUNet_raw
+    if not nnUNet_raw.is_set():
+        raise UserError(f"dataset {text}: nnUNet_raw is not set, so the id cannot be looked up: export it to the "
+                        f"folder of your raw datasets, or pass the dataset folder itself")
+    folder = Path(os.fspath(nnUNet_raw)) / dataset_name(text)
+    if not folder.is_dir():
+        raise UserError(f"dataset {text}: {folder} does not exist (only preprocessed or trained?): pass the raw "
+                        f"dataset folder itself")
+    return folder
 
 
 def is_rgb(channel_names: Mapping[str, str]) -> bool:

@@ -1,7 +1,7 @@
 """``nnunet_gsd evaluate-raters RAW_DATASET PRED_FOLDER``: Dice of predictions against every rater.
 
 Arguments in the order of ``nnUNetv2_evaluate_folder`` (reference first): the raw dataset folder that
-holds the raters' test labels, then the predictions.
+holds the raters' test labels (or its id or name in ``$nnUNet_raw``), then the predictions.
 
 The paper's Table 6 scores a model against each annotator of a multi-rater test set separately
 (LIDC, MMIS-2024: A1 … A4) and their mean. Datasets converted with ``nnunet_gsd convert lidc|mmis2024``
@@ -27,7 +27,7 @@ from typing import Dict, Mapping, Optional, Sequence
 from nnunet_gsd.errors import UserError
 from nnunet_gsd.tools.common import (case_ids, foreground_dice, foreground_labels, load_dataset_json, markdown_table,
                                      reader_writer, require_folder)
-from nnunet_gsd.utils import nanmean_or_nan, write_json_atomic
+from nnunet_gsd.utils import nanmean_or_nan, raw_dataset_folder, write_json_atomic
 
 RATER_FOLDER = re.compile(r"labelsTs_A(\d+)$")
 
@@ -36,7 +36,8 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate-raters", help="Dice of predictions against every rater's test labels (paper Table 6)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("raw_dir", type=Path, help="nnU-Net raw dataset folder with dataset.json and labelsTs_A*/")
+    p.add_argument("raw_dir", help="nnU-Net raw dataset folder with dataset.json and labelsTs_A*/, or its id or name "
+                                   "in $nnUNet_raw (as for nnunet_gsd preview)")
     p.add_argument("pred_dir", type=Path, help="folder of predictions (the -o folder of nnUNetv2_predict)")
     p.add_argument("--raters", nargs="+", metavar="A1",
                    help="evaluate only these raters (default: every labelsTs_A* folder)")
@@ -121,7 +122,7 @@ def to_markdown(result: Mapping) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    result = evaluate(args.raw_dir, args.pred_dir, args.raters)
+    result = evaluate(raw_dataset_folder(args.raw_dir), args.pred_dir, args.raters)
     stem = args.output or Path(args.pred_dir) / "rater_dice"
     table = to_markdown(result)
     write_json_atomic(f"{stem}.json", result)

@@ -30,6 +30,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("-p", dest="plans", default="nnUNetPlans", help="source plans identifier (default: %(default)s)")
     p.add_argument("--name", help="new plans name (default: <plans>_bs<N> or <plans>_bsx<scale>)")
     p.add_argument("-c", dest="configurations", nargs="+", help="configurations to change (default: all)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing plans file of that name")
     p.set_defaults(func=_main)
 
 
@@ -71,9 +72,14 @@ def _main(args: argparse.Namespace) -> int:
         raise UserError(f"{source} does not exist: run nnUNetv2_plan_and_preprocess first (or check -p)")
     name = args.name or (f"{args.plans}_bs{args.batch_size}" if args.batch_size is not None
                          else f"{args.plans}_bsx{args.batch_scale:g}")
+    target = folder / f"{name}.json"
+    if target == source:
+        raise UserError(f"--name {name} is the source plans {source}: choose another name")
+    if target.is_file() and not args.overwrite:
+        # trainings under $nnUNet_results/…__{name}__… were planned with this file: replacing it must be deliberate
+        raise UserError(f"{target} exists: pass --overwrite to replace it, or choose another --name")
     variant = make_variant(json.loads(source.read_text()), name, args.batch_size, args.batch_scale,
                            args.configurations)
-    target = folder / f"{name}.json"
     write_json_atomic(target, variant, indent=4)
     sizes = {c: variant["configurations"][c].get("batch_size") for c in variant["configurations"]}
     print(f"wrote {target} (batch sizes {sizes}); train with: nnUNetv2_train {args.dataset} CONFIGURATION FOLD "

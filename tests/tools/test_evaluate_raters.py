@@ -75,6 +75,29 @@ def test_cli_writes_json_and_markdown(png_raters, tmp_path: Path):
     assert "mean Dice over raters: 0.4444" in out
 
 
+def test_the_dataset_may_be_given_by_id_or_name_as_for_preview(png_raters, tmp_path: Path, monkeypatch, capsys):
+    """evaluate-raters used to take only a path where preview takes an id too."""
+    import shutil
+
+    from nnunet_gsd.cli import main
+    pred, raw = png_raters
+    shutil.copytree(raw, tmp_path / "nnUNet_raw" / "Dataset951_Raters")
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "nnUNet_raw"))
+    for name in ("nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.delenv(name, raising=False)
+    for given in ("951", "Dataset951_Raters"):
+        assert main(["evaluate-raters", given, str(pred), "-o", str(tmp_path / given)]) == 0
+        saved = json.loads((tmp_path / f"{given}.json").read_text())
+        assert saved["mean"] == pytest.approx(4 / 9)
+        assert saved["dataset_folder"] == str((tmp_path / "nnUNet_raw" / "Dataset951_Raters").resolve())
+    capsys.readouterr()
+    for given, message in (("952", "dataset '952': Could not find a dataset with the ID 952"),
+                           (str(tmp_path / "nowhere"), "is neither a folder nor a dataset id or name")):
+        assert main(["evaluate-raters", given, str(pred)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+
+
 def test_raters_in_numeric_order_and_subset(png_raters):
     pred, raw = png_raters
     (raw / "labelsTs_A10").mkdir()

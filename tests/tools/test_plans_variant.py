@@ -32,3 +32,26 @@ def test_fixed_batch_for_chosen_configurations():
 def test_bad_requests(kwargs, message):
     with pytest.raises(UserError, match=message):
         make_variant(PLANS, "x", **kwargs)
+
+
+def test_an_existing_variant_is_replaced_only_with_overwrite(tmp_path, monkeypatch, capsys):
+    """plans-variant used to overwrite an existing variant silently (trainings may have been planned with it)."""
+    import json
+
+    from nnunet_gsd.cli import main
+    folder = tmp_path / "Dataset953_X"
+    folder.mkdir()
+    (folder / "nnUNetPlans.json").write_text(json.dumps(PLANS))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path))
+    argv = ["plans-variant", "-d", "Dataset953_X", "--batch-size", "4", "--name", "small"]
+    assert main(argv) == 0
+    written = (folder / "small.json").read_text()
+    capsys.readouterr()
+    assert main(argv[:-3] + ["8", "--name", "small"]) == 2
+    assert capsys.readouterr().err == (f"nnunet_gsd plans-variant: error: {folder / 'small.json'} exists: pass "
+                                       f"--overwrite to replace it, or choose another --name\n")
+    assert (folder / "small.json").read_text() == written
+    assert main(argv[:-3] + ["8", "--name", "small", "--overwrite"]) == 0
+    assert json.loads((folder / "small.json").read_text())["configurations"]["2d"]["batch_size"] == 8
+    assert main(argv[:-1] + ["nnUNetPlans", "--overwrite"]) == 2  # never the source plans themselves
+    assert json.loads((folder / "nnUNetPlans.json").read_text()) == PLANS
