@@ -16,7 +16,8 @@ from nnunet_gsd.errors import UserError
 FileEnding = Literal[".png", ".nii.gz"]
 
 #: what can make a source pair unconvertible, in the order the scan reports them
-PROBLEM_KINDS = ("missing partner", "unreadable file", "size mismatch", "unexpected values", "empty mask")
+PROBLEM_KINDS = ("missing partner", "duplicate name", "unreadable file", "size mismatch", "unexpected values",
+                 "empty mask")
 
 
 class CaseProblem(UserError):
@@ -36,11 +37,14 @@ class CaseReport:
 
     ``repairs``: what was changed to make it convertible (e.g. a mask resized by one pixel);
     ``soft_pixels``: mask pixels that were neither 0 nor 255 (anti-aliased edges) before binarising;
+    ``label_values``: {value: pixels} of every non-zero value of a mask read as a label map (values
+    such as 1, 2 and 255 in a binary dataset, all kept as foreground), empty for a plain binary mask;
     ``empty``: the (merged) label has no foreground.
     """
 
     repairs: list[str] = field(default_factory=list)
     soft_pixels: int = 0
+    label_values: dict[int, int] = field(default_factory=dict)
     empty: bool = False
 
 

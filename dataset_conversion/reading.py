@@ -3,9 +3,10 @@
 * Images: RGBA → RGB (alpha dropped), palette → RGB, LA → L, 16-bit → full 8-bit range, as nnU-Net's
   PNG reader expects one grey or one RGB image per file.
 * 2D masks: whatever their mode (grey, RGB, RGBA, palette) they are reduced to one channel and
-  binarised: a mask whose values are all 0/1 is taken as is; any other at > 127. Real masks are
-  anti-aliased (BUS_UC, downscaled Shenzhen) or JPEG (Kvasir), so their edge pixels are neither 0
-  nor 255; how many there were is counted and recorded, never refused.
+  binarised by :func:`binarise`: 0/1 and 0/255 masks as they are; a *label map* (a few distinct
+  values, each but 0 and 255 filling a region, e.g. 0/1/2/255) keeps every non-zero pixel and is
+  reported per case; any other mask is anti-aliased or JPEG-compressed (BUS_UC, downscaled
+  Shenzhen, Kvasir): its edge pixels, neither 0 nor 255, are cut at > 127, counted and recorded.
 * A mask a few pixels off its image's size (BUS_UC ``Benign/0319``: 257×256 for 256×256) is resized
   to the image (nearest neighbour) and the repair is recorded; a larger difference is a problem.
 
@@ -27,8 +28,22 @@ from .resizing import resize_label
 SIZE_REPAIR_TOLERANCE = 2
 
 
-def read_2d(path: Path | str) -> np.ndarray:
-    """A 2D image file as (H, W) or (H, W, 3); a ``unreadable file`` problem if it cannot be decoded."""
+#: at most this many distinct values (0 included) for a mask to be read as a label map. JPEG masks can hold
+#: flat areas off by one (value 1 over the whole background), which fill regions like labels do, but
+#: they hold dozens of distinct values (37 or more in 600 generated ones); label maps hold a few.
+LABEL_MAP_MAX_VALUES = 16
+
+
+def _pil_errors() -> tuple[type[BaseException], ...]:
+    """What PIL raises for missing, truncated, corrupt or absurdly large files (a decompression bomb is
+    not an OSError)."""
+    from PIL import Image
+    return OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError
+
+
+def read_2d(path: Path | str, what: str = "image") -> np.ndarray:
+    """A 2D image file as (H, W) or (H, W, 3); an ``unreadable file`` problem naming it as ``what``
+    (image or mask) if it cannot be decoded."""
     from PIL import Image
     try:
         with Image.open(path) as im:
@@ -40,18 +55,23 @@ def read_2d(path: Path | str) -> np.ndarray:
             elif im.mode.startswith("I;16"):
                 im = im.convert("I")
             return np.asarray(im)
-    except (OSError, ValueError, SyntaxError) as e:  # what PIL raises for missing, truncated or corrupt files
-        raise CaseProblem("unreadable file", [path], f"cannot read image {path}: {e}") from None
+    except _pil_errors() as e:
+        raise CaseProblem("unreadable file", [path], f"cannot read {what} {path}: {e}") from None
 
 
-def image_size_2d(path: Path | str) -> tuple[int, int]:
-    """(H, W) of an image file from its header, without decoding the pixels."""
+def image_size_2d(path: Path | str, what: str = "image") -> tuple[int, int]:
+    """(H, W) of an image file from its header, without decoding the pixels. PNGs are also verified
+    (chunk checksums, no decoding), so a truncated one is found by the scan, not half-way through
+    writing."""
     from PIL import Image
     try:
         with Image.open(path) as im:
-            return im.size[1], im.size[0]
-    except (OSError, ValueError, SyntaxError) as e:
-        raise CaseProblem("unreadable file", [path], f"cannot read image {path}: {e}") from None
+            size = im.size[1], im.size[0]
+            if im.format == "PNG":
+                im.verify()
+            return size
+    except _pil_errors() as e:
+        raise CaseProblem("unreadable file", [path], f"cannot read {what} {path}: {e}") from None
 
 
 def read_nifti(path: Path | str) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -88,15 +108,50 @@ def to_grey(arr: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(rgb @ np.array([0.299, 0.587, 0.114], np.float32)), 0, 255).astype(np.uint8)
 
 
-def binarise(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """One-channel mask → ({0, 1} uint8, number of pixels that were neither 0 nor 255).
+def binarise(mask: np.ndarray) -> tuple[np.ndarray, int, dict[int, int]]:
+    """One-channel mask → ({0, 1} uint8, edge pixels cut at half scale, {value: pixels} of a label map).
 
-    All-0/1 masks are kept as they are (> 127 would empty them); anything else is cut at > 127.
+    ``full`` is 255, or 65535 for a 16-bit mask holding values above 255. In order:
+
+    * values all 0/1, or all 0/``full``: binary as they are (> 127 would empty a 0/1 mask);
+    * a label map (at most :data:`LABEL_MAP_MAX_VALUES` distinct values): every value other than 0 and
+      ``full`` that fills a region (some 3×3 block holds only it) is a label, kept as foreground
+      whatever its size: 0/1/2/255 keeps all three, 0/1/2 is not empty. The counts of all non-zero
+      values come back, for the per-case report;
+    * every other value is an anti-aliased or JPEG edge pixel: foreground when > ``full`` // 2 (127).
     """
-    if mask.max(initial=0) <= 1:
-        return mask.astype(np.uint8), 0
-    soft = int(np.count_nonzero((mask != 0) & (mask != 255)))
-    return (mask > 127).astype(np.uint8), soft
+    values, counts = np.unique(mask, return_counts=True)
+    if values.size == 0 or values[-1] <= 1:
+        return mask.astype(np.uint8), 0, {}
+    full = 255 if values[-1] <= 255 else 65535
+    foreground = mask > full // 2
+    soft = (values != 0) & (values != full)
+    labels = _region_values(mask, values[soft]) if values.size <= LABEL_MAP_MAX_VALUES else []
+    if not labels:
+        return foreground.astype(np.uint8), int(counts[soft].sum()), {}
+    foreground |= np.isin(mask, labels)
+    edge = soft & ~np.isin(values, labels)
+    return foreground.astype(np.uint8), int(counts[edge].sum()), \
+        {int(v): int(n) for v, n in zip(values, counts) if v != 0}
+
+
+def _region_values(mask: np.ndarray, candidates: np.ndarray) -> list[int]:
+    """The ``candidates`` that fill at least one 3×3 block: the values of regions, not of edges (an
+    anti-aliased or JPEG edge changes value from pixel to pixel)."""
+    if candidates.size == 0 or min(mask.shape) < 3:
+        return []
+    centre = mask[1:-1, 1:-1]
+    uniform = np.ones(centre.shape, bool)
+    h, w = mask.shape
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            uniform &= mask[dy:h - 2 + dy, dx:w - 2 + dx] == centre
+    return [int(v) for v in np.intersect1d(np.unique(centre[uniform]), candidates)]
+
+
+def describe_values(values: dict[int, int]) -> str:
+    """``1: 100 px, 2: 100 px, 255: 100 px`` (the per-case report of a label map)."""
+    return ", ".join(f"{v}: {n} px" for v, n in sorted(values.items()))
 
 
 def strict_binary(arr: np.ndarray, where: str) -> np.ndarray:
@@ -146,9 +201,9 @@ def _fmt(shape: Sequence[int]) -> str:
 
 def read_mask_2d(mask_path: Path, image_shape: Sequence[int], image_path: Path) -> tuple[np.ndarray, CaseReport]:
     """A 2D mask file → ({0, 1} mask at the image's shape, what was repaired/counted)."""
-    mask, soft = binarise(to_grey(read_2d(mask_path)))
+    mask, soft, label_values = binarise(to_grey(read_2d(mask_path, "mask")))
     mask, repairs = fit_mask(mask, image_shape, image_path, mask_path)
-    return mask, CaseReport(repairs=repairs, soft_pixels=soft, empty=not mask.any())
+    return mask, CaseReport(repairs=repairs, soft_pixels=soft, label_values=label_values, empty=not mask.any())
 
 
 def paired_2d_case(case_id: str, image: Path, mask: Path, channels: Literal[1, 3]) -> Case:

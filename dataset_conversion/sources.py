@@ -55,20 +55,43 @@ def pair_by_stem(images: list[Path], masks: list[Path], case_id: Callable[[Path]
                  ) -> tuple[list[tuple[Path, Path]], list[Path], list[tuple[str, CaseProblem]]]:
     """Pair image and mask files by stem (``mask_stem`` maps a mask stem to its image stem).
 
-    Returns the pairs, the images without a mask, and one ``missing partner`` problem per mask
-    without an image (keyed by the case id its image would have had).
+    Returns the pairs and the images without a mask (both in the order of ``images``), and the
+    problems: one ``missing partner`` per mask without an image (keyed by the case id its image would
+    have had), one ``duplicate name`` per stem that two images or two masks share (``0002.jpg`` and
+    ``0002.png``: which file is meant cannot be told, so neither is converted).
     """
-    by_stem = {mask_stem(stem(m)): m for m in masks}
-    pairs, unlabelled = [], []
-    for im in images:
-        m = by_stem.pop(stem(im), None)
-        if m is None:
-            unlabelled.append(im)
+    image_groups = _by_stem(images, stem)
+    mask_groups = _by_stem(masks, lambda m: mask_stem(stem(m)))
+    pairs, unlabelled, problems = [], [], []
+    for s, ims in image_groups.items():
+        ms = mask_groups.pop(s, [])
+        if len(ims) > 1 or len(ms) > 1:
+            problems.append((case_id(ims[0]), duplicate_problem(ims + ms, f"the same name {s!r}")))
+        elif ms:
+            pairs.append((ims[0], ms[0]))
         else:
-            pairs.append((im, m))
-    orphans = [(case_id(m), CaseProblem("missing partner", [m], f"mask {m} has no image with the same name"))
-               for m in sorted(by_stem.values())]
-    return pairs, unlabelled, orphans
+            unlabelled.append(ims[0])
+    for s, ms in sorted(mask_groups.items(), key=lambda kv: kv[1][0]):
+        if len(ms) > 1:
+            problems.append((case_id(ms[0]), duplicate_problem(ms, f"the same name {s!r} and no image")))
+        else:
+            problems.append((case_id(ms[0]), CaseProblem("missing partner", ms,
+                                                         f"mask {ms[0]} has no image with the same name")))
+    return pairs, unlabelled, problems
+
+
+def _by_stem(files: list[Path], key: Callable[[Path], str]) -> dict[str, list[Path]]:
+    groups: dict[str, list[Path]] = {}
+    for f in files:
+        groups.setdefault(key(f), []).append(f)
+    return groups
+
+
+def duplicate_problem(files: Sequence[Path | str], what: str) -> CaseProblem:
+    """``duplicate name``: ``files`` share ``what`` (a stem, a case id); one line naming them all."""
+    names = [str(f) for f in files]
+    listed = ", ".join(names[:-1]) + " and " + names[-1]
+    return CaseProblem("duplicate name", names, f"{listed} have {what}: remove or rename all but one")
 
 
 def unlabelled_problems(images: list[Path], case_id: Callable[[Path], str]) -> list[tuple[str, CaseProblem]]:
