@@ -4,7 +4,10 @@
 Training is slice-wise 2D, evaluation per volume (Table 2, note 3): training slices become 2D
 NIfTI images (nnU-Net's 2D convention, spacing 999 × 1 × 1), test volumes 3D NIfTI images. Train
 with nnU-Net's ``2d`` configuration; ``nnUNetv2_predict -c 2d`` predicts the volumes slice by slice
-and ``nnUNetv2_evaluate_folder`` then scores whole volumes. The split is the one of the folders.
+and ``nnUNetv2_evaluate_folder`` then scores whole volumes. The split is the one of the folders;
+nnU-Net's cross-validation folds keep the slices of one patient together (``splits_final.json``):
+the patient is the slice file's name without its trailing slice number (``npc_001_slice_12.h5`` and
+``npc_001_12.h5`` → ``npc_001``).
 Images are float MR (t1, t1c, t2 as three channels), which PNG could not hold without loss.
 """
 from __future__ import annotations
@@ -40,6 +43,9 @@ SPEC = DatasetSpec(
 )
 
 _RATER_KEY = re.compile(r"label_a(\d+)$", re.IGNORECASE)
+#: a training slice's stem: the patient (which holds a digit, so that ``npc_001`` is not cut to ``npc``),
+#: then a separator, an optional ``slice``, and the slice number
+_SLICE_OF = re.compile(r"(?P<patient>.*?\d.*?)[_-]+(?:slice[_-]*)?\d+", re.IGNORECASE)
 _LAYOUTS = [".", "MMIS2024", "MMIS-2024", "NPC", "data"]
 
 
@@ -64,6 +70,12 @@ def _raters_of(path: Path) -> list[str]:
     if not nums:
         raise UserError(f"{path} has no label_a1 … keys (found {keys}). Expected:\n{EXPECTED_TREE.rstrip()}")
     return [f"A{n}" for n in nums]
+
+
+def patient_of(stem: str) -> str | None:
+    """The patient of a training slice file's stem (``npc_001_slice_12`` → ``npc_001``), or ``None``."""
+    m = _SLICE_OF.fullmatch(stem)
+    return m.group("patient") if m else None
 
 
 def _case(path: Path, role: str, raters: list[str], volume: bool) -> Case:
@@ -95,7 +107,8 @@ def _case(path: Path, role: str, raters: list[str], volume: bool) -> Case:
             masks[r] = strict_binary(m, f"{path}[label_a{r[1:]}]")
         return Sample(image=np.stack(chans), raters=masks)
 
-    return Case(case_id=safe_case_id(path.stem), load=load, source=str(path), role=role)  # type: ignore[arg-type]
+    return Case(case_id=safe_case_id(path.stem), load=load, source=str(path), role=role,  # type: ignore[arg-type]
+                group=None if volume else patient_of(path.stem))
 
 
 def discover(source: Path, test_split: str = "testing") -> Discovery:
@@ -114,9 +127,13 @@ def discover(source: Path, test_split: str = "testing") -> Discovery:
     raters = _raters_of(train_files[0])
     cases = [_case(p, "train", raters, volume=False) for p in train_files]
     cases += [_case(p, "test", raters, volume=True) for p in test_files]
+    notes = [f"test volumes from {'+'.join(folders)}/; training slices from training_2d/"]
+    alone = [p.name for p in train_files if patient_of(p.stem) is None]
+    if alone:
+        notes.append(f"{len(alone)} training slice name(s) end in no slice number (e.g. {alone[0]}): each is its own "
+                     "patient in the cross-validation folds")
     # The test volumes are 3D while the training slices are 2D; the spec's dim is that of training.
-    return Discovery(spec=SPEC, cases=cases, raters=raters, source=str(root.absolute()),
-                     notes=[f"test volumes from {'+'.join(folders)}/; training slices from training_2d/"])
+    return Discovery(spec=SPEC, cases=cases, raters=raters, source=str(root.absolute()), notes=notes)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

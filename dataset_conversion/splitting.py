@@ -1,5 +1,6 @@
 """Which cases go where: the seeded train/test split (by patient where known), the nested training
-subset, the rater of each training image, and the majority vote of test raters.
+subset, nnU-Net's cross-validation folds by patient, the rater of each training image, and the
+majority vote of test raters.
 
 Every draw comes from :func:`rng_for`, which depends only on (seed, purpose, case id): changing the
 subset never changes the noise, and adding a case never changes another case's draws.
@@ -16,7 +17,10 @@ from nnunet_gsd.errors import UserError
 from .model import Case
 
 # Distinct sub-streams of the seed, so that e.g. changing the subset never changes the noise.
-TAG_SPLIT, TAG_SUBSET, TAG_RATER, TAG_NOISE, TAG_SYNTHETIC = 1, 2, 3, 4, 5
+TAG_SPLIT, TAG_SUBSET, TAG_RATER, TAG_NOISE, TAG_SYNTHETIC, TAG_FOLDS = 1, 2, 3, 4, 5, 6
+
+#: nnU-Net's cross-validation folds (nnUNetv2_train DATASET CONFIG FOLD, FOLD in 0..4)
+N_FOLDS = 5
 
 
 def rng_for(seed: int, tag: int, case_id: str = "") -> np.random.Generator:
@@ -63,11 +67,53 @@ def take_subset(train: list[Case], fraction: float, seed: int) -> list[Case]:
     return [c for i, c in enumerate(train) if i in keep]
 
 
-def choose_rater(mode: str, available: Sequence[str], case_id: str, seed: int) -> str:
-    """The training rater of one case: ``mode`` itself, or for ``sample`` one drawn with the seed."""
-    if mode == "sample":
-        return available[int(rng_for(seed, TAG_RATER, case_id).integers(len(available)))]
-    return mode
+def grouped_folds(cases: Sequence[Case], seed: int, n_folds: int = N_FOLDS) -> list[dict[str, list[str]]]:
+    """nnU-Net's ``splits_final.json`` for ``cases``: [{"train": [...], "val": [...]}] per fold, every
+    patient (``group``; a case without one is its own) wholly on one side of every fold.
+
+    nnU-Net's own 5 folds are drawn over case ids, which puts crops or slices of one patient into both
+    training and validation: validation Dice and ``checkpoint_best`` come out optimistic. Here the
+    patients go, largest first (equal sizes in an order shuffled with the seed), each to the fold whose
+    validation set holds the fewest cases so far (ties: the lowest fold): the folds come out as even as
+    whole patients allow. With fewer patients than ``n_folds`` there is one fold per patient.
+    """
+    groups: dict[str, list[str]] = {}
+    for c in cases:
+        groups.setdefault(c.group or c.case_id, []).append(c.case_id)
+    names = sorted(groups)
+    shuffled = [names[i] for i in rng_for(seed, TAG_FOLDS).permutation(len(names))]
+    order = sorted(shuffled, key=lambda g: -len(groups[g]))   # stable: the shuffle orders equal sizes
+    val: list[list[str]] = [[] for _ in range(min(n_folds, len(names)))]
+    for g in order:
+        min(val, key=len).extend(groups[g])   # min() returns the first of equal lengths: the lowest fold
+    ids = sorted(c.case_id for c in cases)
+    folds = []
+    for v in val:
+        held_out = set(v)
+        folds.append({"train": [i for i in ids if i not in held_out], "val": sorted(v)})
+    return folds
+
+
+def patients(cases: Sequence[Case]) -> dict[str, list[str]]:
+    """{patient: [case ids]} of the cases that name one (the grouping recorded in the provenance)."""
+    out: dict[str, list[str]] = {}
+    for c in cases:
+        if c.group:
+            out.setdefault(c.group, []).append(c.case_id)
+    return out
+
+
+def choose_rater(mode: str, available: Sequence[str], case_id: str, seed: int,
+                 drawn: Sequence[str] | None = None) -> str:
+    """The training rater of one case: ``mode`` itself, or for ``sample`` one drawn with the seed among
+    the raters who drew something on this case (``drawn``), or among all when none did.
+
+    Drawing an empty mask while another rater outlined the object would teach "nothing here".
+    """
+    if mode != "sample":
+        return mode
+    pool = [r for r in available if r in drawn] if drawn else list(available)
+    return pool[int(rng_for(seed, TAG_RATER, case_id).integers(len(pool)))]
 
 
 def majority_vote(raters: dict[str, np.ndarray]) -> np.ndarray:
