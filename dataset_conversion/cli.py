@@ -21,6 +21,7 @@ from nnunet_gsd.errors import UserError
 
 from . import noise as noise_mod
 from .noise import MARKOV_DEFAULTS
+from .resizing import MIN_SIZE
 
 #: DATASET → (module, one-line summary), in the order of the paper's Table 2.
 DATASETS: dict[str, tuple[str, str]] = {
@@ -42,6 +43,20 @@ def _fraction(text: str) -> float:
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1] (or 1%..100%), got {text!r}")
     return value
+
+
+def int_at_least(minimum: int, example: str) -> Any:
+    """An argparse type: a whole number ≥ ``minimum``; the error names the bound and an ``example``
+    (argparse prefixes the option, e.g. ``argument --seed: must be at least 0, got -1 (e.g. --seed 0)``)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r} (e.g. {example})") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value} (e.g. {example})")
+        return value
+    return parse
 
 
 def _noise_at(text: str) -> str | int:
@@ -113,10 +128,12 @@ def _add_common(p: argparse.ArgumentParser, multi: bool, generated: bool) -> Non
     if multi:
         p.add_argument("--raters", default="sample", metavar="A1..An|sample",
                        help="training labels from one rater (A1, A2, …) or 'sample': one rater drawn per image "
-                            "with the seed (default sample). Test labels: labelsTs_<rater>/ for every rater, "
-                            "labelsTs/ = majority vote")
-    p.add_argument("--seed", type=int, default=0, help="seed of split, subset, rater sampling and noise (default 0)")
-    p.add_argument("--size", type=int, default=64 if generated else None, metavar="PX",
+                            "with the seed, among the raters whose mask is not empty (default sample). Test "
+                            "labels: labelsTs_<rater>/ for every rater, labelsTs/ = majority vote")
+    # numpy seeds are whole numbers >= 0: a negative one would stop the conversion half-way with a traceback
+    p.add_argument("--seed", type=int_at_least(0, "--seed 0"), default=0,
+                   help="seed of split, subset, rater sampling and noise, >= 0 (default 0)")
+    p.add_argument("--size", type=int_at_least(MIN_SIZE, "--size 64"), default=64 if generated else None, metavar="PX",
                    help="generated image edge (default 64)" if generated else
                    "resize to PX per spatial axis (images bilinear, masks nearest); the paper uses 256 "
                    "(LIDC/MMIS 128, BraTS 128). Default: native size, as nnU-Net prefers")
@@ -126,7 +143,9 @@ def _add_common(p: argparse.ArgumentParser, multi: bool, generated: bool) -> Non
                             "default 1)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="raw root to write into instead of $nnUNet_raw (or the DatasetNNN_Name folder itself)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset with the same id")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing dataset of the same id and name (a dataset of another name with this "
+                        "id is never removed: choose another --id)")
     p.add_argument("--preview", action="store_true",
                    help="also write gsd_preview.png (image, clean and noisy contours) into the dataset folder")
     if not generated:
@@ -189,6 +208,11 @@ def _summary(target: Path, seconds: float) -> None:
         parts.append(f"{len(prov.skipped)} skipped")
     if prov.repaired:
         parts.append(f"{len(prov.repaired)} repaired")
+    label_maps = (prov.mask_values or {}).get("label_value_masks")
+    if label_maps:
+        parts.append(f"{len(label_maps)} label-value mask(s)")
+    if prov.folds:
+        parts.append(f"{prov.folds['n_folds']} folds by patient ({prov.folds['file']})")
     if prov.noise:
         parts.append(f"{prov.noise_summary()}: Dice(nGT, GT) {100 * prov.dice_vs_clean:.2f}, "
                      f"pixel noise rate {100 * prov.pixel_noise_rate:.2f} %")

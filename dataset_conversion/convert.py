@@ -3,8 +3,10 @@
 Order of work: check the options; **scan** every case (cheaply where the module can) and collect all
 problems at once; report them grouped, then skip those cases (``--strict``: refuse); split (seeded,
 by patient where known) and take the subset; resize, apply the simulated noise, write into a hidden
-folder; measure the noise; write ``dataset.json`` with the ``"gsd"`` provenance
-(:mod:`dataset_conversion.provenance`); rename the folder into place (:mod:`dataset_conversion.writing`).
+folder (a case whose file turns out unreadable only now is skipped and reported like the others);
+measure the noise; write ``dataset.json`` with the ``"gsd"`` provenance
+(:mod:`dataset_conversion.provenance`) and, where cases name their patient, nnU-Net's
+``splits_final.json``; rename the folder into place (:mod:`dataset_conversion.writing`).
 
 Output layout (nnU-Net v2 raw format)::
 
@@ -16,10 +18,14 @@ Output layout (nnU-Net v2 raw format)::
         imagesTs/CASE_0000…
         labelsTs/CASE…                      clean test labels (multi-rater: majority vote of raters)
         labelsTs_A1/ … labelsTs_An/         multi-rater sets only: every rater's test labels
+        splits_final.json                   where cases name their patient (LIDC, MMIS-2024): nnU-Net's
+                                            5 folds with no patient on both sides; nnU-Net's planner
+                                            copies it to $nnUNet_preprocessed/DatasetNNN_Name/
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from collections import defaultdict
@@ -41,11 +47,16 @@ from .model import (
     Discovery,
 )
 from .provenance import FORMAT_VERSION, Provenance
-from .resizing import resize_image, resize_label, resized_spacing, target_shape
+from .reading import LABEL_MAP_MAX_VALUES, describe_values
+from .resizing import MIN_SIZE, resize_image, resize_label, resized_spacing, target_shape
+from .sources import duplicate_problem
 from .splitting import (
+    N_FOLDS,
     TAG_NOISE,
     choose_rater,
+    grouped_folds,
     majority_vote,
+    patients,
     rng_for,
     seeded_split,
     take_subset,
@@ -57,11 +68,14 @@ from .writing import (
     resolve_target,
     warn,
     write_image,
+    write_json_atomic,
     write_label,
 )
 
 #: problems listed per kind on the terminal (all of them go into the provenance)
 _SHOWN_PER_KIND = 10
+#: nnU-Net's cross-validation split, in the raw folder: its planner copies it into the preprocessed one
+SPLITS_FILE = "splits_final.json"
 
 
 def resolve_noise(discovery: Discovery, opts: ConvertOptions) -> tuple[noise_mod.NoisePreset | None, Any, float]:
@@ -101,22 +115,47 @@ def scan(discovery: Discovery, show_progress: bool = True) -> tuple[list[Case], 
     """Check every case; returns the convertible cases, {case id: problem} and {case id: report}."""
     from tqdm import tqdm
     spec = discovery.spec
-    problems: dict[str, CaseProblem] = dict(zip(discovery.problem_ids, discovery.problems))
+    problems: dict[str, CaseProblem] = {}
+    for cid, p in zip(discovery.problem_ids, discovery.problems):
+        _add_problem(problems, cid, p)
     reports: dict[str, CaseReport] = {}
     ok: list[Case] = []
-    for case in tqdm(discovery.cases, desc=f"scan {spec.key}", unit="case", disable=None if show_progress else True,
-                     file=sys.stderr):
+    for case in tqdm(_unique_ids(discovery.cases, problems), desc=f"scan {spec.key}", unit="case",
+                     disable=None if show_progress else True, file=sys.stderr):
         try:
             report = case.check() if case.check else case.load().report
             if report.empty and not spec.allow_empty:
                 where = case.label_source or case.source
                 raise CaseProblem("empty mask", [where], f"mask {where} is empty (no foreground)")
         except CaseProblem as p:
-            problems[case.case_id] = p
+            _add_problem(problems, case.case_id, p)
             continue
         reports[case.case_id] = report
         ok.append(case)
     return ok, problems, reports
+
+
+def _same_id(cid: str) -> str:
+    return f"the same case id {cid!r} (nnU-Net case ids keep only letters, digits, - and _)"
+
+
+def _add_problem(problems: dict[str, CaseProblem], cid: str, p: CaseProblem) -> None:
+    """Record ``p`` under ``cid``; two problems of one id (files whose names sanitise alike) become one
+    ``duplicate name`` naming all their files, instead of the second hiding the first."""
+    old = problems.get(cid)
+    problems[cid] = p if old is None else duplicate_problem([*old.files, *p.files], _same_id(cid))
+
+
+def _unique_ids(cases: list[Case], problems: dict[str, CaseProblem]) -> list[Case]:
+    """The cases whose id no other case has. Cases sharing an id (``a b.png`` and ``a_b.png``) would
+    overwrite each other's files: they become one ``duplicate name`` problem."""
+    by_id: dict[str, list[Case]] = defaultdict(list)
+    for c in cases:
+        by_id[c.case_id].append(c)
+    for cid, group in by_id.items():
+        if len(group) > 1:
+            _add_problem(problems, cid, duplicate_problem([c.source for c in group], _same_id(cid)))
+    return [c for c in cases if len(by_id[c.case_id]) == 1]
 
 
 def format_problems(problems: dict[str, CaseProblem], limit: int | None) -> list[str]:
@@ -137,17 +176,32 @@ def format_problems(problems: dict[str, CaseProblem], limit: int | None) -> list
     return lines
 
 
+def existing_datasets(target: Path, dataset_id: int, overwrite: bool) -> list[Path]:
+    """The folder ``--overwrite`` replaces: ``target`` itself, never a dataset of another name.
+
+    nnU-Net allows one name per id (two folders of one id stop its commands), so a dataset of another
+    name is refused whether or not ``--overwrite`` is given: it is someone's data, not this one's
+    previous version.
+    """
+    root = target.parent
+    same_id = sorted(p for p in root.glob(f"Dataset{dataset_id:03d}_*") if p.is_dir()) if root.is_dir() else []
+    other = next((p for p in same_id if p.name != target.name), None)
+    if other is not None:
+        flag = f"--overwrite replaces only {target.name}; " if overwrite else ""
+        raise UserError(f"dataset id {dataset_id} is taken by {other} (another dataset): {flag}nothing was removed. "
+                        f"Choose another --id, or delete {other} yourself if it is no longer needed")
+    if same_id and not overwrite:
+        raise UserError(f"{target} already exists (use --overwrite to replace it)")
+    return same_id
+
+
 def convert(discovery: Discovery, opts: ConvertOptions) -> Path:
     """Write the nnU-Net raw dataset described by ``discovery`` with ``opts``; returns its folder."""
-    from tqdm import tqdm
-
     spec = discovery.spec
     key = spec.key
     target = resolve_target(opts.out, opts.dataset_id, spec.name)
     root = target.parent
-    same_id = sorted(p for p in root.glob(f"Dataset{opts.dataset_id:03d}_*") if p.is_dir()) if root.is_dir() else []
-    if same_id and not opts.overwrite:
-        raise UserError(f"dataset id {opts.dataset_id} already exists: {same_id[0]} (use --overwrite to replace it)")
+    replaced = existing_datasets(target, opts.dataset_id, opts.overwrite)
     if not discovery.cases and not discovery.problems:
         raise UserError(f"no cases found in {discovery.source}")
 
@@ -161,8 +215,8 @@ def convert(discovery: Discovery, opts: ConvertOptions) -> Path:
                             "(or use sample)")
     elif opts.raters:
         raise UserError(f"--raters applies to multi-rater datasets (lidc, mmis2024), not {key}")
-    if opts.size is not None and opts.size < 8:
-        raise UserError(f"--size must be at least 8 pixels, got {opts.size}")
+    if opts.size is not None and opts.size < MIN_SIZE:
+        raise UserError(f"--size must be at least {MIN_SIZE} pixels, got {opts.size}")
 
     # ---- scan: every problem at once
     cases, problems, reports = scan(discovery)
@@ -175,6 +229,7 @@ def convert(discovery: Discovery, opts: ConvertOptions) -> Path:
         warn("\n".join([head + " skipped (--strict refuses instead)", *format_problems(problems, _SHOWN_PER_KIND)]))
     if not cases:
         raise UserError(f"no convertible cases in {discovery.source} (see the problems above)")
+    _report_label_values(cases, reports, key)
     release = None
     if spec.release_count and n_found != spec.release_count:
         release = {"expected": spec.release_count, "found": n_found}
@@ -191,102 +246,64 @@ def convert(discovery: Discovery, opts: ConvertOptions) -> Path:
         train, test, split_method = seeded_split(cases, frac, opts.seed)
     n_available = len(train)
     train = take_subset(train, opts.subset, opts.seed)
-    ids = [c.case_id for c in train + test]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise UserError(f"two source files map to the same case id {dup!r}")
 
     root.mkdir(parents=True, exist_ok=True)
     for stale in remove_stale_partials(root):
         print(f"note: removed {stale.name}, left by an interrupted conversion whose process is gone", file=sys.stderr)
     tmp = partial_folder(target)
     try:
-        dirs = {n: tmp / n for n in ("imagesTr", "labelsTr", "imagesTs", "labelsTs")}
-        if preset:
-            dirs["labelsTr_clean"] = tmp / "labelsTr_clean"
-        for r in discovery.raters:
-            dirs[f"labelsTs_{r}"] = tmp / f"labelsTs_{r}"
-        for d in dirs.values():
-            d.mkdir(parents=True)
+        written = _write_cases(tmp, discovery, opts, preset, noise_at, train, test, rater_mode, problems)
+        train = [c for c in train if c.case_id in written.ids]
+        test = [c for c in test if c.case_id in written.ids]
+        if not train:
+            raise UserError(f"no training case of {discovery.source} could be converted (see the problems above)")
 
-        dices: list[float] = []
-        changed = total = fg = 0
-        empty: list[str] = []
-        assignment: dict[str, str] = {}
-        bar = tqdm(total=len(train) + len(test), desc=f"convert {key}", unit="case", disable=None, file=sys.stderr)
-        for role, role_cases in (("train", train), ("test", test)):
-            for case in role_cases:
-                s = case.load()
-                _check_image(s.image, spec, case, role)
-                shape = target_shape(opts.size, s.image.shape[1:], spec.dim)
-                spacing = resized_spacing(s.spacing, s.image.shape[1:], shape)
-                write_image(dirs["imagesTr" if role == "train" else "imagesTs"], case.case_id,
-                            resize_image(s.image, shape), spec, spacing)
-                if role == "train":
-                    if s.raters is not None:
-                        rater = choose_rater(rater_mode or "sample", discovery.raters, case.case_id, opts.seed)
-                        assignment[case.case_id] = rater
-                        lab = resize_label(s.raters[rater], shape)
-                        if not np.any(lab):
-                            empty.append(case.case_id)
-                    else:
-                        assert s.label is not None
-                        if not np.any(s.label):
-                            empty.append(case.case_id)
-                        lab = resize_label(s.label, shape)
-                        if preset:
-                            noisy = noisy_label(s.label, lab, preset, noise_at, spec.dim,
-                                                 rng_for(opts.seed, TAG_NOISE, case.case_id))
-                            write_label(dirs["labelsTr_clean"] / case.case_id, lab, spec, spacing)
-                            dices.append(noise_mod.dice(noisy, lab))
-                            changed += int(np.count_nonzero(noisy != lab))
-                            lab = noisy
-                    total += lab.size
-                    fg += int(np.count_nonzero(lab))
-                    write_label(dirs["labelsTr"] / case.case_id, lab, spec, spacing)
-                else:
-                    if s.raters is not None:
-                        for r, m in s.raters.items():
-                            write_label(dirs[f"labelsTs_{r}"] / case.case_id, resize_label(m, shape), spec, spacing)
-                        clean = majority_vote(s.raters)
-                    else:
-                        assert s.label is not None
-                        clean = s.label
-                    if not np.any(clean):
-                        empty.append(case.case_id)
-                    write_label(dirs["labelsTs"] / case.case_id, resize_label(clean, shape), spec, spacing)
-                bar.update(1)
-        bar.close()
-
-        if empty:
-            warn(f"{len(empty)} case(s) have an empty mask (kept: normal for {key}): "
-                 f"{', '.join(empty[:5])}{' …' if len(empty) > 5 else ''}")
+        if written.empty:
+            warn(f"{len(written.empty)} case(s) have an empty mask (kept: normal for {key}): "
+                 f"{', '.join(written.empty[:5])}{' …' if len(written.empty) > 5 else ''}")
         prov = _provenance(discovery, opts, train, test, split_method, n_available)
-        prov.foreground_fraction = fg / total if total else 0.0
+        total = written.total
+        prov.foreground_fraction = written.fg / total if total else 0.0
         if preset:
-            noise_rate = changed / total if total else 0.0
+            noise_rate = written.changed / total if total else 0.0
             prov.noise = {**preset.params(), "noise_at": noise_at, "scaled_by": scaled_by,
                           "rng": f"numpy default_rng([seed, {TAG_NOISE}, crc32(case_id)]) per case",
-                          "dice_vs_clean": float(np.mean(dices)) if dices else 1.0, "pixel_noise_rate": noise_rate}
+                          "dice_vs_clean": float(np.mean(written.dices)) if written.dices else 1.0,
+                          "pixel_noise_rate": noise_rate}
             prov.tau, prov.tau_source = noise_rate, "pixel_noise_rate (docs/decisions.md §8)"
             prov.clean_labels = "labelsTr_clean"
         elif spec.multi_rater:
-            prov.raters = {"mode": rater_mode, "available": discovery.raters, "assignment": assignment,
+            prov.raters = {"mode": rater_mode, "available": discovery.raters, "assignment": written.assignment,
                            "test_consensus": "majority",
                            "test_rater_folders": [f"labelsTs_{r}" for r in discovery.raters]}
+            if rater_mode == "sample":
+                prov.raters["sample_among"] = ("the raters whose mask of the case is not empty (all raters "
+                                               "where every mask is empty)")
             prov.tau = 0.15 * prov.foreground_fraction
             prov.tau_source = "0.15 x training foreground fraction (docs/decisions.md §8)"
         else:
             prov.tau, prov.tau_source = 0.0, "clean labels"
-        prov.empty_masks = empty
+        prov.empty_masks = written.empty
         prov.skipped = [{"case": cid, "problem": p.kind, "files": list(p.files), "detail": p.detail}
                         for cid, p in sorted(problems.items())]
-        prov.repaired = [{"case": cid, "repair": r} for cid, rep in sorted(reports.items()) for r in rep.repairs]
+        kept = {c.case_id for c in train + test}
+        prov.repaired = [{"case": cid, "repair": r} for cid, rep in sorted(reports.items()) if cid in kept
+                         for r in rep.repairs]
         if spec.file_ending == ".png" and not spec.multi_rater:
-            prov.mask_values = {"rule": "one channel, then 0/1 as is, else > 127",
-                                "soft_pixels": sum(r.soft_pixels for r in reports.values()),
-                                "soft_masks": sum(1 for r in reports.values() if r.soft_pixels)}
+            kept_cases = [c for c in cases if c.case_id in kept]
+            prov.mask_values = {
+                "rule": f"one channel; 0/1 and 0/255 as they are; a label map (at most {LABEL_MAP_MAX_VALUES} "
+                        "distinct values) keeps every pixel of each value that fills a 3x3 block somewhere; "
+                        "other values are edge pixels, foreground when > 127 (docs/datasets.md)",
+                "soft_pixels": sum(reports[c.case_id].soft_pixels for c in kept_cases),
+                "soft_masks": sum(1 for c in kept_cases if reports[c.case_id].soft_pixels),
+                "label_value_masks": [{"case": c.case_id, "file": c.label_source,
+                                       "values": {str(v): n for v, n in sorted(values.items())}}
+                                      for c in kept_cases if (values := reports[c.case_id].label_values)]}
         prov.release_count = release
+        folds = _write_folds(tmp, train, opts.seed)
+        if folds:
+            prov.folds = folds
         dataset_json = {
             "name": spec.name, "description": spec.description, "reference": spec.reference,
             "licence": spec.licence, "channel_names": spec.channel_names, "labels": spec.labels,
@@ -296,11 +313,159 @@ def convert(discovery: Discovery, opts: ConvertOptions) -> Path:
         if opts.preview:
             from .preview import write_preview
             write_preview(tmp, tmp / "gsd_preview.png", n_cases=4, seed=opts.seed)
-        install(tmp, target, same_id)
+        install(tmp, target, replaced)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    for old in replaced:
+        print(f"note: --overwrite: removed the previous {old} (its preprocessed data, if any, is stale now: "
+              "rerun nnUNetv2_plan_and_preprocess)", file=sys.stderr)
+    if folds:
+        _update_preprocessed_splits(target)
     return target
+
+
+class _Written:
+    """What writing the cases produced: the ids written and the numbers the provenance reports."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.dices: list[float] = []
+        self.changed = self.total = self.fg = 0
+        self.empty: list[str] = []
+        self.assignment: dict[str, str] = {}
+
+
+def _write_cases(tmp: Path, discovery: Discovery, opts: ConvertOptions, preset: noise_mod.NoisePreset | None,
+                 noise_at: Any, train: list[Case], test: list[Case], rater_mode: str | None,
+                 problems: dict[str, CaseProblem]) -> _Written:
+    """Resize, perturb and write every case into ``tmp``. A case that cannot be read now although the scan
+    passed it (a truncated JPEG: the scan reads only image headers) is skipped and added to ``problems``,
+    or, with ``--strict``, refuses the conversion."""
+    from tqdm import tqdm
+    spec = discovery.spec
+    dirs = {n: tmp / n for n in ("imagesTr", "labelsTr", "imagesTs", "labelsTs")}
+    if preset:
+        dirs["labelsTr_clean"] = tmp / "labelsTr_clean"
+    for r in discovery.raters:
+        dirs[f"labelsTs_{r}"] = tmp / f"labelsTs_{r}"
+    for d in dirs.values():
+        d.mkdir(parents=True)
+    out = _Written()
+    bar = tqdm(total=len(train) + len(test), desc=f"convert {spec.key}", unit="case", disable=None, file=sys.stderr)
+    for role, role_cases in (("train", train), ("test", test)):
+        for case in role_cases:
+            bar.update(1)
+            try:   # nothing of the case is written before it is read and checked
+                s = case.load()
+                _check_image(s.image, spec, case, role)
+            except CaseProblem as p:
+                if opts.strict:
+                    raise UserError(f"{case.case_id}: {p} (--strict: nothing written)") from None
+                warn(f"{case.case_id}: {p}: skipped")
+                _add_problem(problems, case.case_id, p)
+                continue
+            out.ids.add(case.case_id)
+            shape = target_shape(opts.size, s.image.shape[1:], spec.dim)
+            spacing = resized_spacing(s.spacing, s.image.shape[1:], shape)
+            write_image(dirs["imagesTr" if role == "train" else "imagesTs"], case.case_id,
+                        resize_image(s.image, shape), spec, spacing)
+            if role == "train":
+                if s.raters is not None:
+                    masks = {r: resize_label(m, shape) for r, m in s.raters.items()}
+                    rater = choose_rater(rater_mode or "sample", discovery.raters, case.case_id, opts.seed,
+                                         drawn=[r for r, m in masks.items() if m.any()])
+                    out.assignment[case.case_id] = rater
+                    lab = masks[rater]
+                    if not np.any(lab):
+                        out.empty.append(case.case_id)
+                else:
+                    assert s.label is not None
+                    if not np.any(s.label):
+                        out.empty.append(case.case_id)
+                    lab = resize_label(s.label, shape)
+                    if preset:
+                        noisy = noisy_label(s.label, lab, preset, noise_at, spec.dim,
+                                            rng_for(opts.seed, TAG_NOISE, case.case_id))
+                        write_label(dirs["labelsTr_clean"] / case.case_id, lab, spec, spacing)
+                        out.dices.append(noise_mod.dice(noisy, lab))
+                        out.changed += int(np.count_nonzero(noisy != lab))
+                        lab = noisy
+                out.total += lab.size
+                out.fg += int(np.count_nonzero(lab))
+                write_label(dirs["labelsTr"] / case.case_id, lab, spec, spacing)
+            else:
+                if s.raters is not None:
+                    for r, m in s.raters.items():
+                        write_label(dirs[f"labelsTs_{r}"] / case.case_id, resize_label(m, shape), spec, spacing)
+                    clean = majority_vote(s.raters)
+                else:
+                    assert s.label is not None
+                    clean = s.label
+                if not np.any(clean):
+                    out.empty.append(case.case_id)
+                write_label(dirs["labelsTs"] / case.case_id, resize_label(clean, shape), spec, spacing)
+    bar.close()
+    return out
+
+
+def _report_label_values(cases: list[Case], reports: dict[str, CaseReport], key: str) -> None:
+    """One line per mask read as a label map (values such as 1, 2 and 255), with its value counts: a
+    binary dataset holding several labels is worth a look, and the old > 127 rule dropped them."""
+    hits = [(c, reports[c.case_id].label_values) for c in cases if reports[c.case_id].label_values]
+    if not hits:
+        return
+    lines = [f"{len(hits)} mask(s) hold label values, not only 0 and 255 (or 0 and 1): every pixel of a label "
+             f"value is kept as foreground ({key} has one foreground label; values as read in one channel):"]
+    lines += [f"    {c.case_id}: {c.label_source or c.source}: {describe_values(v)}" for c, v in hits[:_SHOWN_PER_KIND]]
+    if len(hits) > _SHOWN_PER_KIND:
+        lines.append(f"    … and {len(hits) - _SHOWN_PER_KIND} more (all listed in dataset.json \"gsd\": "
+                     "\"mask_values\": \"label_value_masks\")")
+    warn("\n".join(lines))
+
+
+def _write_folds(folder: Path, train: list[Case], seed: int) -> dict[str, Any] | None:
+    """``splits_final.json`` grouped by patient when the training cases name their patient; the
+    provenance's ``folds`` block, or ``None`` (nnU-Net's own folds over case ids are then right)."""
+    if not any(c.group for c in train):
+        return None
+    folds = grouped_folds(train, seed)
+    if len(folds) < N_FOLDS:
+        warn(f"only {len(folds)} patient(s) in training: {SPLITS_FILE} has {len(folds)} fold(s); nnUNetv2_train "
+             f"folds {len(folds)}..{N_FOLDS - 1} would use nnU-Net's random 80:20 split, which mixes patients")
+    (folder / SPLITS_FILE).write_text(json.dumps(folds, indent=2))
+    groups = patients(train)
+    return {"file": SPLITS_FILE, "n_folds": len(folds), "grouped_by": "patient",
+            "rule": "patients largest first (equal sizes shuffled with the seed), each into the fold with the "
+                    "fewest validation cases; a case without a patient is its own group",
+            "n_patients": len({c.group or c.case_id for c in train}), "patients": groups}
+
+
+def _update_preprocessed_splits(target: Path) -> None:
+    """Keep ``$nnUNet_preprocessed/<name>/splits_final.json`` equal to the raw one.
+
+    nnU-Net's planner copies the raw file there only when none exists, and stops with a bare
+    AssertionError when the one there differs; its trainer reads only that copy. So a copy left by an
+    earlier conversion (or nnU-Net's own folds over case ids) is replaced now. Only when the dataset
+    was written into ``$nnUNet_raw`` and has been preprocessed before; otherwise planning copies it.
+    """
+    pre, raw = os.environ.get("nnUNet_preprocessed"), os.environ.get("nnUNet_raw")
+    if not pre or not raw or Path(raw).absolute() != target.parent:
+        return
+    dest = Path(pre) / target.name / SPLITS_FILE
+    if not dest.parent.is_dir():
+        return
+    new = json.loads((target / SPLITS_FILE).read_text())
+    try:
+        if json.loads(dest.read_text()) == new:
+            return
+    except (OSError, ValueError):   # absent or unreadable: written below
+        pass
+    existed = dest.is_file()
+    write_json_atomic(dest, new)
+    print(f"note: {'replaced' if existed else 'wrote'} {dest} with the raw dataset's patient-grouped folds"
+          + (" (it held other folds, from an earlier conversion or nnU-Net's default split)" if existed else ""),
+          file=sys.stderr)
 
 
 def _provenance(discovery: Discovery, opts: ConvertOptions, train: list[Case], test: list[Case],
@@ -326,11 +491,14 @@ def noisy_label(source_label: np.ndarray, out_label: np.ndarray, preset: noise_m
 
 
 def _check_image(image: np.ndarray, spec: DatasetSpec, case: Case, role: str) -> None:
+    """A case problem (skipped and reported like the scan's) when the image has the wrong shape."""
     n = image.shape[0]
     dims = {spec.dim, spec.dim + 1} if (spec.test_volumes and role == "test") else {spec.dim}
     if image.ndim - 1 not in dims:
-        raise UserError(f"{case.source}: expected a {spec.dim}D image, got shape {image.shape[1:]}")
+        raise CaseProblem("size mismatch", [case.source],
+                          f"{case.source}: expected a {spec.dim}D image, got shape {image.shape[1:]}")
     if n != len(spec.channel_names):
-        raise UserError(f"{case.source}: {n} channel(s), but this dataset has {len(spec.channel_names)} "
-                        f"({', '.join(spec.channel_names.values())})")
+        raise CaseProblem("size mismatch", [case.source],
+                          f"{case.source}: {n} channel(s), but this dataset has {len(spec.channel_names)} "
+                          f"({', '.join(spec.channel_names.values())})")
 

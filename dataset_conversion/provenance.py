@@ -17,6 +17,9 @@ size                output spatial shape (list) or ``null`` for the native size
 subset              fraction of the training images kept (1.0 = all)
 split               ``method`` (seeded / seeded_by_patient / predefined), ``train`` and ``test``
                     case ids, ``n_train_available`` (training cases before ``subset``)
+folds               absent, or (cases that name their patient: LIDC, MMIS-2024) the cross-validation
+                    folds written to ``file`` (splits_final.json): ``n_folds``, ``grouped_by``
+                    ("patient"), ``rule``, ``n_patients``, ``patients`` {patient: [training case ids]}
 noise               ``null``, or ``preset`` (S_R/S_E/S_DE/markov), ``kind``, ``notation`` (e.g.
                     M(200, 0.2, 0.05)), its parameters, ``noise_at`` (source, output or a size in
                     pixels), ``scaled_by`` (factor applied to a named preset's steps/radii),
@@ -24,7 +27,8 @@ noise               ``null``, or ``preset`` (S_R/S_E/S_DE/markov), ``kind``, ``n
                     (mean Dice(nGT, GT) over training cases, fraction) and ``pixel_noise_rate``
                     (fraction of training pixels whose label changed)
 raters              ``null``, or ``mode`` (A1…An or sample), ``available`` raters,
-                    ``assignment`` {case: rater}, ``test_consensus`` ("majority")
+                    ``assignment`` {case: rater}, ``test_consensus`` ("majority"), and for sample
+                    ``sample_among`` (the raters drawn from: those whose mask is not empty)
 tau                 forget rate (docs/decisions.md §8): the pixel noise rate for simulated noise; 15 % of the
                     training foreground proportion for multi-rater sets; 0 for clean labels
 tau_source          how ``tau`` was obtained
@@ -33,8 +37,9 @@ clean_labels        ``"labelsTr_clean"`` when written, else absent
 empty_masks         ids of kept cases whose clean label is empty (where empty masks are normal)
 skipped             ``[{case, problem, files, detail}]``: source pairs that could not be converted
 repaired            ``[{case, repair}]``: what was changed to convert a case (e.g. a mask resized)
-mask_values         ``rule`` used to binarise 2D masks, ``soft_pixels`` (pixels neither 0 nor 255)
-                    and ``soft_masks`` (masks holding any)
+mask_values         ``rule`` used to binarise 2D masks, ``soft_pixels`` (edge pixels neither 0 nor 255),
+                    ``soft_masks`` (masks holding any), ``label_value_masks`` ``[{case, file, values}]``:
+                    masks read as label maps, with the pixel count of every non-zero value
 release_count       ``{expected, found}`` when the source held another number of cases than the release
 test_slices         {test case: [slice case ids]} (sliced test volumes, evaluate-raters)
 notes               anything the converter skipped or assumed
@@ -65,6 +70,7 @@ class Provenance:
     size: list[int] | None = None
     subset: float | None = None
     split: dict[str, Any] | None = None
+    folds: dict[str, Any] | None = None
     noise: dict[str, Any] | None = None
     raters: dict[str, Any] | None = None
     tau: float | None = None
@@ -114,7 +120,7 @@ class Provenance:
                 except (TypeError, ValueError):
                     raise UserError(f'{where}: "gsd": {{"{key}": {values[key]!r}}} is not a number; fix it'
                                     + (" or set nnUNet_GSD_TAU" if key == "tau" else "")) from None
-        for key in ("split", "noise", "raters", "mask_values", "release_count", "test_slices"):
+        for key in ("split", "folds", "noise", "raters", "mask_values", "release_count", "test_slices"):
             if values.get(key) is not None and not isinstance(values[key], dict):
                 raise UserError(f'{where}: "gsd": {{"{key}"}} must be an object, got {values[key]!r}')
         return cls(**values, extra={k: v for k, v in block.items() if k not in known})

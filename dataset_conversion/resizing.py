@@ -5,6 +5,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+#: the smallest --size (and generated edge): nnU-Net's 2D U-Net needs a few pooling steps, and the noise
+#: presets' radii a margin
+MIN_SIZE = 8
+
 
 def target_shape(size: int | None, spatial: Sequence[int], dim: int) -> tuple[int, ...]:
     """``size`` per axis for the last ``dim`` axes; a leading slice axis (test volumes) is kept."""

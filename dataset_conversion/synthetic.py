@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from .cli import int_at_least
 from .convert import convert
 from .model import Case, ConvertOptions, DatasetSpec, Discovery, Sample
 from .splitting import TAG_SYNTHETIC, rng_for
@@ -114,8 +115,11 @@ def generate(out_dir: Path, dataset_id: int = 901, num_train: int = 8, num_test:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--num-train", type=int, default=8, help="training cases (default 8)")
-    parser.add_argument("--num-test", type=int, default=4, help="test cases (default 4)")
+    # nnU-Net needs training cases, and the demo and the tests predict on at least one test case
+    parser.add_argument("--num-train", type=int_at_least(1, "--num-train 8"), default=8,
+                        help="training cases, >= 1 (default 8)")
+    parser.add_argument("--num-test", type=int_at_least(1, "--num-test 4"), default=4,
+                        help="test cases, >= 1 (default 4)")
     parser.add_argument("--dim", type=int, choices=(2, 3), default=2, help="2D (PNG) or 3D (NIfTI) (default 2)")
     parser.add_argument("--classes", type=int, choices=(1, 2, 3), default=1, help="foreground classes (default 1)")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=1,

@@ -7,6 +7,7 @@ conversion into the same raw folder removes such leftovers once their process is
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -50,6 +51,17 @@ def write_label(path_no_ext: Path, label: np.ndarray, spec: DatasetSpec, spacing
         Image.fromarray(label).save(path_no_ext.with_name(path_no_ext.name + ".png"))
     else:
         _write_nifti(path_no_ext.with_name(path_no_ext.name + ".nii.gz"), label, spacing)
+
+
+def write_json_atomic(path: Path, content: object) -> None:
+    """``path`` holds either its old content or all of the new, never half (a reader such as nnU-Net's
+    planner may look at it at any time)."""
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(content, indent=2))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _write_nifti(path: Path, arr: np.ndarray, spacing: Sequence[float] | None) -> None:

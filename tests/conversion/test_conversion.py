@@ -310,17 +310,6 @@ def test_subsets_are_nested_and_leave_the_test_set_alone(tmp_path):
     assert half["split"]["n_train_available"] == 14
 
 
-def test_existing_id_refused_then_overwritten(tmp_path, capsys):
-    src = make_kvasir(tmp_path / "src", n=4)
-    raw = tmp_path / "raw"
-    (raw / "Dataset005_Other").mkdir(parents=True)
-    assert _cli("convert", "kvasir", "--source", str(src), "--id", "5", "--out", str(raw)) == 2
-    err = capsys.readouterr().err
-    assert "already exists" in err and "--overwrite" in err and "Traceback" not in err
-    assert _cli("convert", "kvasir", "--source", str(src), "--id", "5", "--out", str(raw), "--overwrite") == 0
-    assert [p.name for p in raw.iterdir()] == ["Dataset005_KvasirSEG"]
-
-
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_interrupted_conversion_leaves_nothing_and_says_one_line(tmp_path, capsys, monkeypatch, how):
     import signal
