@@ -2,6 +2,7 @@
 estimated once from the preprocessed training cases (docs/decisions.md §13) and recorded beside the run."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from os.path import isfile, join
@@ -14,6 +15,7 @@ from tqdm import tqdm
 from nnunet_gsd.method.calibration import (RINGS, calibration_offset, estimate_offset, median_profile, ring_profile,
                                            shift_labels)
 from nnunet_gsd.method.step import resize_nearest
+from nnunet_gsd.training.data import case_files, file_stamps
 from nnunet_gsd.utils import write_json_atomic
 
 #: cases read to estimate the offsets (a seeded sample of the training cases): the median over this many
@@ -79,15 +81,22 @@ def _planes(data: np.ndarray, seg: np.ndarray, label: int, ndim: int):
     return [(data[:, z], seg[z]) for z in chosen]
 
 
-def load_or_estimate(folder: str, key: dict, compute) -> Dict[int, dict]:
-    """The offsets recorded in ``folder`` for the same ``key`` (dataset, cases, spacing), else ``compute()``'s,
-    written atomically — a resumed run (``--c``) trains with the offsets it started with."""
+def load_or_estimate(folder: str, key: dict, compute, log=None) -> Dict[int, dict]:
+    """The offsets recorded in ``folder`` for the same ``key`` (cases, their files, spacing, labels), else
+    ``compute()``'s, written atomically — a resumed run (``--c``) trains with the offsets it started with, unless
+    the data they were estimated from changed (then ``log`` is told which part of the key differs)."""
     path = join(folder, OFFSETS_FILE)
     if isfile(path):
         with open(path) as fh:
             saved = json.load(fh)
         if saved.get("key") == key:
             return {int(c): v for c, v in saved["classes"].items()}
+        if log is not None:
+            old = saved.get("key") or {}
+            changed = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
+            log(f"GSD boundary calibration: {path} was estimated with other {', '.join(changed)} "
+                f"({'the preprocessed cases changed' if 'data' in changed else 'other cases or settings'}): "
+                f"estimated again")
     classes = compute()
     os.makedirs(folder, exist_ok=True)
     write_json_atomic(path, {"key": key, "classes": {str(c): v for c, v in classes.items()}})
@@ -104,10 +113,16 @@ def run_boundary_offsets(trainer, setting: str) -> List[int]:
         return [0] + [given] * len(labels)
     tr_keys, _ = trainer.do_split()
     spacing = [float(s) for s in trainer.configuration_manager.spacing]
-    key = {"cases": len(tr_keys), "first": sorted(tr_keys)[:3], "spacing": spacing, "labels": labels}
+    # keyed to the training cases' files too: a fresh training after preprocessing other images must not reuse
+    # the fold's old estimate (stamps only: estimating again from unchanged data gives the same offsets)
+    stamps = [file_stamps(case_files(trainer.preprocessed_dataset_folder, i, with_segmentation=True))
+              for i in sorted(tr_keys)]
+    key = {"cases": len(tr_keys), "first": sorted(tr_keys)[:3], "spacing": spacing, "labels": labels,
+           "data": hashlib.sha256(json.dumps(stamps).encode()).hexdigest()}
     if trainer.local_rank == 0:
         classes = load_or_estimate(trainer.output_folder, key, lambda: estimate_class_offsets(
-            trainer.dataset_class(trainer.preprocessed_dataset_folder, tr_keys), tr_keys, labels, spacing))
+            trainer.dataset_class(trainer.preprocessed_dataset_folder, tr_keys), tr_keys, labels, spacing),
+            log=trainer.print_to_log_file)
     if trainer.is_ddp:
         torch.distributed.barrier()
         if trainer.local_rank != 0:

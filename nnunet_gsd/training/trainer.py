@@ -134,17 +134,24 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
                                    has_superpixels=uses_superpixels)
         if self.local_rank == 0:
             identifiers = self.dataset_class.get_identifiers(self.preprocessed_dataset_folder)
-            if self.layout.has_superpixels:
-                build_superpixel_cache(self.preprocessed_dataset_folder, self._aux_folder("superpixels"),
-                                       self.dataset_class, identifiers,
-                                       {"n_segments_per_256sq": self.gsd.slic_segments_per_256sq,
-                                        "compactness": self.gsd.slic_compactness, "sigma": self.gsd.slic_sigma,
-                                        "convert2lab": is_rgb(self.dataset_json["channel_names"])},
-                                       default_num_processes)
-            if self.layout.has_clean:
-                build_clean_label_cache(self._raw_dataset_folder, self._aux_folder("clean_labels"), identifiers,
-                                        self.plans_manager.plans, self.configuration_name, self.dataset_json,
-                                        default_num_processes)
+            reports = []
+            try:
+                if self.layout.has_superpixels:
+                    reports.append(build_superpixel_cache(
+                        self.preprocessed_dataset_folder, self._aux_folder("superpixels"), self.dataset_class,
+                        identifiers, {"n_segments_per_256sq": self.gsd.slic_segments_per_256sq,
+                                      "compactness": self.gsd.slic_compactness, "sigma": self.gsd.slic_sigma,
+                                      "convert2lab": is_rgb(self.dataset_json["channel_names"])},
+                        default_num_processes))
+                if self.layout.has_clean:
+                    reports.append(build_clean_label_cache(
+                        self._raw_dataset_folder, self._aux_folder("clean_labels"), identifiers,
+                        self.plans_manager.plans, self.configuration_name, self.dataset_json, default_num_processes,
+                        self.preprocessed_dataset_folder, self.dataset_class))
+            except UserError as e:
+                raise SystemExit(f"{self.__class__.__name__}: {e}") from None
+            for report in reports:  # what was reused and what computed again, and why
+                self.print_to_log_file(str(report))
         if self.is_ddp:
             dist.barrier()
 
