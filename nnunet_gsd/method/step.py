@@ -122,7 +122,8 @@ def selection_half(logits1: Tensor, logits2: Tensor, noisy: Tensor, superpixel_i
     refined = noisy
     with torch.no_grad():
         disagreement = confident_disagreement(logits1.detach(), logits2.detach(), noisy)
-        if schedule.refinement != "none":
+        # R(e) = 1 (τ = 0, or the ramp's first epoch) rejects no pixel: nothing to refine, so no vote to compute
+        if schedule.refinement != "none" and schedule.keep < 1.0:
             if alpha is None:
                 alpha = torch.rand((), device=logits1.device)
             fused = fuse_probabilities(logits1.detach(), logits2.detach(), alpha)

@@ -245,3 +245,22 @@ def test_prior_correction_shifts_the_logits_l_kt_sees():
                    for m in (m1, m2))
     assert torch.allclose(kt, expected)
     assert torch.allclose(cor, transfer_losses(m1, m2, plain, dice)[1])
+
+
+@pytest.mark.parametrize("refinement", ["superpixel", "pixel"])
+def test_keep_one_needs_no_superpixels_and_changes_no_loss(refinement):
+    """The default path (τ = 0, so R(e) = 1): every pixel is in D_clean, nothing is refined, and the step runs
+    without superpixel ids — the trainer builds no SLIC cache then — with the loss it has when ids are given."""
+    f1, f2 = nets(2, 2)
+    x, y, ids = batch(2, (16, 16), 2)
+    sched = schedule(True, refinement, use_kt=False, keep=1.0, refine_confidence=0.0)
+    with_ids = selection_half(f1(x), f2(x * 1.1), y, ids, sched, dice, alpha=torch.tensor(0.5))
+    without = selection_half(f1(x), f2(x * 1.1), y, None, sched, dice, alpha=torch.tensor(0.5))
+    assert bool(without.clean_mask.all()) and torch.equal(without.refined, y)
+    assert without.refined_fraction.item() == 0.0
+    # the refinement's L_KT-form term on the unmixed passes stays (it supervises with nGT when nothing is refined)
+    assert without.loss_kt_unmixed.item() > 0
+    assert without.loss.item() == pytest.approx(with_ids.loss.item(), rel=1e-6)
+    expected = (without.loss_gda + kt_loss(f1(x), y, without.weights, dice, without.trusted)
+                + kt_loss(f2(x * 1.1), y, without.weights, dice, without.trusted))
+    assert without.loss.item() == pytest.approx(expected.item(), rel=1e-6)
