@@ -90,10 +90,25 @@ def test_small_loss_mask_ties_exact_count():
         assert int(small_loss_mask(loss, keep).sum()) == math.floor(keep * 50 + 0.5)
 
 
-def test_small_loss_mask_ignores_grad():
-    loss = torch.rand(2, 4, 4, requires_grad=True)
-    m = small_loss_mask(loss * 2, 0.5)
-    assert not m.requires_grad
+def test_l_gda_gradient_reaches_only_the_selected_pixels():
+    """Four pixels labelled 0; f1 = f2, logits (0, 0) on three pixels and (0, 3) on the last, whose L_pick is the
+    largest: R = 0.75 keeps the first three (k = 3). Without GDA weights or the Dice term L_GDA is the mean L_pick
+    over D_clean, 2·ln 2 (two CE terms of −ln ½, KL 0), and its gradient with respect to f1's logits is
+    (softmax − onehot)/|D_clean| = (−1/6, +1/6) on each kept pixel and 0 on the rejected one (the KL term's
+    gradient vanishes where f1 = f2)."""
+    from nnunet_gsd.method.step import StepSchedule, selection_half
+    logits = torch.zeros(1, 2, 1, 4)
+    logits[0, 1, 0, 3] = 3.0
+    l1, l2 = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    schedule = StepSchedule(keep=0.75, epoch=0, num_epochs=10, threshold=2.0, use_gda=False, gda_dice=False, lam=0.5,
+                            selection="pooled", refinement="none", refine_confidence=0.0, refine_majority=False,
+                            ignore_unrefined=False, use_kt=False, kt_prior_correction=False, rho=0.5)
+    half = selection_half(l1, l2, torch.zeros(1, 1, 4, dtype=torch.long), None, schedule, dice=None)
+    assert half.clean_mask.tolist() == [[[True, True, True, False]]]
+    assert half.loss.item() == pytest.approx(2 * math.log(2), rel=1e-6)
+    half.loss.backward()
+    expected = torch.tensor([[-1 / 6] * 3 + [0.0], [1 / 6] * 3 + [0.0]]).view(1, 2, 1, 4)
+    assert torch.allclose(l1.grad, expected, atol=1e-6) and torch.allclose(l2.grad, expected, atol=1e-6)
 
 
 def test_class_balanced_selection_keeps_each_class_share():
