@@ -251,7 +251,15 @@ def test_unknown_environment_variable_and_class_attribute_are_errors_with_a_sugg
     with pytest.raises(UserError, match=r"^class attribute V.gsd_use_ktt names no GSD setting "
                                         r"\(did you mean V.gsd_use_kt\?\); rename or remove it"):
         resolve_settings({"gsd_use_ktt": (False, "V")}, {})
-    resolve(env={"nnUNet_raw": "/x", "OTHER_GSD_THING": "1"})  # other variables are none of our business
+
+
+def test_variables_outside_the_prefix_are_none_of_our_business():
+    """Only exact nnUNet_GSD_* names count: a variable that merely contains one (MY_nnUNet_GSD_TAU), another
+    case of it (NNUNET_GSD_TAU) or another GSD-ish name changes no setting, is no error and adds no note."""
+    settings = resolve(env={"nnUNet_raw": "/x", "OTHER_GSD_THING": "1", "MY_nnUNet_GSD_TAU": "0.2",
+                            "NNUNET_GSD_TAU": "0.2", "nnunet_gsd_use_kt": "1"})
+    assert (settings.tau, settings.use_kt) == (None, False)
+    assert set(settings.sources.values()) == {"default"} and settings.notes == ()
 
 
 def test_readme_documents_every_environment_variable():
