@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 from PIL import Image
 
@@ -35,9 +36,27 @@ def test_render_size_and_colours():
     assert tuple(picture[0, 0]) == (0, 0, 0)       # darkest image pixel, no contour
 
 
-def legend_width() -> int:
-    """Legend entries: 14 px swatch and gap + ~6 px per character + 10 px spacing (PIL's default font)."""
-    return sum(14 + 6 * len(name) + 10 for name in ("reference", "prediction", "both"))
+def text_columns(picture: np.ndarray) -> np.ndarray:
+    """Columns holding legend text: grey, not black (the font is anti-aliased; the swatches are coloured)."""
+    p = picture.astype(int)
+    grey = (p[..., 0] == p[..., 1]) & (p[..., 1] == p[..., 2]) & (p[..., 0] > 0)
+    return np.flatnonzero(grey.any(axis=0))
+
+
+def picture_width(pixels: np.ndarray, height: int) -> int:
+    """Width of the overlay above the legend strip: what lies right of it is the strip's black widening."""
+    return int(np.flatnonzero(pixels[:height].any(axis=(0, 2)))[-1]) + 1
+
+
+def test_legend_strip_is_wide_enough_for_its_text():
+    """A 10 px picture gets the strip a 1000 px one draws, cut nowhere: wider than its last text column."""
+    wide = overlay.with_legend(np.zeros((5, 1000, 3), np.uint8))
+    narrow = overlay.with_legend(np.zeros((5, 10, 3), np.uint8))
+    assert narrow.shape[0] == 5 + overlay.LEGEND_HEIGHT
+    last = int(text_columns(wide[5:])[-1])
+    assert last > 100                                    # three names drawn, not one
+    assert narrow.shape[1] > last
+    np.testing.assert_array_equal(narrow[5:], wide[5:, :narrow.shape[1]])
 
 
 def test_worst_cases_treat_empty_as_perfect():
@@ -60,6 +79,7 @@ def make_2d(tmp_path: Path) -> tuple[Path, Path]:
     return pred, raw
 
 
+@pytest.mark.e2e
 def test_cli_2d_worst_case_png_of_the_right_size(tmp_path: Path):
     pred, raw = make_2d(tmp_path)
     labels = raw / "labelsTs"
@@ -67,9 +87,10 @@ def test_cli_2d_worst_case_png_of_the_right_size(tmp_path: Path):
                str(tmp_path / "ov")], clean_env(tmp_path))
     assert [p.name for p in (tmp_path / "ov").iterdir()] == ["bad.png"]
     with Image.open(tmp_path / "ov" / "bad.png") as png:
-        # the picture is 30·3 wide and 20·3 high; the legend strip below widens it to fit its three entries
-        assert png.size == (max(90, legend_width()), 60 + overlay.LEGEND_HEIGHT) and png.mode == "RGB"
         pixels = np.asarray(png)
+    # the picture is 30·3 wide and 20·3 high; the legend strip below widens it to fit its three entries
+    assert png.mode == "RGB" and pixels.shape[0] == 60 + overlay.LEGEND_HEIGHT
+    assert picture_width(pixels, 60) == 90 and pixels.shape[1] > max(90, text_columns(pixels[60:])[-1])
     assert "Dice 0.4000" in out                              # 4 of 10 columns overlap: 2·28/(70+70)
     assert tuple(pixels[60 + 8, 6]) == (0, 255, 0)           # legend's first swatch: reference green
     run(["nnunet_gsd", "overlay", str(labels), str(pred), "--cases", "good"], clean_env(tmp_path))
@@ -79,6 +100,7 @@ def test_cli_2d_worst_case_png_of_the_right_size(tmp_path: Path):
     assert "nope" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.e2e
 def test_cli_3d_middle_slice_of_the_foreground(tmp_path: Path):
     raw, pred = tmp_path / "raw", tmp_path / "pred"
     for d in (raw / "imagesTs", raw / "labelsTs", pred):
@@ -95,6 +117,8 @@ def test_cli_3d_middle_slice_of_the_foreground(tmp_path: Path):
     run(["nnunet_gsd", "overlay", str(raw / "labelsTs"), str(pred), "--scale", "2", "-o", str(tmp_path / "ov")],
         clean_env(tmp_path))
     with Image.open(tmp_path / "ov" / "vol_z002.png") as png:
-        assert png.size == (legend_width(), 24 + overlay.LEGEND_HEIGHT)   # 16·2 wide, widened by the legend
         pixels = np.asarray(png)
+    # 16·2 wide and 12·2 high, widened by the legend
+    assert pixels.shape[0] == 24 + overlay.LEGEND_HEIGHT
+    assert picture_width(pixels, 24) == 32 and pixels.shape[1] > max(32, text_columns(pixels[24:])[-1])
     assert tuple(pixels[6, 8]) == (255, 255, 0)   # GT and prediction coincide: yellow
