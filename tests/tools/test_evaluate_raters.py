@@ -64,6 +64,7 @@ def test_known_dice_per_rater_case_and_overall(png_raters):
     assert result["mean"] == pytest.approx(4 / 9)
 
 
+@pytest.mark.e2e
 def test_cli_writes_json_and_markdown(png_raters, tmp_path: Path):
     pred, raw = png_raters
     out = run(["nnunet_gsd", "evaluate-raters", str(raw), str(pred), "-o", str(tmp_path / "report")],
@@ -107,6 +108,7 @@ def test_raters_in_numeric_order_and_subset(png_raters):
         evaluate_raters.rater_folders(raw, ["A7"])
 
 
+@pytest.mark.e2e
 def test_missing_prediction_and_single_rater_dataset_are_one_line_errors(png_raters, tmp_path: Path):
     pred, raw = png_raters
     (pred / "c2.png").unlink()
@@ -118,6 +120,7 @@ def test_missing_prediction_and_single_rater_dataset_are_one_line_errors(png_rat
     assert "labelsTs_A1" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.e2e
 def test_on_a_converted_mmis2024_dataset(tmp_path: Path):
     """Through `nnunet_gsd convert mmis2024`: 3D test volumes, one labelsTs_A* per rater.
 
