@@ -45,6 +45,12 @@ from nnunet_gsd.training.settings_mixin import SettingsMixin
 from nnunet_gsd.utils import atomic_path, is_rgb
 
 
+def uses_superpixels(settings, warmup_epochs: int, num_epochs: int) -> bool:
+    """Whether a run needs the SLIC cache: SGLR refines after the warm-up, and only pixels the selection rejects —
+    with τ = 0 it keeps every pixel (R(e) = 1), so the cache would be built and loaded for nothing."""
+    return settings.refinement == "superpixel" and warmup_epochs < num_epochs and effective_tau(settings) > 0
+
+
 class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
     """GSD-Net: two co-trained networks, small-loss selection, GDA, SGLR and Knowledge Transfer.
 
@@ -129,9 +135,8 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
 
     def _prepare_aux_maps(self) -> None:
         """Build (or reuse) the cached superpixels and clean labels before the data loaders start."""
-        uses_superpixels = self.gsd.refinement == "superpixel" and self._warmup_epochs < self.num_epochs
         self.layout = TargetLayout(has_clean=has_clean_labels(self._raw_dataset_folder),
-                                   has_superpixels=uses_superpixels)
+                                   has_superpixels=uses_superpixels(self.gsd, self._warmup_epochs, self.num_epochs))
         if self.local_rank == 0:
             identifiers = self.dataset_class.get_identifiers(self.preprocessed_dataset_folder)
             reports = []

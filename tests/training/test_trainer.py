@@ -44,3 +44,15 @@ def test_each_network_is_clipped_at_12_as_nnunet_clips_one():
         nnUNetTrainerGSD._optimizer_step(fake)
         got = (dual.net1.weight.grad.norm().item(), dual.net2.weight.grad.norm().item())
         assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_slic_cache_only_where_sglr_can_refine():
+    """Defaults (τ unset, fallback 0): R(e) = 1, nothing is rejected, no SLIC cache. A given τ, or the Faithful
+    trainer's fallback, needs it after the warm-up; pixel refinement and a warm-up covering the run never do."""
+    from tests.training.test_settings import resolve
+    from nnunet_gsd.training.trainer import uses_superpixels
+    assert not uses_superpixels(resolve(), 3, 10)
+    assert uses_superpixels(resolve({"gsd": {"tau": 0.1}}), 3, 10)
+    assert uses_superpixels(resolve(fallback_tau=0.05), 3, 10)
+    assert not uses_superpixels(resolve({"gsd": {"tau": 0.1}}, refinement="pixel"), 3, 10)
+    assert not uses_superpixels(resolve({"gsd": {"tau": 0.1}}), 10, 10)
