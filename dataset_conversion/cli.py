@@ -126,10 +126,13 @@ def _add_common(p: argparse.ArgumentParser, multi: bool, generated: bool) -> Non
                         "scaled to PX or the output size, --noise markov never is (default: the preset's, chosen "
                         "to reproduce Table 3; markov: output)")
     if multi:
-        p.add_argument("--raters", default="sample", metavar="A1..An|sample",
-                       help="training labels from one rater (A1, A2, …) or 'sample': one rater drawn per image "
-                            "with the seed, among the raters whose mask is not empty (default sample). Test "
-                            "labels: labelsTs_<rater>/ for every rater, labelsTs/ = majority vote")
+        p.add_argument("--raters", default="sample", metavar="A1..An|sample|majority|staple|union|intersection",
+                       help="the training labels in labelsTr/: one rater's (A1, A2, …); 'sample': one rater drawn "
+                            "per image with the seed, among the raters whose mask is not empty (the paper; "
+                            "default); or a consensus of all raters: 'majority' (ties of 2 of 4 are foreground), "
+                            "'staple' (SimpleITK's STAPLE, probability >= 0.5), 'union', 'intersection'. Every "
+                            "rater's labels are kept in labelsTr_<rater>/ and labelsTs_<rater>/; labelsTs/ = "
+                            "majority vote")
     # numpy seeds are whole numbers >= 0: a negative one would stop the conversion half-way with a traceback
     p.add_argument("--seed", type=int_at_least(0, "--seed 0"), default=0,
                    help="seed of split, subset, rater sampling and noise, >= 0 (default 0)")

@@ -13,8 +13,11 @@ Output layout (nnU-Net v2 raw format)::
     DatasetNNN_Name/
         dataset.json
         imagesTr/CASE_0000.png|.nii.gz …    one file per channel (an RGB PNG is one file, 3 channels)
-        labelsTr/CASE.png|.nii.gz           training labels: noisy (simulated) or the chosen rater's
+        labelsTr/CASE.png|.nii.gz           training labels: noisy (simulated), or (multi-rater) the chosen
+                                            rater's or the raters' consensus (--raters)
         labelsTr_clean/CASE…                clean training labels, only when noise was simulated
+        labelsTr_A1/ … labelsTr_An/         multi-rater sets only: every rater's training labels (nnU-Net
+                                            reads only labelsTr/; these are for rater-aware tools)
         imagesTs/CASE_0000…
         labelsTs/CASE…                      clean test labels (multi-rater: majority vote of raters)
         labelsTs_A1/ … labelsTs_An/         multi-rater sets only: every rater's test labels
@@ -36,6 +39,7 @@ import numpy as np
 
 from nnunet_gsd.errors import UserError
 
+from . import consensus
 from . import noise as noise_mod
 from .model import (
     PROBLEM_KINDS,
@@ -55,7 +59,6 @@ from .splitting import (
     TAG_NOISE,
     choose_rater,
     grouped_folds,
-    majority_vote,
     patients,
     rng_for,
     seeded_split,
@@ -76,6 +79,8 @@ from .writing import (
 _SHOWN_PER_KIND = 10
 #: nnU-Net's cross-validation split, in the raw folder: its planner copies it into the preprocessed one
 SPLITS_FILE = "splits_final.json"
+#: ``--raters`` values besides a rater's name: one seeded rater per image, or a consensus of all of them
+RATER_MODES = ("sample", *consensus.METHODS)
 
 
 def resolve_noise(discovery: Discovery, opts: ConvertOptions) -> tuple[noise_mod.NoisePreset | None, Any, float]:
@@ -210,9 +215,9 @@ def convert(discovery: Discovery, opts: ConvertOptions) -> Path:
     rater_mode = None
     if spec.multi_rater:
         rater_mode = opts.raters or "sample"
-        if rater_mode != "sample" and rater_mode not in discovery.raters:
-            raise UserError(f"--raters {rater_mode}: this dataset has raters {', '.join(discovery.raters)} "
-                            "(or use sample)")
+        if rater_mode not in RATER_MODES and rater_mode not in discovery.raters:
+            raise UserError(f"--raters {rater_mode}: this dataset has raters {', '.join(discovery.raters)}; "
+                            f"or use one of {', '.join(RATER_MODES)}")
     elif opts.raters:
         raise UserError(f"--raters applies to multi-rater datasets (lidc, mmis2024), not {key}")
     if opts.size is not None and opts.size < MIN_SIZE:
@@ -273,9 +278,14 @@ def convert(discovery: Discovery, opts: ConvertOptions) -> Path:
             prov.tau, prov.tau_source = noise_rate, "pixel_noise_rate (docs/decisions.md §8)"
             prov.clean_labels = "labelsTr_clean"
         elif spec.multi_rater:
-            prov.raters = {"mode": rater_mode, "available": discovery.raters, "assignment": written.assignment,
+            prov.raters = {"mode": rater_mode, "available": discovery.raters,
+                           "train_rater_folders": [f"labelsTr_{r}" for r in discovery.raters],
                            "test_consensus": "majority",
                            "test_rater_folders": [f"labelsTs_{r}" for r in discovery.raters]}
+            if rater_mode in consensus.METHODS:
+                prov.raters["consensus"] = consensus.RULES[rater_mode]
+            else:
+                prov.raters["assignment"] = written.assignment
             if rater_mode == "sample":
                 prov.raters["sample_among"] = ("the raters whose mask of the case is not empty (all raters "
                                                "where every mask is empty)")
@@ -348,6 +358,7 @@ def _write_cases(tmp: Path, discovery: Discovery, opts: ConvertOptions, preset: 
     if preset:
         dirs["labelsTr_clean"] = tmp / "labelsTr_clean"
     for r in discovery.raters:
+        dirs[f"labelsTr_{r}"] = tmp / f"labelsTr_{r}"
         dirs[f"labelsTs_{r}"] = tmp / f"labelsTs_{r}"
     for d in dirs.values():
         d.mkdir(parents=True)
@@ -373,10 +384,16 @@ def _write_cases(tmp: Path, discovery: Discovery, opts: ConvertOptions, preset: 
             if role == "train":
                 if s.raters is not None:
                     masks = {r: resize_label(m, shape) for r, m in s.raters.items()}
-                    rater = choose_rater(rater_mode or "sample", discovery.raters, case.case_id, opts.seed,
-                                         drawn=[r for r, m in masks.items() if m.any()])
-                    out.assignment[case.case_id] = rater
-                    lab = masks[rater]
+                    for r, m in masks.items():
+                        write_label(dirs[f"labelsTr_{r}"] / case.case_id, m, spec, spacing)
+                    if rater_mode in consensus.METHODS:
+                        # of the resized maps, so that labelsTr is exactly the consensus of labelsTr_A*
+                        lab = consensus.combine(rater_mode, masks)
+                    else:
+                        rater = choose_rater(rater_mode or "sample", discovery.raters, case.case_id, opts.seed,
+                                             drawn=[r for r, m in masks.items() if m.any()])
+                        out.assignment[case.case_id] = rater
+                        lab = masks[rater]
                     if not np.any(lab):
                         out.empty.append(case.case_id)
                 else:
@@ -398,7 +415,7 @@ def _write_cases(tmp: Path, discovery: Discovery, opts: ConvertOptions, preset: 
                 if s.raters is not None:
                     for r, m in s.raters.items():
                         write_label(dirs[f"labelsTs_{r}"] / case.case_id, resize_label(m, shape), spec, spacing)
-                    clean = majority_vote(s.raters)
+                    clean = consensus.majority(s.raters)
                 else:
                     assert s.label is not None
                     clean = s.label

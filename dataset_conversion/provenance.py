@@ -26,9 +26,12 @@ noise               ``null``, or ``preset`` (S_R/S_E/S_DE/markov), ``kind``, ``n
                     ``rng`` (how each case's generator derives from ``seed``), ``dice_vs_clean``
                     (mean Dice(nGT, GT) over training cases, fraction) and ``pixel_noise_rate``
                     (fraction of training pixels whose label changed)
-raters              ``null``, or ``mode`` (A1…An or sample), ``available`` raters,
-                    ``assignment`` {case: rater}, ``test_consensus`` ("majority"), and for sample
-                    ``sample_among`` (the raters drawn from: those whose mask is not empty)
+raters              ``null``, or ``mode`` (A1…An, sample, majority, staple, union or intersection),
+                    ``available`` raters, ``train_rater_folders`` (labelsTr_A1 …: every rater's
+                    training labels), for A1…An and sample ``assignment`` {case: rater}, for a
+                    consensus ``consensus`` (its rule), ``test_consensus`` ("majority"),
+                    ``test_rater_folders``, and for sample ``sample_among`` (the raters drawn from:
+                    those whose mask is not empty)
 tau                 forget rate (docs/decisions.md §8): the pixel noise rate for simulated noise; 15 % of the
                     training foreground proportion for multi-rater sets; 0 for clean labels
 tau_source          how ``tau`` was obtained

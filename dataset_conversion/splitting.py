@@ -1,6 +1,6 @@
 """Which cases go where: the seeded train/test split (by patient where known), the nested training
-subset, nnU-Net's cross-validation folds by patient, the rater of each training image, and the
-majority vote of test raters.
+subset, nnU-Net's cross-validation folds by patient, and the rater of each training image (consensus labels
+of all raters: :mod:`.consensus`).
 
 Every draw comes from :func:`rng_for`, which depends only on (seed, purpose, case id): changing the
 subset never changes the noise, and adding a case never changes another case's draws.
@@ -114,13 +114,3 @@ def choose_rater(mode: str, available: Sequence[str], case_id: str, seed: int,
         return mode
     pool = [r for r in available if r in drawn] if drawn else list(available)
     return pool[int(rng_for(seed, TAG_RATER, case_id).integers(len(pool)))]
-
-
-def majority_vote(raters: dict[str, np.ndarray]) -> np.ndarray:
-    """Pixel-wise most frequent label; ties go to the highest label, so for binary masks a pixel is
-    foreground when at least half of the raters marked it."""
-    stack = np.stack(list(raters.values()))
-    labels = np.unique(stack)
-    counts = np.stack([(stack == v).sum(0) for v in labels])
-    # argmax returns the first maximum: scan from the highest label down.
-    return labels[::-1][np.argmax(counts[::-1], axis=0)].astype(np.uint8)

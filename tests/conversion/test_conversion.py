@@ -33,7 +33,7 @@ from nnunet_gsd.dataset_conversion import (
 from nnunet_gsd.dataset_conversion.convert import convert
 from nnunet_gsd.dataset_conversion.model import ConvertOptions
 from nnunet_gsd.dataset_conversion.resizing import resize_label
-from nnunet_gsd.dataset_conversion.splitting import TAG_NOISE, majority_vote, rng_for
+from nnunet_gsd.dataset_conversion.splitting import TAG_NOISE, rng_for
 from PIL import Image
 
 from nnunet_gsd import cli as umbrella
@@ -470,12 +470,6 @@ def test_preview_grid(tmp_path):
     assert _cli("preview", str(ds), "-n", "2", "-o", str(tmp_path / "p.png")) == 0
     img = np.asarray(Image.open(tmp_path / "p.png"))
     assert img.shape[0] > 100 and img.shape[1] > 300
-
-
-def test_majority_vote_ties_go_to_foreground():
-    r = {"A1": np.array([1, 1, 0, 0]), "A2": np.array([1, 0, 0, 1]), "A3": np.array([0, 1, 0, 0]),
-         "A4": np.array([0, 0, 0, 0])}
-    np.testing.assert_array_equal(majority_vote(r), [1, 1, 0, 0])
 
 
 # ----------------------------------------------------------------------------------------------
