@@ -8,17 +8,20 @@ Arms, each trained in its own process (so each has its own peak memory) and driv
 rounds from this one (so machine drift hits every arm alike):
 
 - ``base``: nnU-Net's ``nnUNetTrainerNoDeepSupervision`` (one network, Dice + CE);
-- ``gsd_warmup``: ``nnUNetTrainerGSD`` before its warm-up ends (passes 1–2 only): what every step of the
-  default trainer costs, Knowledge Transfer being off by default;
-- ``gsd_steady``: ``nnUNetTrainerGSD`` with Knowledge Transfer on (``nnUNet_GSD_USE_KT=1``) after warm-up
-  (4 network passes: SGLR + KT), phase-profiled: the most a GSD step costs.
+- ``stock``: nnU-Net's ``nnUNetTrainer`` (one network, Dice + CE with deep supervision): what users compare with;
+- ``gsd_default``: ``nnUNetTrainerGSD`` with its defaults after the warm-up and no τ (``nnUNet_GSD_TAU=0``, what a
+  user without a noise estimate gets): passes 1–2, no superpixel vote (R(e) = 1 rejects nothing), Knowledge
+  Transfer off;
+- ``gsd_tau``: the same with the dataset's τ: passes 1–2 and the superpixel vote (SGLR) — what τ adds;
+- ``gsd_steady``: ``nnUNetTrainerGSD`` with the dataset's τ and Knowledge Transfer on (``nnUNet_GSD_USE_KT=1``)
+  after warm-up (4 network passes: SGLR + KT), phase-profiled: the most a GSD step costs.
 
 Per iteration we time ``next(dataloader_train)`` (the wait for a batch: ≈ 0 when nnU-Net's background
 augmentation keeps up) and ``train_step`` separately; the first iterations are not counted. Inference:
 the fused two-network checkpoint against the one-network one, per case on the same preprocessed test
 cases (nnU-Net's predictor, sliding window + mirroring as ``nnUNetv2_predict`` does), plus two full
 ``nnUNetv2_predict`` commands per arm (order A B B A). The last line printed is
-``steady_ratio=… warmup_ratio=… infer_ratio=… mem_ratio=… loader_wait=…``.
+``default_ratio=… tau_ratio=… steady_ratio=… infer_ratio=… mem_ratio=… loader_wait=…``.
 """
 from __future__ import annotations
 
@@ -39,12 +42,18 @@ from typing import Dict, List
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-ARMS = ("base", "gsd_warmup", "gsd_steady")
-TRAINERS = {"base": "nnUNetTrainerNoDeepSupervision", "gsd_warmup": "nnUNetTrainerGSD",
-            "gsd_steady": "nnUNetTrainerGSD"}
+ARMS = ("base", "stock", "gsd_default", "gsd_tau", "gsd_steady")
+TRAINERS = {"base": "nnUNetTrainerNoDeepSupervision", "stock": "nnUNetTrainer", "gsd_default": "nnUNetTrainerGSD",
+            "gsd_tau": "nnUNetTrainerGSD", "gsd_steady": "nnUNetTrainerGSD"}
+#: settings of the GSD arms beyond the trainer's defaults (the dataset's τ unless nnUNet_GSD_TAU says otherwise)
+GSD_ENV = {"gsd_default": {"nnUNet_GSD_TAU": "0"}, "gsd_tau": {}, "gsd_steady": {"nnUNet_GSD_USE_KT": "1"}}
+#: the trainer's timing phases (nnUNetTrainerGSD.train_step), by what they are
 NETWORK = ("passes_1_2", "backward_1_2", "passes_3_4", "backward_3_4")
-METHOD = ("selection", "gda", "refinement", "kt_mixing", "kt_losses")
-TARGETS = {"steady_ratio": 4.4, "warmup_ratio": 2.2, "infer_ratio": 2.05, "mem_ratio": 2.5}
+METHOD = ("inputs", "selection", "kt_mixing", "kt_losses")
+#: ratios of a GSD arm's iteration to another arm's, and their limits
+RATIOS = {"default_ratio": ("gsd_default", "stock", 2.05), "tau_ratio": ("gsd_tau", "stock", None),
+          "steady_ratio": ("gsd_steady", "base", 4.4)}
+TARGETS = {**{k: lim for k, (_, _, lim) in RATIOS.items() if lim}, "infer_ratio": 2.05, "mem_ratio": 2.5}
 
 
 def log(msg: str) -> None:
@@ -176,17 +185,18 @@ def worker(arm: str, env: Dict[str, str], dataset: str, plans: str, configuratio
            conn) -> None:
     """One arm in its own process: set up nnU-Net's trainer, then run iterations when told to."""
     os.environ.update(env)
-    if arm != "base":
+    if arm in GSD_ENV:
         os.environ["nnUNet_GSD_PROFILE"] = "1" if (device == "cpu" or arm == "gsd_steady") else "0"
-        os.environ["nnUNet_GSD_USE_KT"] = "1"
+        os.environ.update(GSD_ENV[arm])
     import torch
     torch.set_num_threads(threads)
     from nnunetv2.run.run_training import get_trainer_from_args
     trainer = get_trainer_from_args(dataset, configuration, 0, TRAINERS[arm], plans, device=torch.device(device))
     trainer.on_train_start()
-    if arm != "base":
+    if arm in GSD_ENV:
+        # after both warm-ups, with the selection ramp done (R(e) = 1 − τ)
         warm = max(trainer._warmup_epochs, trainer._kt_warmup_epochs)
-        trainer.current_epoch = 0 if arm == "gsd_warmup" else warm
+        trainer.current_epoch = warm
         assert 0 < warm < trainer.num_epochs
     trainer.on_train_epoch_start()
     if device == "cuda":
@@ -216,7 +226,7 @@ def worker(arm: str, env: Dict[str, str], dataset: str, plans: str, configuratio
             result = {"peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                       "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda" else None,
                       "phases_ms": trainer._timer.mean_ms() if hasattr(trainer, "_timer") else {}}
-            if arm != "gsd_warmup":
+            if arm in ("base", "gsd_steady"):
                 # an ordinary final checkpoint for the inference timing
                 trainer.save_checkpoint(os.path.join(trainer.output_folder, "checkpoint_final.pth"))
                 result["model_folder"] = trainer.output_folder_base
@@ -306,7 +316,7 @@ def main(argv=None) -> None:
     for r in range(total):
         counted = r >= args.warmup_rounds
         # rotate the order so no arm always runs right after the same other arm
-        order = ARMS[r % 3:] + ARMS[:r % 3]
+        order = ARMS[r % len(ARMS):] + ARMS[:r % len(ARMS)]
         for arm in order:
             conns[arm].send(("run", args.chunk, counted))
             for w, s in conns[arm].recv():
@@ -372,11 +382,11 @@ def main(argv=None) -> None:
     net = sum(phases.get(k, 0) for k in NETWORK)
     method = sum(phases.get(k, 0) for k in METHOD)
     other = sum(v for k, v in phases.items() if k not in NETWORK + METHOD)
-    phases_w = finals["gsd_warmup"]["phases_ms"]
+    phases_default = finals["gsd_default"]["phases_ms"]
+    phases_tau = finals["gsd_tau"]["phases_ms"]
 
-    ratios = {"steady_ratio": iter_ms["gsd_steady"] / iter_ms["base"],
-              "warmup_ratio": iter_ms["gsd_warmup"] / iter_ms["base"],
-              "infer_ratio": infer_ms["gsd"] / infer_ms["base"], "mem_ratio": mem_ratio}
+    ratios = {k: iter_ms[a] / iter_ms[b] for k, (a, b, _) in RATIOS.items()}
+    ratios.update(infer_ratio=infer_ms["gsd"] / infer_ms["base"], mem_ratio=mem_ratio)
     loader_wait = max(wait_share.values())
     final = " ".join(f"{k}={v:.2f}" for k, v in ratios.items()) + f" loader_wait={loader_wait:.3f}"
 
@@ -390,15 +400,17 @@ def main(argv=None) -> None:
              f"the same for every arm; {args.threads} torch thread(s) per arm, {args.da_workers} augmentation "
              f"process(es) per arm, torch.compile {'on' if args.compile else 'off'}",
              f"- Budget: {args.warmup_rounds} uncounted + {args.rounds} counted interleaved rounds × {args.chunk} "
-             f"iterations per arm = {n_counted} counted iterations per arm (medians); GSD epochs set to "
-             f"{setup['gsd_warmup']['epoch']} (warm-up) and {setup['gsd_steady']['epoch']} of "
-             f"{setup['gsd_steady']['num_epochs']} (after warm-up)", "",
-             "| arm | trainer | ms / iteration | train_step ms | loader wait ms (median) | loader wait share | "
-             f"{mem_label} | ratio to base |", "|---|---|---|---|---|---|---|---|"]
+             f"iterations per arm = {n_counted} counted iterations per arm (medians); GSD arms at epoch "
+             f"{setup['gsd_steady']['epoch']} of {setup['gsd_steady']['num_epochs']} (after the warm-ups)", "",
+             "| arm | trainer | settings | ms / iteration | train_step ms | loader wait ms (median) | "
+             f"loader wait share | {mem_label} | ratio to base | ratio to stock |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for a in ARMS:
         extra = f" (+{inc[a]:.0f} over set-up)" if args.device == "cpu" else ""
-        lines.append(f"| {a} | `{TRAINERS[a]}` | {iter_ms[a]:.0f} | {step_ms[a]:.0f} | {wait_ms[a]:.1f} | "
-                     f"{100 * wait_share[a]:.1f} % | {mem[a]:.0f}{extra} | {iter_ms[a] / iter_ms['base']:.2f} |")
+        settings = ", ".join(f"{k}={v}" for k, v in GSD_ENV.get(a, {}).items()) or "—"
+        lines.append(f"| {a} | `{TRAINERS[a]}` | {settings} | {iter_ms[a]:.0f} | {step_ms[a]:.0f} | {wait_ms[a]:.1f} | "
+                     f"{100 * wait_share[a]:.1f} % | {mem[a]:.0f}{extra} | {iter_ms[a] / iter_ms['base']:.2f} | "
+                     f"{iter_ms[a] / iter_ms['stock']:.2f} |")
     lines += ["", f"Inference, per case ({len(inf['cases'])} test cases × {args.infer_repeats} passes, nnU-Net's "
               f"sliding window with mirroring; preprocessing and export excluded): one network "
               f"{infer_ms['base']:.1f} ms, fused two networks {infer_ms['gsd']:.1f} ms → "
@@ -413,10 +425,12 @@ def main(argv=None) -> None:
     for k, v in phases.items():
         lines.append(f"| {k} | {v:.1f} | {100 * v / step_total:.1f} % |")
     lines += ["", f"Network passes (forward + backward of the 4 passes) {net:.0f} ms; the method around them "
-              f"(selection, GDA, superpixel refinement, KT mixing and losses) {method:.1f} ms = "
+              f"(inputs: x', calibration, superpixel ids; selection with GDA and refinement; KT mixing and losses) "
+              f"{method:.1f} ms = "
               f"**{100 * method / net:.1f} % on top of the passes** (target ≤ 15 %); transfer + optimizer "
               f"{other:.1f} ms.",
-              "GSD warm-up phases (ms): " + ", ".join(f"{k}={v:.1f}" for k, v in phases_w.items()), "",
+              "GSD default phases (τ = 0, ms): " + ", ".join(f"{k}={v:.1f}" for k, v in phases_default.items()),
+              "GSD with τ phases (ms): " + ", ".join(f"{k}={v:.1f}" for k, v in phases_tau.items()), "",
               "| target | measured | limit | met |", "|---|---|---|---|"]
     for k, lim in TARGETS.items():
         lines.append(f"| {k} | {ratios[k]:.2f} | ≤ {lim} | {'yes' if ratios[k] <= lim else 'no'} |")

@@ -221,6 +221,7 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         with timer.phase("to_device"):
             data = batch["data"].to(self.device, non_blocking=True)
             target = batch["target"].to(self.device, non_blocking=True)
+        with timer.phase("inputs"):  # x', the calibrated labels and the superpixel ids: the method's, not transfer
             noisy, view = target[:, 0].long(), weak_intensity_view(data)
             labels = (shift_labels(noisy, self._offsets, self.configuration_manager.spacing) if any(self._offsets)
                       else noisy)
