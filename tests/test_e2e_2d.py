@@ -68,13 +68,21 @@ def test_gsd_trains_continues_predicts_and_evaluates(dataset, nnunet_root: Path,
     assert record["settings"]["num_epochs"] == {"value": 4,
                                                 "source": "class attribute nnUNetTrainerGSD_tiny.budget_num_epochs"}
 
+    # both caches were built, and the log says what was computed
+    log = next(fold.glob("training_log_*.txt")).read_text()
+    for cache in ("SLIC superpixels", "clean labels"):
+        line = next(line for line in log.splitlines() if f"GSD {cache} (" in line)
+        assert "computed 12 new" in line or "12 up to date" in line, line
+
     # --c with a changed method setting stops with one line naming it, and leaves the fold as it was
+    logs = sorted(fold.glob("training_log_*.txt"))
     proc = run_failing(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", "nnUNetTrainerGSD_tiny", "-device", "cpu",
                         "--c"], train_env(nnunet_root, nnUNet_GSD_TAU="0.2"))
     assert f"tau {tau!r} (dataset.json {preprocessed_json}" in proc.stderr
     assert "→ 0.2 (environment variable nnUNet_GSD_TAU)" in proc.stderr
     assert "nnUNet_GSD_ALLOW_SETTINGS_CHANGE=1" in proc.stderr and "Traceback" not in proc.stderr
     assert json.loads((fold / "gsd_settings.json").read_text()) == record
+    assert sorted(fold.glob("training_log_*.txt")) == logs  # no new, near-empty training log
 
     # --c restores both networks, the optimizer and the epoch; a larger budget trains one more epoch
     run(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", "nnUNetTrainerGSD_tiny", "-device", "cpu", "--c"],

@@ -2,7 +2,8 @@
 
 GSD needs, for every training patch, maps aligned pixel for pixel with the augmented image: the SLIC
 superpixels of SGLR (docs/decisions.md §5) and, for truth diagnostics, the clean training labels. Both are
-computed once per case, cached beside the preprocessed data, and appended to the segmentation as
+computed once per case, cached beside the preprocessed data (each map keyed to the files it was computed from
+and to the parameters: a stale map is computed again, :func:`_update_cache`), and appended to the segmentation as
 extra channels, so nnU-Net's cropping, padding, rotation, scaling and mirroring move them exactly
 like the noisy label. The label files themselves stay untouched (extra channels there break
 nnU-Net's dataset verification and foreground sampling).
