@@ -64,18 +64,58 @@ def require_folder(path: Path, what: str, fix: str) -> Path:
     return Path(path)
 
 
+def probability_channels(dataset_json: Mapping) -> Tuple[List[int], int]:
+    """(channel of each of :func:`foreground_labels` in nnU-Net's ``--save_probabilities`` output, number of
+    channels). Labels: softmax channel ``i`` is ``all_labels[i]`` (background included); regions: sigmoid
+    channel ``i`` is the ``i``-th region (``LabelManager.num_segmentation_heads`` channels)."""
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+    manager = LabelManager(dataset_json["labels"], dataset_json.get("regions_class_order"))
+    if manager.has_regions:
+        return list(range(len(manager.foreground_regions))), manager.num_segmentation_heads
+    return [manager.all_labels.index(label) for label in manager.foreground_labels], manager.num_segmentation_heads
+
+
 # ---------------------------------------------------------------- metrics
+#: QUBIQ's thresholds: k/10 exactly (np.linspace's 0.30000000000000004 would put a 3-of-10 vote above 0.3)
+QUBIQ_THRESHOLDS = tuple(k / 10 for k in range(1, 10))
+
+
+def dice_from_overlap(overlap: float, total: float) -> float:
+    """``2 · overlap / total``, NaN when ``total`` is 0: the one Dice formula here, for counts (overlap = true
+    positives, total = 2 tp + fp + fn) and for soft sums (overlap = Σ p·q, total = Σ p + Σ q)."""
+    return float("nan") if total == 0 else 2 * float(overlap) / float(total)
+
+
+def mask_dice(reference: np.ndarray, prediction: np.ndarray) -> float:
+    """Dice of two boolean masks, counted by nnU-Net's ``compute_tp_fp_fn_tn`` (NaN when both are empty)."""
+    from nnunetv2.evaluation.evaluate_predictions import compute_tp_fp_fn_tn
+    tp, fp, fn, _ = compute_tp_fp_fn_tn(reference, prediction)
+    return dice_from_overlap(tp, 2 * tp + fp + fn)
+
+
 def dice_per_label(reference: np.ndarray, prediction: np.ndarray, labels: Sequence[Label]) -> Dict[Label, float]:
     """Dice per label as ``nnunetv2.evaluation.evaluate_predictions.compute_metrics`` computes it."""
-    from nnunetv2.evaluation.evaluate_predictions import compute_tp_fp_fn_tn, region_or_label_to_mask
+    from nnunetv2.evaluation.evaluate_predictions import region_or_label_to_mask
     if reference.shape != prediction.shape:
         raise UserError(f"prediction shape {prediction.shape} differs from the reference shape {reference.shape}")
-    out = {}
-    for label in labels:
-        tp, fp, fn, _ = compute_tp_fp_fn_tn(region_or_label_to_mask(reference, label),
-                                            region_or_label_to_mask(prediction, label))
-        out[label] = float("nan") if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
-    return out
+    return {label: mask_dice(region_or_label_to_mask(reference, label), region_or_label_to_mask(prediction, label))
+            for label in labels}
+
+
+def soft_dice(reference: np.ndarray, probability: np.ndarray) -> float:
+    """Soft Dice ``2 Σ r·p / (Σ r + Σ p)`` of two maps in [0, 1] (e.g. the fraction of raters and a predicted
+    probability); NaN when both are 0 everywhere, as the hard Dice."""
+    r, p = np.asarray(reference, dtype=np.float64), np.asarray(probability, dtype=np.float64)
+    return dice_from_overlap((r * p).sum(), r.sum() + p.sum())
+
+
+def qubiq_score(reference: np.ndarray, probability: np.ndarray,
+                thresholds: Sequence[float] = QUBIQ_THRESHOLDS) -> float:
+    """The QUBIQ challenge's score: the mean over ``thresholds`` of the Dice between ``reference > t`` and
+    ``probability > t``. A threshold where both are empty scores 1, as in QUBIQ: at 0.9, say, no pixel
+    has every rater's vote and the model is nowhere that sure, which is agreement, not an undefined case."""
+    scores = [mask_dice(reference > t, probability > t) for t in thresholds]
+    return float(np.mean([1.0 if np.isnan(d) else d for d in scores]))
 
 
 def foreground_dice(reference: np.ndarray, prediction: np.ndarray, labels: Sequence[Label]) -> float:
