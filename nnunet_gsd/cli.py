@@ -24,6 +24,7 @@ SUBCOMMANDS = [
     "nnunet_gsd.tools.plans_variant",
     "nnunet_gsd.tools.boundary_offset",
     "nnunet_gsd.tools.overlay",
+    "nnunet_gsd.tools.audit",
 ]
 
 
