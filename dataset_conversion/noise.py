@@ -179,9 +179,9 @@ _2D_AT_OUTPUT = {
 
 #: BraTS: the noise is applied on the native 1-mm grid (240×240×155; the authors' pipeline crops
 #: patches instead of resizing), with effective parameters found on a real case: Table 3's S_E
-#: M(50, 0.6, 0.05) as stated (Dice 89.6 vs 89.52); S_R M(200, 0.4, 0.05) as 50 steps (the stated
-#: 200 leave Dice 20 at 1 mm, 38 at 128³, vs 86.03) and S_DE K(2–4) as K(1–2) (K(2–4): 70 vs 82.99).
-#: docs/datasets.md has the measurements.
+#: M(50, 0.6, 0.05) as stated; S_R M(200, 0.4, 0.05) as 50 steps and S_DE K(2–4) as K(1–2), since as
+#: stated they damage the mask far more than Table 3 says. docs/datasets.md has the reasoning,
+#: docs/benchmarks.md (Noise fidelity) the measurements.
 _BRATS = {
     "S_R": _markov("S_R", 50, 0.4, 0.05, "source", edge=240),
     "S_E": _markov("S_E", 50, 0.6, 0.05, "source", edge=240),
@@ -197,8 +197,8 @@ PRESETS: dict[str, dict[str, NoisePreset]] = {
         "S_E": _markov("S_E", 200, 0.8, 0.05, "source"),
         "S_DE": _morph(9, 11, "output"),
     },
-    # S_DE radii measured on real masks (bench/results/noise_fidelity.md): K(9-11) erodes too far on
-    # the BU_SUC tumours (72.3 vs Table 3's 79.34) and slightly on the Shenzhen lungs (71.9 vs 74.91)
+    # S_DE radii measured on real masks (docs/benchmarks.md, Noise fidelity): K(9-11) damages the
+    # BU_SUC tumours and the Shenzhen lungs more than Table 3 says
     "shenzhen": {**_2D_AT_OUTPUT, "S_DE": _morph(8, 10, "output")},
     "bu_suc": {**_2D_AT_OUTPUT, "S_DE": _morph(7, 9, "output")},
     "brats2020": _BRATS,

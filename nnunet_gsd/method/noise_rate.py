@@ -52,7 +52,7 @@ def confident_disagreement(logits1: Tensor, logits2: Tensor, noisy: Tensor, max_
 
     Logged every epoch as an upper bound on the label-noise rate (ours, not the paper's; the paper searches
     τ with Eq. 20). It is not used as τ: with networks trained briefly it counts their own errors as much as
-    label noise (measured 7.5–8.7 % for true rates of 0 to 21 %, docs/decisions.md §8).
+    label noise (docs/decisions.md §8; the measurements: docs/benchmarks.md).
 
     Returns:
         0-d float tensor in [0, 1].

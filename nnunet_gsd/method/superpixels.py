@@ -164,9 +164,9 @@ def fuse_probabilities(logits1: Tensor, logits2: Tensor, alpha: float | Tensor) 
 def _class_argmax(t: Tensor, dim: int) -> Tensor:
     """``t.argmax(dim)`` over a short class axis (first maximum wins, as in ``argmax``).
 
-    On CPU, ``argmax`` over a non-innermost axis is very slow (≈ 0.75 s for a 2×2×128³ tensor
-    with this torch build, vs ≈ 20 ms here), so for the usual handful of classes a running
-    comparison over the class axis is used; it is also fine on CUDA.
+    On CPU, ``argmax`` over a non-innermost axis is very slow (timed in docs/benchmarks.md, Cost), so
+    for the usual handful of classes a running comparison over the class axis is used; it is also fine
+    on CUDA.
     """
     n = t.shape[dim]
     if n > 32:
