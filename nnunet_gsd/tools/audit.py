@@ -295,7 +295,7 @@ def predict_missing(plan: Plan, raw: Path, file_ending: str, predictions_dir: Pa
                 os.symlink(f.resolve(), inputs / f.name)
         print(f"fold {fold}: predicting {len(cases)} validation case(s) with nnUNetv2_predict (no --npz "
               f"probabilities in fold_{fold}/validation/; "
-              f"{train_command(name, args.configuration, fold, args.trainer, args.plans, '--val --npz')} "
+              f"{train_command(args.dataset, args.configuration, fold, args.trainer, args.plans, '--val --npz')} "
               f"writes them)", flush=True)
         cmd = ["nnUNetv2_predict", "-i", str(inputs), "-o", str(out), "-d", name, "-c", args.configuration,
                "-tr", args.trainer, "-p", args.plans, "-f", str(fold), "-chk", args.checkpoint,
