@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-import torch.nn.functional as F
 from torch import Tensor
 
-from .selection import symmetric_kl
+from .selection import cross_entropy_map, symmetric_kl
 
 __all__ = ["weighted_ce", "kt_loss", "correlation_loss"]
 
@@ -19,13 +18,14 @@ def weighted_ce(logits: Tensor, target: Tensor, weights: Tensor) -> Tensor:
     Args:
         logits: ``(B, C, *spatial)`` (raw logits: softmax is applied once, inside CE — the
             authors' code applied it twice, docs/decisions.md §11).
-        target: ``(B, *spatial)`` long (mixed refined labels y_mix).
+        target: ``(B, *spatial)`` long (mixed refined labels y_mix), or ``(B, C, *spatial)`` class probabilities
+            (soft rater labels).
         weights: ``(B, *spatial)`` (mixed GDA weights W_mix, ≥ 1).
 
     Returns:
         Scalar; the denominator is clamped at 1e-8.
     """
-    ce = F.cross_entropy(logits, target.long(), reduction="none")
+    ce = cross_entropy_map(logits, target)
     w = weights.to(ce.dtype)
     return (w * ce).sum() / w.sum().clamp_min(_EPS)
 
@@ -46,10 +46,12 @@ def kt_loss(logits: Tensor, target: Tensor, weights: Tensor, dice: Callable[...,
     Returns:
         Scalar.
     """
+    # nnU-Net's Dice one-hot encodes integer labels and takes a target of the logits' shape (soft labels) as it is
+    dice_target = target if target.ndim == logits.ndim else target.long()[:, None]
     if mask is None:
-        return weighted_ce(logits, target, weights) + dice(logits, target.long()[:, None])
+        return weighted_ce(logits, target, weights) + dice(logits, dice_target)
     m = mask.to(weights.dtype)
-    return weighted_ce(logits, target, weights * m) + dice(logits, target.long()[:, None], loss_mask=m[:, None])
+    return weighted_ce(logits, target, weights * m) + dice(logits, dice_target, loss_mask=m[:, None])
 
 
 def correlation_loss(logits1: Tensor, logits2: Tensor, weights: Tensor) -> Tensor:

@@ -11,7 +11,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["symmetric_kl", "pick_loss", "retention_rate", "small_loss_mask", "class_balanced_small_loss_mask"]
+__all__ = ["cross_entropy_map", "symmetric_kl", "pick_loss", "retention_rate", "small_loss_mask",
+           "class_balanced_small_loss_mask"]
+
+
+def cross_entropy_map(logits: Tensor, target: Tensor) -> Tensor:
+    """Per-pixel cross-entropy ``(B, *spatial)`` against integer labels ``(B, *spatial)`` or, for soft rater labels,
+    class probabilities of the logits' shape ``(B, C, *spatial)`` (``-Σ_c t_c log softmax(x)_c``; a one-hot target
+    gives the integer labels' CE)."""
+    if target.ndim == logits.ndim:
+        return F.cross_entropy(logits, target.to(logits.dtype), reduction="none")
+    return F.cross_entropy(logits, target.long(), reduction="none")
 
 
 def symmetric_kl(logits_a: Tensor, logits_b: Tensor) -> Tensor:
@@ -40,14 +50,14 @@ def pick_loss(logits1: Tensor, logits2: Tensor, target: Tensor, lam: float = 0.5
     Args:
         logits1: ``(B, C, *spatial)`` logits of f1 on x.
         logits2: ``(B, C, *spatial)`` logits of f2 on x' (pixel-aligned with x).
-        target: ``(B, *spatial)`` long, the noisy label nGT.
+        target: ``(B, *spatial)`` long, the noisy label nGT; or ``(B, C, *spatial)`` class probabilities (soft rater
+            labels: the CE terms are then soft CE, docs/decisions.md §14).
         lam: weight λ of the consistency term (paper: 0.5).
 
     Returns:
         ``(B, *spatial)`` loss per pixel (differentiable; selection uses it detached).
     """
-    target = target.long()
-    ce = F.cross_entropy(logits1, target, reduction="none") + F.cross_entropy(logits2, target, reduction="none")
+    ce = cross_entropy_map(logits1, target) + cross_entropy_map(logits2, target)
     return ce + lam * symmetric_kl(logits1, logits2)
 
 

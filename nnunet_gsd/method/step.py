@@ -89,10 +89,18 @@ class SelectionHalf:
     trusted: Optional[Tensor]  # pixels L_KT supervises: ``supervised``, or None: all of them
     refined_fraction: Tensor   # share of pixels whose label refinement changed
     disagreement: Tensor       # share of pixels where both networks confidently contradict nGT (logged)
+    soft_target: Optional[Tensor] = None  # soft rater labels: the raters' fractions, one-hot where refinement changed
+
+    @property
+    def target(self) -> Tensor:
+        """What the unmixed passes learn (deep supervision, L_KT's unmixed form): the refined labels ``(B, *spatial)``,
+        or with soft rater labels :attr:`soft_target` ``(B, C, *spatial)``."""
+        return self.refined if self.soft_target is None else self.soft_target
 
 
 def selection_half(logits1: Tensor, logits2: Tensor, noisy: Tensor, superpixel_ids: Optional[Tensor],
-                   schedule: StepSchedule, dice: DiceFn, alpha: Optional[Tensor] = None) -> SelectionHalf:
+                   schedule: StepSchedule, dice: DiceFn, alpha: Optional[Tensor] = None,
+                   soft: Optional[Tensor] = None) -> SelectionHalf:
     """L_pick → D_clean → W → L_GDA → refined labels (Eq. 1–14).
 
     Args:
@@ -102,9 +110,12 @@ def selection_half(logits1: Tensor, logits2: Tensor, noisy: Tensor, superpixel_i
         schedule: the epoch's :class:`StepSchedule`.
         dice: nnU-Net's soft Dice loss (used by the Dice term of L_GDA and the unmixed L_KT form).
         alpha: fusion weight α of Eq. 11 (a 0-d tensor); drawn uniformly when None.
+        soft: ``(B, C, *spatial)`` soft rater labels (the fraction of raters per class), with ``noisy`` their
+            majority; None: one label per pixel. L_pick's CE terms — so the ranking — and L_GDA (its Dice too)
+            learn the fractions; the ranking groups, GDA, refinement and KT use ``noisy`` (docs/decisions.md §14).
     """
     num_classes = logits1.shape[1]
-    pick = pick_loss(logits1, logits2, noisy, schedule.lam)
+    pick = pick_loss(logits1, logits2, noisy if soft is None else soft, schedule.lam)
     if schedule.selection == "per_class":
         clean_mask = class_balanced_small_loss_mask(pick.detach(), noisy, schedule.keep, num_classes)
     else:
@@ -117,8 +128,8 @@ def selection_half(logits1: Tensor, logits2: Tensor, noisy: Tensor, superpixel_i
     loss_gda = gda_loss(pick, clean_mask, weights)
     if schedule.gda_dice:
         mask = clean_mask[:, None].to(logits1.dtype)
-        loss_gda = loss_gda + dice(logits1, noisy[:, None], loss_mask=mask) + dice(logits2, noisy[:, None],
-                                                                                    loss_mask=mask)
+        dice_target = noisy[:, None] if soft is None else soft
+        loss_gda = loss_gda + dice(logits1, dice_target, loss_mask=mask) + dice(logits2, dice_target, loss_mask=mask)
     refined = noisy
     with torch.no_grad():
         disagreement = confident_disagreement(logits1.detach(), logits2.detach(), noisy)
@@ -137,17 +148,23 @@ def selection_half(logits1: Tensor, logits2: Tensor, noisy: Tensor, superpixel_i
                 gate = proposal == superpixel_majority(noisy, superpixel_ids, num_classes)
             refined = confident_refinement(noisy, clean_mask, proposal, confidence, schedule.refine_confidence,
                                            gate)
-    supervised = clean_mask | (refined != noisy)
+    changed = refined != noisy
+    supervised = clean_mask | changed
     trusted = supervised if schedule.ignore_unrefined else None
+    soft_target = None
+    if soft is not None:
+        soft_target = torch.where(changed[:, None], F.one_hot(refined, num_classes).movedim(-1, 1).to(soft.dtype),
+                                  soft)
+    target = refined if soft_target is None else soft_target
     loss_kt = loss_gda.new_zeros(())
     if schedule.refinement != "none" and not schedule.use_kt:
         # Without KT the refined labels supervise the unmixed passes (ablation rows +LR, +SGLR) in L_KT's
         # form (W-weighted CE + Dice), at no extra network pass.
-        loss_kt = kt_loss(logits1, refined, weights, dice, trusted) + kt_loss(logits2, refined, weights, dice, trusted)
+        loss_kt = kt_loss(logits1, target, weights, dice, trusted) + kt_loss(logits2, target, weights, dice, trusted)
     return SelectionHalf(loss=loss_gda + loss_kt, loss_gda=loss_gda, loss_kt_unmixed=loss_kt,
                          clean_mask=clean_mask, weights=weights, refined=refined, supervised=supervised,
-                         trusted=trusted,
-                         refined_fraction=(refined != noisy).float().mean(), disagreement=disagreement)
+                         trusted=trusted, refined_fraction=changed.float().mean(), disagreement=disagreement,
+                         soft_target=soft_target)
 
 
 @dataclass
@@ -203,6 +220,15 @@ def resize_nearest(x: Tensor, size: Sequence[int]) -> Tensor:
     return F.interpolate(x[:, None].float(), size=tuple(size), mode="nearest-exact")[:, 0]
 
 
+def resize_target(labels: Tensor, size: Sequence[int]) -> Tensor:
+    """A target resized to a lower output: integer labels ``(B, *spatial)`` by nearest neighbour (nnU-Net's choice),
+    class probabilities ``(B, C, *spatial)`` (soft rater labels) by area averaging, so that each lower pixel learns
+    the mean of the full-resolution fractions it covers (nearest neighbour would keep one of them)."""
+    if labels.ndim == len(size) + 2:
+        return F.interpolate(labels, size=tuple(size), mode="area")
+    return resize_nearest(labels, size).long()
+
+
 def deep_supervision_loss(lower1: Sequence[Tensor], lower2: Sequence[Tensor], labels: Tensor, weights: Tensor,
                           mask: Optional[Tensor], dice: DiceFn) -> Tensor:
     """nnU-Net's deep supervision in L_KT's form (W-weighted CE + soft Dice, Eq. 17) on both networks' lower outputs.
@@ -210,12 +236,13 @@ def deep_supervision_loss(lower1: Sequence[Tensor], lower2: Sequence[Tensor], la
     Output ``i`` (1 = the next-to-full resolution) weighs 2^-i relative to the full-resolution terms, the lowest
     output 0 — nnU-Net's weights (``DeepSupervisionWrapper``) without their normalisation, so that the GSD terms at
     full resolution keep their scale. ``labels``, ``weights`` and ``mask`` (None: every pixel) are the ones the
-    full-resolution term uses, resized to each output. Zero when there are no lower outputs.
+    full-resolution term uses, resized to each output (:func:`resize_target`; ``labels`` may be soft rater labels
+    ``(B, C, *spatial)``). Zero when there are no lower outputs.
     """
     total = weights.new_zeros(())
     for scale, out1, out2 in zip(deep_supervision_weights(len(lower1)), lower1, lower2):
         size = out1.shape[2:]
-        y, w = resize_nearest(labels, size).long(), resize_nearest(weights, size)
+        y, w = resize_target(labels, size), resize_nearest(weights, size)
         m = None if mask is None else resize_nearest(mask, size).bool()
         # the lowest output stays in the graph with weight 0 (nnU-Net's choice; DDP wants every parameter used)
         total = total + scale * (kt_loss(out1.float(), y, w, dice, m) + kt_loss(out2.float(), y, w, dice, m))
