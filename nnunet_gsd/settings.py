@@ -46,6 +46,7 @@ from nnunet_gsd.utils import write_json_atomic
 
 REFINEMENTS = ("none", "pixel", "superpixel")
 SELECTIONS = ("pooled", "per_class")
+RATER_MODES = ("off", "sample", "soft")  # training from every rater (nnunet_gsd.training.raters)
 ENV_PREFIX = "nnUNet_GSD_"
 #: set to 1 to continue (``--c``) although settings changed since the training started
 ALLOW_CHANGE_VARIABLE = "nnUNet_GSD_ALLOW_SETTINGS_CHANGE"
@@ -166,6 +167,9 @@ SETTINGS: Tuple[Setting, ...] = (
             "boundary calibration (ours, docs/decisions.md §13): 'auto' estimates per class how far the labels' "
             "outlines sit from the image's edges and moves them there; 'off'; or N voxels to grow (N > 0) or "
             "shrink (N < 0) every class", env="nnUNet_GSD_BOUNDARY_OFFSET"),
+    Setting("raters", str, "off", one_of(*RATER_MODES),
+            'multi-rater sets (labelsTr_A1 … labelsTr_An): "sample" draws one rater each time a case is loaded, '
+            '"soft" learns the fraction of raters per class; "off" trains on labelsTr', env="nnUNet_GSD_RATERS"),
     Setting("rho", float, 0.5, between(0, 1, low_open=True), "ρ: KT pastes the foreground when its fraction ≤ ρ",
             env="nnUNet_GSD_RHO"),
     Setting("slic_segments_per_256sq", int, 1024, at_least(1), "SLIC n_segments per 256² pixels (scaled by area)"),

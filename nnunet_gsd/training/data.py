@@ -9,7 +9,8 @@ like the noisy label. The label files themselves stay untouched (extra channels 
 nnU-Net's dataset verification and foreground sampling).
 
 Target channel layout seen by the trainer (see :class:`TargetLayout`):
-``[noisy label, (clean label), (superpixel id high, superpixel id low)]`` — the two int16 halves of
+``[noisy label, (rater 1 … rater R), (clean label), (superpixel id high, superpixel id low)]`` — the raters only
+with soft rater labels (:mod:`nnunet_gsd.training.raters`), the two int16 halves of
 :func:`~nnunet_gsd.method.superpixels.encode_ids`, ``id = high·32768 + low``.
 """
 from __future__ import annotations
@@ -43,19 +44,24 @@ class TargetLayout:
 
     has_clean: bool
     has_superpixels: bool
+    num_raters: int = 0  # rater label maps after the noisy label (soft rater labels; 0: none)
 
     @property
     def num_label_channels(self) -> int:
         """Channels that are label maps (resampled like nnU-Net resamples labels)."""
-        return 1 + int(self.has_clean)
+        return 1 + self.num_raters + int(self.has_clean)
 
     @property
     def num_channels(self) -> int:
         return self.num_label_channels + 2 * int(self.has_superpixels)
 
     @property
+    def rater_channels(self) -> slice:
+        return slice(1, 1 + self.num_raters)
+
+    @property
     def clean_channel(self) -> int:
-        return 1
+        return 1 + self.num_raters
 
     @property
     def superpixel_channels(self) -> slice:

@@ -97,6 +97,7 @@ class SettingsMixin:
                 folder = nnunet_output_folder(type(self).__name__, plans, configuration, fold)
                 if folder is not None:
                     refuse_changed_settings(folder, self.gsd)
+            self._check_dataset(plans, configuration, dataset_json)
         except UserError as e:
             raise SystemExit(f"{self.__class__.__name__}: {e}") from None
         super().__init__(plans, configuration, fold, dataset_json, device)
@@ -108,6 +109,9 @@ class SettingsMixin:
                     setattr(self, s.name, self.gsd.values[s.name])
         for note in self.gsd.notes:
             self.print_to_log_file(f"GSD settings note: {note}")
+
+    def _check_dataset(self, plans: dict, configuration: str, dataset_json: dict) -> None:
+        """Hook: refuse a dataset the resolved settings cannot train on (UserError), before nnU-Net writes anything."""
 
     def run_training(self):
         try:

@@ -41,6 +41,8 @@ from nnunet_gsd.training.data import (AuxChannelDataset, TargetLayout, build_cle
                                       build_superpixel_cache, has_clean_labels, with_aux_spatial_transform)
 from nnunet_gsd.training.plots import plot_gsd_progress
 from nnunet_gsd.training.profiling import PhaseTimer
+from nnunet_gsd.training.raters import (RaterDataset, RaterPlan, build_rater_cache, check_soft_labels,
+                                        majority_label, plan_raters, rater_cache_folder, rater_fraction_map)
 from nnunet_gsd.training.settings_mixin import SettingsMixin
 from nnunet_gsd.utils import atomic_path, is_rgb
 
@@ -72,10 +74,19 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         # nnU-Net's pipeline stays at full resolution (targets, validation loss): the GSD terms are defined there
         # (docs/decisions.md §1). With the deep_supervision setting the step itself supervises the lower outputs.
         self.enable_deep_supervision = False
-        self.layout: Optional[TargetLayout] = None
+        self.layout: Optional[TargetLayout] = None  # self._raters: set by _check_dataset
         self._dice = None
         self._offsets: List[int] = []  # boundary calibration per label value; all 0: none
         self._timer = PhaseTimer(self.device, self.gsd.profile)
+
+    def _check_dataset(self, plans: dict, configuration: str, dataset_json: dict) -> None:
+        """The raters setting needs the raw dataset's rater folders (SettingsMixin's hook, before nnU-Net writes)."""
+        self._raters: RaterPlan = plan_raters(self.gsd.raters, plans["dataset_name"],
+                                              f"raters={self.gsd.raters!r} ({self.gsd.sources['raters']})",
+                                              'set raters to "off" to train on labelsTr')
+        if self._raters.mode == "soft":
+            manager = PlansManager(plans)
+            check_soft_labels(manager.get_label_manager(dataset_json), manager.get_configuration(configuration))
 
     @staticmethod
     def _check_labels(label_manager) -> None:
@@ -136,7 +147,8 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
     def _prepare_aux_maps(self) -> None:
         """Build (or reuse) the cached superpixels and clean labels before the data loaders start."""
         self.layout = TargetLayout(has_clean=has_clean_labels(self._raw_dataset_folder),
-                                   has_superpixels=uses_superpixels(self.gsd, self._warmup_epochs, self.num_epochs))
+                                   has_superpixels=uses_superpixels(self.gsd, self._warmup_epochs, self.num_epochs),
+                                   num_raters=self._raters.num_raters if self._raters.mode == "soft" else 0)
         if self.local_rank == 0:
             identifiers = self.dataset_class.get_identifiers(self.preprocessed_dataset_folder)
             reports = []
@@ -153,6 +165,11 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
                         self._raw_dataset_folder, self._aux_folder("clean_labels"), identifiers,
                         self.plans_manager.plans, self.configuration_name, self.dataset_json, default_num_processes,
                         self.preprocessed_dataset_folder, self.dataset_class))
+                if self._raters.active:
+                    reports.append(build_rater_cache(
+                        self._raters.raw_folder, self._raters.folders, rater_cache_folder(self), identifiers,
+                        self.plans_manager.plans, self.configuration_name, self.dataset_json, default_num_processes,
+                        self.preprocessed_dataset_folder, self.dataset_class))
             except UserError as e:
                 raise SystemExit(f"{self.__class__.__name__}: {e}") from None
             for report in reports:  # what was reused and what computed again, and why
@@ -162,6 +179,8 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
 
     def get_tr_and_val_datasets(self):
         datasets = super().get_tr_and_val_datasets()
+        if self._raters.active:  # training only: validation stays on labelsTr
+            datasets = (RaterDataset(datasets[0], rater_cache_folder(self), self._raters.mode), datasets[1])
         return tuple(AuxChannelDataset(d, self.layout, self._aux_folder("clean_labels"),
                                        self._aux_folder("superpixels")) for d in datasets)
 
@@ -174,7 +193,8 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         if not self.was_initialized:
             self.initialize()
         self._prepare_aux_maps()
-        self._offsets = run_boundary_offsets(self, self.gsd.boundary_offset)
+        # soft rater labels: no calibration (it moves hard labels; the fractions are learnt as the raters drew them)
+        self._offsets = run_boundary_offsets(self, "off" if self.layout.num_raters else self.gsd.boundary_offset)
         # only keys logged every epoch: nnU-Net's progress plot stops at the shortest logged list
         for key in ("retention", "tau") + self._step_figure_names[1:]:
             self.logger.local_logger.my_fantastic_logging.setdefault("gsd_" + key, [])
@@ -184,6 +204,7 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
                                f"warm-up epochs={self._warmup_epochs} (SGLR), "
                                f"{self._kt_warmup_epochs if self.gsd.use_kt else 'off'} (KT) of {self.num_epochs}; "
                                f"truth diagnostics={'on' if self.layout.has_clean else 'off (no labelsTr_clean/)'}; "
+                               f"raters: {self._raters.describe()}; "
                                f"batch size={self.batch_size}; patch size={self.configuration_manager.patch_size}")
 
     def on_train_epoch_start(self):
@@ -223,6 +244,11 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
             target = batch["target"].to(self.device, non_blocking=True)
         with timer.phase("inputs"):  # x', the calibrated labels and the superpixel ids: the method's, not transfer
             noisy, view = target[:, 0].long(), weak_intensity_view(data)
+            soft = None
+            if self.layout.num_raters:  # soft rater labels: their fractions, and the majority as nGT
+                soft = rater_fraction_map(target[:, self.layout.rater_channels],
+                                          self.label_manager.num_segmentation_heads)
+                noisy = majority_label(soft)
             labels = (shift_labels(noisy, self._offsets, self.configuration_manager.spacing) if any(self._offsets)
                       else noisy)
             ids = decode_ids(target[:, self.layout.superpixel_channels]) if self.layout.has_superpixels else None
@@ -232,8 +258,9 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
                 with timer.phase("passes_1_2"):
                     (logits1, low1), (logits2, low2) = map(split_scales, self.network(data, view))
                 with timer.phase("selection"):  # per-pixel terms in float32: fp16 CE/KL lose the small losses
-                    half = selection_half(logits1.float(), logits2.float(), labels, ids, schedule, self._dice)
-                    loss_ds = deep_supervision_loss(low1, low2, half.refined, half.weights, half.supervised, self._dice)
+                    half = selection_half(logits1.float(), logits2.float(), labels, ids, schedule, self._dice,
+                                          soft=soft)
+                    loss_ds = deep_supervision_loss(low1, low2, half.target, half.weights, half.supervised, self._dice)
             with timer.phase("backward_1_2"):
                 self._backward(half.loss + loss_ds)
         loss_kt = loss_cor = mixed_ds = half.loss.new_zeros(())

@@ -12,6 +12,7 @@ from nnunetv2.training.nnUNetTrainer.variants.network_architecture.nnUNetTrainer
     nnUNetTrainerNoDeepSupervision
 
 from nnunet_gsd.training.calibration import calibrated_targets, run_boundary_offsets
+from nnunet_gsd.training.raters import RaterTrainerMixin
 from nnunet_gsd.training.settings_mixin import SettingsMixin
 from nnunet_gsd.training.trainer import nnUNetTrainerGSD
 
@@ -117,6 +118,18 @@ class nnUNetTrainerBudgetCalibrated(nnUNetTrainerBudget):
             batch = dict(batch, target=calibrated_targets(batch["target"], self._offsets,
                                                           self.configuration_manager.spacing, self.device))
         return super().train_step(batch)
+
+
+class nnUNetTrainerRaterSampling(RaterTrainerMixin, nnUNetTrainerBudget):
+    """Stock nnU-Net (as :class:`nnUNetTrainerBudget`) on a multi-rater set (labelsTr_A1 … labelsTr_An): each time
+    a case is loaded, one of its raters is drawn and is the label (:mod:`nnunet_gsd.training.raters`)."""
+    rater_mode = "sample"
+
+
+class nnUNetTrainerSoftRaters(RaterTrainerMixin, nnUNetTrainerBudget):
+    """Stock nnU-Net (as :class:`nnUNetTrainerBudget`) learning the fraction of raters per class of a multi-rater
+    set: soft CE + soft Dice, deep supervision on area-averaged fractions (:mod:`nnunet_gsd.training.raters`)."""
+    rater_mode = "soft"
 
 
 class nnUNetTrainerNoDeepSupervisionBudget(SettingsMixin, nnUNetTrainerNoDeepSupervision):
