@@ -125,20 +125,20 @@ SETTINGS: Tuple[Setting, ...] = (
             "forget rate τ of R(e) (Eq. 6); unset = fallback_tau", env="nnUNet_GSD_TAU", dataset_key="tau",
             example=0.05),
     Setting("fallback_tau", float, 0.0, between(0, 1, high_open=True),
-            "τ when none is given: 0 = no selection or refinement (any forget rate costs Dice on clean labels); "
+            "τ when none is given: 0 = no selection or refinement (docs/decisions.md §8); "
             "the paper's 0.05 in nnUNetTrainerGSDFaithful"),
     Setting("lam", float, 0.5, at_least(0), "λ of the symmetric KL term in L_pick (Eq. 4)", env="nnUNet_GSD_LAMBDA"),
     Setting("ramp_fraction", float, 0.1, between(0, 1, low_open=True), "e_ramp / E of R(e)"),
     Setting("threshold", float, None, positive("pixels; unset scales it with the patch size"),
             "T of Eq. 9; unset = 10 · (in-plane patch edge) / 256, at least 2", env="nnUNet_GSD_T", example=10.0),
     Setting("use_gda", bool, False, None,
-            "GDA weights (Eq. 7–10; on in nnUNetTrainerGSDFaithful); off = W ≡ 1: they cost 1.9 Dice on clean labels",
+            "GDA weights (Eq. 7–10; on in nnUNetTrainerGSDFaithful); off = W ≡ 1 (docs/decisions.md §4)",
             env="nnUNet_GSD_USE_GDA"),
     Setting("refinement", str, "superpixel", one_of(*REFINEMENTS),
             '"superpixel" (SGLR), "pixel" (LR ablation) or "none"', env="nnUNet_GSD_REFINEMENT"),
     Setting("use_kt", bool, False, None,
-            "Knowledge Transfer (Eq. 15–18; on in nnUNetTrainerGSDFaithful); off: its pastes double the foreground "
-            "share and GSD over-segments (docs/decisions.md §6)", env="nnUNet_GSD_USE_KT"),
+            "Knowledge Transfer (Eq. 15–18; on in nnUNetTrainerGSDFaithful); off by default: its pastes double the "
+            "foreground share of the mixed labels (docs/decisions.md §6)", env="nnUNet_GSD_USE_KT"),
     Setting("gda_dice", bool, True, None, "add nnU-Net's soft Dice on D_clean to L_GDA (ours; paper: CE + KL only)",
             env="nnUNet_GSD_GDA_DICE"),
     Setting("selection", str, "per_class", one_of(*SELECTIONS),

@@ -116,7 +116,7 @@ def class_balanced_small_loss_mask(loss: Tensor, labels: Tensor, keep_fraction: 
 
     Why: pooled over the batch, the ranking rejects a class that the networks have not learnt yet as a
     whole (a thin or small class has the highest losses early on), so it never enters L_GDA and the
-    superpixel vote then hands it to its neighbours — measured: a thin class at Dice 0. Ranked within
+    superpixel vote then hands it to its neighbours (measured: docs/benchmarks.md). Ranked within
     each class, every class keeps the same share of its pixels, and the high-loss outliers of each class
     are still the ones rejected. Identical to :func:`small_loss_mask` when the batch has one class.
 

@@ -304,8 +304,8 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         for key in self._step_figure_names[1:]:
             self.logger.log("gsd_" + key, all_ranks_nanmean(outputs[key]), epoch)
         if self.gsd.tau is None and epoch == max(self._warmup_epochs - 1, 0):
-            # Not used as τ: with networks this young it counts their own errors as much as label noise (measured
-            # 7.5–8.7 % whatever the true rate, 0 to 21 %: docs/decisions.md §8)
+            # Not used as τ: with networks this young it counts their own errors as much as label noise
+            # (docs/decisions.md §8; the measurements in docs/benchmarks.md)
             self.print_to_log_file(
                 f"GSD: no τ given (dataset.json \"gsd\": {{\"tau\"}} or nnUNet_GSD_TAU): training with τ = "
                 f"{tau:g}. Both networks confidently contradict "
