@@ -609,13 +609,13 @@ def main(args: argparse.Namespace) -> int:
     write_json_atomic(out / "audit.json", report)
 
     if args.top and ranked:
+        from nnunet_gsd.tools.overlay import image_files
         panels = []
         for r in ranked[:args.top]:
             label, _, probs = load(r["case"])
             sus, _ = rw.read_seg(str(out / "suspicion" / f"{r['case']}{ending}"))
             sus = sus[0] > 0
             z = most_suspected_slice(sus, label)
-            from nnunet_gsd.tools.overlay import image_files
             image = rw.read_images([str(f) for f in image_files(raw / "imagesTr", r["case"], ending)])[0]
             panels.append({"case": r["case"], "fold": r["fold"], "score": r["score"],
                            "fraction": r["suspected_fraction"], "where": "" if label.shape[0] == 1 else f" z={z}",

@@ -366,3 +366,21 @@ def test_audit_after_two_folds_of_nnunet_training(tiny_preprocessed, nnunet_root
     # a valid nnU-Net raw dataset (nnU-Net's own integrity check)
     run(["nnUNetv2_extract_fingerprint", "-d", "917", "-np", "1", "--verify_dataset_integrity"],
         clean_env(nnunet_root))
+
+
+# ---------------------------------------------------------------- bench/audit.py's corruptions
+def test_bench_corruptions_change_the_labels_as_named():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_audit", Path(__file__).parents[2] / "bench" / "audit.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    label = np.zeros((64, 64), np.uint8)
+    label[10:30, 10:30] = 1          # the largest object
+    label[40:48, 40:48] = 1
+    rng = np.random.default_rng(0)
+    deleted = bench.corrupt(label, "deleted_object", rng, 64)
+    assert deleted[10:30, 10:30].sum() == 0 and (deleted[40:48, 40:48] == 1).all()
+    added = bench.corrupt(label, "added_object", rng, 64)
+    assert (added[label == 1] == 1).all() and added.sum() > label.sum()
+    assert bench.corrupt(label, "heavy_S_R", rng, 64).sum() < label.sum()     # under-annotation
+    assert bench.corrupt(label, "heavy_S_E", rng, 64).sum() > label.sum()     # over-annotation
