@@ -679,16 +679,43 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
     stem = args.results
     stem.parent.mkdir(parents=True, exist_ok=True)
     md = stem.with_suffix(".md")
-    notes = ""
-    if md.is_file() and "\n## Notes" in md.read_text():
-        text = md.read_text()
-        notes = text[text.index("\n## Notes"):]
-    md.write_text("\n".join(lines) + notes)
+    text = md.read_text() if md.is_file() else ""
+    notes = text[text.index("\n## Notes"):] if "\n## Notes" in text else ""
+    kept_json, kept_md = kept_regimes(stem, args.regimes)
+    for regime in kept_json:
+        regimes_json.setdefault(regime, kept_json[regime])
+    md.write_text("\n".join(lines + kept_md) + notes)
     budget = {"iterations": args.iterations, "iterations_per_epoch": args.iterations_per_epoch, "batch": args.batch,
               "size": args.size, "device": args.device, "seed": args.seed, "tau": args.tau}
     stem.with_suffix(".json").write_text(json.dumps({"regimes": regimes_json, "budget": budget, "command": command,
                                                      "machine": machine(), "date": dt.date.today().isoformat()},
                                                     indent=1))
+
+
+def kept_regimes(stem: Path, regimes: List[str]) -> tuple[dict, List[str]]:
+    """The regimes of the results file already at ``stem`` that this run does not train: their JSON entries (each
+    with the date and command it was measured with) and markdown sections, so that a run of some regimes adds to
+    the table instead of erasing the others."""
+    old_json, old_md = stem.with_suffix(".json"), stem.with_suffix(".md")
+    if not old_json.is_file():
+        return {}, []
+    old = json.loads(old_json.read_text())
+    kept = {name: {**entry, "measured": entry.get("measured") or {"date": old.get("date"),
+                                                                   "command": old.get("command")}}
+            for name, entry in old.get("regimes", {}).items() if name not in regimes}
+    text = old_md.read_text() if old_md.is_file() else ""
+    text = text[:text.index("\n## Notes")] if "\n## Notes" in text else text
+    sections = []
+    for section in text.split("\n## ")[1:]:
+        name = section.split(maxsplit=1)[0]
+        if name in kept:
+            note = (f"_Kept from an earlier run ({kept[name]['measured']['date']}; its command: "
+                    f"`{kept[name]['measured']['command']}`)._")
+            body = section.rstrip("\n").split("\n")
+            if not any(line.startswith("_Kept from an earlier run") for line in body):
+                body[1:1] = ["", note]
+            sections += ["## " + "\n".join(body), ""]
+    return kept, sections
 
 
 # ---------------------------------------------------------------------------------------------- main
