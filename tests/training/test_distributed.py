@@ -1,8 +1,10 @@
-"""DDP on CPU with a 2-process gloo group: the GSD step's two backward passes and the logged reductions.
+"""DDP on CPU with a 2-process gloo group: nnUNetTrainerGSD.train_step itself, and the logged reductions.
 
-nnU-Net's own DDP path needs CUDA (NCCL); what GSD adds is checked here: both networks live in one
-DDP-wrapped module, the first backward runs in ``no_sync`` and the second all-reduces, which must give
-every rank the cross-rank mean of the gradient of L_GDA + L_KT (the single-backward reference).
+nnU-Net's own DDP path needs CUDA (NCCL); what GSD adds is checked here with the trainer's own step: both networks
+live in one DDP-wrapped module, with Knowledge Transfer the first backward pass runs in ``no_sync`` and the second
+all-reduces, and every rank must end with the cross-rank mean of the update each rank's batch gives on one
+process (the step without DDP, itself checked against one backward pass of the whole loss in test_train_step.py).
+The Dice term is the one ``initialize()`` builds without a process group (batch Dice per rank).
 """
 from __future__ import annotations
 
@@ -14,55 +16,39 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from nnunet_gsd.dual_network import DualNetwork
 from nnunet_gsd.training.distributed import all_ranks_nanmean
+from nnunet_gsd.training.variants import nnUNetTrainerGSD_tiny
+from stand_ins import TrainerWithKT, make_batch, nnunet_folders, parameters, set_tau, stepping_trainer
 
 WORLD = 2
+TRAINERS = {"no KT (one backward pass)": nnUNetTrainerGSD_tiny, "KT (two backward passes)": TrainerWithKT}
 
 
-def make_network() -> DualNetwork:
-    torch.manual_seed(0)
-    return DualNetwork(nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(1, 2, 3, padding=1))
-
-
-def rank_batch(rank: int):
-    g = torch.Generator().manual_seed(100 + rank)
-    x = torch.randn(2, 1, 8, 8, generator=g)
-    return x, x + 0.1 * torch.randn(2, 1, 8, 8, generator=g), torch.randint(0, 2, (2, 8, 8), generator=g)
-
-
-def two_part_losses(net, x, view, y):
-    """Part 1 (passes 1–2) and part 2 (passes 3–4 on a mix) joined only through detached tensors."""
-    l1, l2 = net(x, view)
-    part1 = nn.functional.cross_entropy(l1, y) + nn.functional.cross_entropy(l2, y)
-    refined = (l1.detach() + l2.detach()).argmax(1)
-    m1, m2 = net(x.flip(0), view.flip(0))
-    part2 = nn.functional.cross_entropy(m1, refined.flip(0)) + nn.functional.cross_entropy(m2, refined.flip(0))
-    return part1, part2
-
-
-def grads(net) -> torch.Tensor:
-    return torch.cat([p.grad.flatten() for p in net.parameters()])
+def step_update(trainer, rank: int) -> tuple[np.ndarray, float]:
+    """(minus the change of every parameter, the returned loss) of one train_step on rank ``rank``'s batch."""
+    before = parameters(trainer.network)
+    torch.manual_seed(10 + rank)  # the weak view, α, the KT partner: as on one process with the same seed
+    out = trainer.train_step(make_batch(seed=rank))
+    moved = [b - a for a, b in zip(parameters(trainer.network), before)]
+    return torch.cat([m.flatten() for m in moved]).numpy(), float(out["loss"])
 
 
 def worker(rank: int, port: int, queue) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    # built before the process group, on a fold of its own: nnU-Net's __init__ would pick a CUDA device under DDP
+    trainers = {name: stepping_trainer(cls, fold=rank) for name, cls in TRAINERS.items()}
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
-        net = DDP(make_network())
-        x, view, y = rank_batch(rank)
-        with net.no_sync():
-            l1, l2 = net(x, view)
-            part1 = nn.functional.cross_entropy(l1, y) + nn.functional.cross_entropy(l2, y)
-            part1.backward()
-        refined = (l1.detach() + l2.detach()).argmax(1)
-        m1, m2 = net(x.flip(0), view.flip(0))
-        (nn.functional.cross_entropy(m1, refined.flip(0)) + nn.functional.cross_entropy(m2, refined.flip(0))).backward()
+        results = {}
+        for name, trainer in trainers.items():
+            trainer.is_ddp = True
+            trainer.network = DDP(trainer.network)
+            trainer.optimizer = torch.optim.SGD(trainer.network.parameters(), lr=1.0)
+            results[name] = step_update(trainer, rank)
         mean = all_ranks_nanmean(np.array([1.0, np.nan]) if rank == 0 else np.array([3.0, 5.0]))
-        queue.put((rank, grads(net.module).numpy(), mean))
+        queue.put((rank, results, mean))
     finally:
         dist.destroy_process_group()
 
@@ -73,25 +59,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_backward_ddp_step_matches_single_backward_reference():
+def test_ddp_train_step_gives_every_rank_the_mean_update(tmp_path, monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("nnUNet_GSD_"):
+            monkeypatch.delenv(key)
+    nnunet_folders(tmp_path, monkeypatch.setenv)  # the spawned ranks inherit the environment
+    set_tau(0.25)
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     port = free_port()
     procs = [ctx.Process(target=worker, args=(r, port, queue)) for r in range(WORLD)]
     for p in procs:
         p.start()
-    results = dict((rank, (g, m)) for rank, g, m in (queue.get(timeout=150) for _ in range(WORLD)))
+    results = dict((rank, (r, m)) for rank, r, m in (queue.get(timeout=600) for _ in range(WORLD)))
     for p in procs:
-        p.join(timeout=30)
+        p.join(timeout=60)
         assert p.exitcode == 0
 
-    reference = []
+    for name, cls in TRAINERS.items():
+        single = [step_update(stepping_trainer(cls), rank) for rank in range(WORLD)]
+        assert not np.allclose(single[0][0], single[1][0])  # the ranks' batches differ: averaging is visible
+        expected = np.mean([update for update, _ in single], axis=0)  # DDP averages the gradients over ranks
+        for rank in range(WORLD):
+            update, loss = results[rank][0][name]
+            np.testing.assert_allclose(update, expected, rtol=1e-4, atol=1e-6, err_msg=f"{name}, rank {rank}")
+            assert loss == pytest.approx(single[rank][1], rel=1e-5)  # each rank logs its own batch's loss
     for rank in range(WORLD):
-        net = make_network()
-        part1, part2 = two_part_losses(net, *rank_batch(rank))
-        (part1 + part2).backward()  # one backward of the summed loss, per rank
-        reference.append(grads(net).numpy())
-    expected = np.mean(reference, axis=0)  # DDP averages gradients over ranks
-    for rank in range(WORLD):
-        np.testing.assert_allclose(results[rank][0], expected, rtol=1e-5, atol=1e-6)
         assert results[rank][1] == pytest.approx(3.0)  # nanmean of [1, nan, 3, 5]
