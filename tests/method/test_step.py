@@ -258,6 +258,8 @@ def test_keep_one_needs_no_superpixels_and_changes_no_loss(refinement):
     without = selection_half(f1(x), f2(x * 1.1), y, None, sched, dice, alpha=torch.tensor(0.5))
     assert bool(without.clean_mask.all()) and torch.equal(without.refined, y)
     assert without.refined_fraction.item() == 0.0
+    # so every pixel is supervised: by L_GDA, the L_KT-form term and deep supervision (their mask)
+    assert bool(without.supervised.all()) and bool(without.trusted.all())
     # the refinement's L_KT-form term on the unmixed passes stays (it supervises with nGT when nothing is refined)
     assert without.loss_kt_unmixed.item() > 0
     assert without.loss.item() == pytest.approx(with_ids.loss.item(), rel=1e-6)
