@@ -117,9 +117,11 @@ class State:
 
 
 def nnunet_env(args, **extra: str) -> Dict[str, str]:
-    return console_env(nnUNet_raw=str(args.work / "nnUNet_raw"), nnUNet_preprocessed=str(args.work /
-                       "nnUNet_preprocessed"), nnUNet_results=str(args.work / "nnUNet_results"),
-                       nnUNet_def_n_proc="1", nnUNet_n_proc_DA="1", OMP_NUM_THREADS="1", **extra)
+    # nnUNet_n_proc_DA 1 here (0 crashes nnU-Net's planner), 0 for training (train_env)
+    settings = {"nnUNet_raw": str(args.work / "nnUNet_raw"), "nnUNet_preprocessed": str(args.work /
+                "nnUNet_preprocessed"), "nnUNet_results": str(args.work / "nnUNet_results"), "nnUNet_def_n_proc": "1",
+                "nnUNet_n_proc_DA": "1", "OMP_NUM_THREADS": "1"}
+    return console_env(**{**settings, **extra})
 
 
 def train_env(args) -> Dict[str, str]:

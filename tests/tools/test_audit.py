@@ -101,6 +101,15 @@ def test_cleanlab_scorer_on_the_hand_case():
     assert (suggested[0][suspected[0]] == np.argmax(probs, 0)[suspected[0]]).all()
 
 
+def test_cleanlab_is_never_imported_by_the_command_itself():
+    """cleanlab is AGPL-3.0 and optional: only --scorer cleanlab imports it."""
+    import subprocess
+    import sys
+    code = ("import sys; from nnunet_gsd import cli; from nnunet_gsd.tools import audit; cli.build_parser(); "
+            "sys.exit('cleanlab' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
 def test_validation_cases_past_the_split_file_follow_nnunet():
     splits = [{"train": [f"c{i}" for i in range(1, 10)], "val": ["c0"]}]
     assert audit.fold_validation_cases(splits, 0) == ["c0"]
@@ -333,6 +342,25 @@ def test_a_missing_probability_file_is_predicted_when_a_checkpoint_exists(nnunet
 
 
 # ---------------------------------------------------------------- end to end through nnU-Net
+@pytest.fixture(scope="module")
+def tiny_preprocessed(nnunet_root: Path) -> dict:
+    """A synthetic 32² dataset (10 training cases) preprocessed with helpers' tiny 2D plans (no nnU-Net planning:
+    its planner alone takes minutes on a busy CPU)."""
+    import shutil
+
+    from helpers import tiny_2d_plans
+    env = clean_env(nnunet_root)
+    run(["nnunet_gsd", "convert", "synthetic", "--id", "918", "--num-train", "10", "--num-test", "2", "--size", "32",
+         "--seed", "4"], env)
+    raw = next((nnunet_root / "nnUNet_raw").glob("Dataset918_*"))
+    pre = nnunet_root / "nnUNet_preprocessed" / raw.name
+    pre.mkdir(parents=True)
+    shutil.copy(raw / "dataset.json", pre / "dataset.json")      # what nnU-Net's planner would copy
+    (pre / "nnUNetPlans.json").write_text(json.dumps(tiny_2d_plans(raw.name)))
+    run(["nnUNetv2_preprocess", "-d", "918", "-c", "2d", "-np", "1"], env)
+    return {"id": "918", "raw": raw, "name": raw.name, "preprocessed": pre}
+
+
 @pytest.mark.e2e
 def test_audit_after_two_folds_of_nnunet_training(tiny_preprocessed, nnunet_root: Path):
     """Two folds × 1 epoch of 2 iterations: fold 0 validates with --npz, fold 1 without (the audit predicts it)."""
