@@ -8,9 +8,42 @@ from nnunet_gsd.errors import UserError
 from nnunet_gsd.training.trainer import nnUNetTrainerGSD
 
 
-def test_plain_binary_and_multiclass_labels_are_accepted():
-    nnUNetTrainerGSD._check_labels(LabelManager({"background": 0, "lesion": 1}, None))
-    nnUNetTrainerGSD._check_labels(LabelManager({"background": 0, "a": 1, "b": 2}, None))
+def make_trainer(tmp_path, monkeypatch, labels: dict):
+    """nnUNetTrainerGSD_tiny on tiny plans for a dataset with ``labels``; returns (trainer or the SystemExit, fold)."""
+    import json
+
+    import torch
+
+    from helpers import tiny_2d_plans
+    from nnunet_gsd.training.variants import nnUNetTrainerGSD_tiny
+    from stand_ins import NAME, nnunet_folders
+    roots = nnunet_folders(tmp_path, monkeypatch.setenv)
+    dataset_json = {"channel_names": {"0": "grey"}, "labels": labels, "numTraining": 2, "file_ending": ".png"}
+    (roots["nnUNet_preprocessed"] / NAME / "dataset.json").write_text(json.dumps(dataset_json))
+    fold = roots["nnUNet_results"] / NAME / "nnUNetTrainerGSD_tiny__nnUNetPlans__2d" / "fold_0"
+    try:
+        return nnUNetTrainerGSD_tiny(dict(tiny_2d_plans(NAME), continue_training=False), "2d", 0, dataset_json,
+                                     torch.device("cpu")), fold
+    except SystemExit as e:
+        return e, fold
+
+
+@pytest.mark.parametrize("labels, outputs", [({"background": 0, "lesion": 1}, 2),
+                                             ({"background": 0, "a": 1, "b": 2}, 3)])
+def test_plain_binary_and_multiclass_labels_are_accepted(labels, outputs, tmp_path, monkeypatch):
+    """The trainer is built (nnU-Net's __init__ ran: its training log is in the fold), one output per label."""
+    trainer, fold = make_trainer(tmp_path, monkeypatch, labels)
+    assert not isinstance(trainer, SystemExit), trainer
+    assert trainer.label_manager.num_segmentation_heads == outputs
+    assert len(list(fold.glob("training_log_*.txt"))) == 1
+
+
+def test_refused_labels_stop_before_nnunet_creates_the_fold(tmp_path, monkeypatch):
+    """One line naming the trainer and the problem, and no fold folder or training log left behind."""
+    stopped, fold = make_trainer(tmp_path, monkeypatch, {"background": 0, "lesion": 1, "ignore": 2})
+    assert isinstance(stopped, SystemExit)
+    assert str(stopped.code).startswith("nnUNetTrainerGSD_tiny: datasets with an 'ignore' label are not supported")
+    assert not fold.parent.exists()
 
 
 def test_region_labels_are_refused():
