@@ -6,7 +6,9 @@ Small-loss selection, GDA and SGLR are blind to the *direction* of the noise: wh
 the selection finds nothing wrong with it. The image does know where the object ends, but too weakly per pixel
 to relabel one (``bench/results/image-prior-audit-*.md``); pooled over every outline of a dataset it says
 where the outlines sit relative to the intensity edge. :func:`ring_profile` measures, for one case and one
-class, how object-like the image is in one-voxel rings inside and outside the label;
+class, how object-like the image is in one-voxel rings inside and outside the label — as many rings as
+:func:`ring_count` gives for the class's object size, so that the same relative displacement is measured at
+every resolution;
 :func:`estimate_offset` finds where the median profile over the cases falls fastest — that is where the
 object ends, relative to the label's outline; :func:`shift_labels` grows (offset > 0) or shrinks (offset < 0)
 the class by that many voxels.
@@ -16,6 +18,7 @@ Distances are in voxels of the finest axis (``spacing`` scales the others), so a
 from __future__ import annotations
 
 import functools
+import math
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -24,16 +27,24 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
-__all__ = ["ring_profile", "median_profile", "estimate_offset", "calibration_offset", "shift_labels", "RINGS"]
+__all__ = ["ring_profile", "median_profile", "estimate_offset", "calibration_offset", "shift_labels",
+           "equivalent_radius", "ring_count", "RINGS", "RING_FRACTION"]
 
-#: rings examined on each side of the outline; offsets of up to RINGS − 1 voxels can be found
+#: the fewest rings examined on each side of the outline; with ``rings`` rings offsets of up to rings − 1 voxels
+#: can be found
 RINGS = 6
+#: rings per side as a fraction of the labelled objects' median equivalent radius (:func:`ring_count`): they
+#: reach 0.4 of the way to the median object's centre, so an outline displaced by up to about a third of its
+#: radius still has its true edge and a ring beyond it inside the rings, and the inner 0.6 of the radius remains
+#: as the object's reference; on objects as small as Kvasir-SEG's polyps at 64² this is the RINGS floor the gate
+#: below was chosen with, and at higher resolutions the rings grow with the objects
+RING_FRACTION = 0.4
 #: a case's profile needs this many voxels in each reference region (deep inside, far outside)
 MIN_REFERENCE_VOXELS = 8
 #: the median profile's innermost ring must be this object-like, its outermost this close to the background
 #: (:func:`median_profile`): between the profiles that misled the estimate (chest X-rays, ultrasound with
-#: shadowing, Kvasir-SEG at 256²: innermost ≤ 0.60 or outermost ≥ 0.41 off) and those it reads right (innermost
-#: ≥ 0.75, outermost within 0.28); bench/results/calibration-survey.md
+#: shadowing, Kvasir-SEG at 256² seen through six rings) and those it reads right; chosen on
+#: bench/results/calibration-survey.md
 STEP_INNER, STEP_OUTER = 0.7, 0.35
 #: edges measured within this many voxels of the outline move nothing (:func:`calibration_offset`)
 DEAD_ZONE = 1.5
@@ -46,6 +57,30 @@ def _relative_spacing(spacing: Optional[Sequence[float]], ndim: int) -> np.ndarr
     if s.shape != (ndim,) or not np.all(s > 0):
         raise ValueError(f"spacing must be {ndim} positive numbers, got {spacing}")
     return s / s.min()
+
+
+def equivalent_radius(mask: np.ndarray, spacing: Optional[Sequence[float]] = None) -> float:
+    """The radius of the disk (2D) or ball (3D) with the mask's area or volume, in voxels of the finest axis
+    (``spacing`` scales the others; None: isotropic); 0 for an empty mask."""
+    mask = np.asarray(mask, dtype=bool)
+    n = mask.ndim
+    size = float(mask.sum()) * float(np.prod(_relative_spacing(spacing, n)))
+    unit_ball = math.pi ** (n / 2) / math.gamma(n / 2 + 1)
+    return (size / unit_ball) ** (1 / n)
+
+
+def ring_count(radii: Sequence[float]) -> int:
+    """Rings per side for a class whose outlines have these :func:`equivalent_radius` values:
+    :data:`RING_FRACTION` of their median, rounded, and never fewer than :data:`RINGS` (also for no radii).
+
+    The rings then span the same fraction of every object at every resolution: an outline displaced by a fixed
+    fraction of the object's size (a noise preset scaled with the image) stays within them, and the innermost
+    ring sits as deep in the object's interior as at low resolution. Empty masks (radius 0) do not count.
+    """
+    sizes = [float(r) for r in radii if r > 0]
+    if not sizes:
+        return RINGS
+    return max(RINGS, int(np.round(RING_FRACTION * float(np.median(sizes)))))
 
 
 def ring_profile(image: np.ndarray, mask: np.ndarray, rings: int = RINGS,
@@ -61,7 +96,7 @@ def ring_profile(image: np.ndarray, mask: np.ndarray, rings: int = RINGS,
     Args:
         image: ``(C, *spatial)`` intensities (any per-channel affine normalisation).
         mask: ``(*spatial)`` bool, the label of one class.
-        rings: rings per side.
+        rings: rings per side (:func:`ring_count`).
         spacing: voxel spacing per spatial axis (None: isotropic).
         valid: ``(*spatial)`` bool, the voxels to measure (None: all); nnU-Net marks the voxels outside the
             cropped body with label −1, which are neither object nor background.

@@ -2,8 +2,9 @@
 
 Runs the estimate of ``nnUNet_GSD_BOUNDARY_OFFSET=auto`` (docs/decisions.md §13) on a preprocessed dataset
 (every training case, not one fold's) and prints, per label, the edge position in voxels (> 0: the outlines lie
-inside the objects, labels too small; < 0: outside, labels too large), the offset the trainer would apply, and
-how many cases it rests on. ``--png`` draws the median ring profiles with the edge, to judge whether the fall
+inside the objects, labels too small; < 0: outside, labels too large), the offset the trainer would apply, how
+many cases it rests on, and how many rings it measured (a third of the objects' median equivalent radius, at
+least 6). ``--png`` draws the median ring profiles with the edge, to judge whether the fall
 is one clear step (trust it) or a slope (do not).
 """
 from __future__ import annotations
@@ -69,31 +70,31 @@ def dataset_offsets(dataset: str, configuration: str = "2d", plans_id: str = "nn
 
 
 def _main(args: argparse.Namespace) -> int:
-    from nnunet_gsd.method.calibration import RINGS
-
     name, classes, names = dataset_offsets(args.dataset, args.configuration, args.plans)
     print(f"{name}, {args.configuration}: edge position in voxels from the labels' outlines "
           f"(> 0: labels too small, < 0: too large)")
     for c, v in classes.items():
         estimate = f"no estimate, {v['abstained']}" if v["estimate"] is None else f"{v['estimate']:+.2f}"
-        print(f"  label {c} ({names.get(c, '?')}), {v['cases']} outlines: {estimate} -> auto moves it by {v['offset']}")
+        print(f"  label {c} ({names.get(c, '?')}), {v['cases']} outlines: {estimate} -> auto moves it by "
+              f"{v['offset']} ({v['rings']} rings per side)")
     print("train with it: nnUNet_GSD_BOUNDARY_OFFSET=auto (or a whole number of voxels for every class)")
     if args.png:
-        _plot(classes, names, RINGS, args.png)
+        _plot(classes, names, args.png)
         print(f"wrote {args.png}")
     return 0
 
 
-def _plot(classes: dict, names: dict, rings: int, png: Path) -> None:
+def _plot(classes: dict, names: dict, png: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    positions = [k + 0.5 for k in range(-rings, rings)]  # ring centres: −rings+0.5 … rings−0.5
     fig, ax = plt.subplots(figsize=(6, 4))
     for c, v in classes.items():
         if v["profile"] is None:
             continue
+        rings = len(v["profile"]) // 2
+        positions = [k + 0.5 for k in range(-rings, rings)]  # ring centres: −rings+0.5 … rings−0.5
         line, = ax.plot(positions, [float("nan") if x is None else x for x in v["profile"]], "o-",
                         label=f"{c} {names.get(c, '')}: edge {v['estimate']}, move {v['offset']}")
         if v["estimate"] is not None:

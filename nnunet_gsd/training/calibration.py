@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from nnunet_gsd.method.calibration import (RINGS, calibration_offset, estimate_offset, median_profile, ring_profile,
-                                           shift_labels)
+from nnunet_gsd.method.calibration import (calibration_offset, equivalent_radius, estimate_offset, median_profile,
+                                           ring_count, ring_profile, shift_labels)
 from nnunet_gsd.method.step import resize_nearest
 from nnunet_gsd.training.data import case_files, file_stamps
 from nnunet_gsd.utils import write_json_atomic
@@ -38,47 +38,60 @@ def estimate_class_offsets(dataset, identifiers: Sequence[str], labels: Sequence
                            spacing: Optional[Sequence[float]], seed: int = 0,
                            min_cases: int = MIN_CASES) -> Dict[int, dict]:
     """``{label: {"estimate": voxels or None, "offset": int, "abstained": why there is no estimate or None,
-    "cases": n, "profile": median ring profile or None}}`` over a seeded sample of the cases (the profile's rings
-    as in :func:`ring_profile`).
+    "cases": n, "rings": rings per side, "radius": median equivalent radius, "profile": median ring profile or
+    None}}`` over a seeded sample of the cases (the profile's rings as in :func:`ring_profile`).
 
     ``dataset`` is nnU-Net's dataset object (``load_case(identifier)`` → data, seg, …) of the preprocessed
-    training cases, so the offsets are in the voxels the network trains on. ``min_cases``: outlines needed
-    (:func:`~nnunet_gsd.method.calibration.median_profile`); only surveys of small extracts lower it.
+    training cases, so the offsets are in the voxels the network trains on. A first pass reads only the labels
+    and sets each class's ring count from its outlines' median :func:`equivalent_radius`
+    (:func:`~nnunet_gsd.method.calibration.ring_count`); the second measures the profiles with it.
+    ``min_cases``: outlines needed (:func:`~nnunet_gsd.method.calibration.median_profile`); only surveys of
+    small extracts lower it.
     """
     rng = np.random.default_rng(seed)
     chosen = sorted(identifiers)
     if len(chosen) > MAX_CASES:
         chosen = sorted(rng.choice(chosen, MAX_CASES, replace=False).tolist())
+    radii: Dict[int, List[float]] = {c: [] for c in labels}
+    for identifier in chosen:
+        seg = np.asarray(dataset.load_case(identifier)[1])[0]
+        for c in labels:
+            radii[c] += [equivalent_radius(seg[plane] == c, spacing) for plane in _planes(seg, c, len(spacing))]
+    rings = {c: ring_count(radii[c]) for c in labels}
     profiles: Dict[int, List] = {c: [] for c in labels}
     for identifier in tqdm(chosen, desc="GSD: boundary calibration", unit="case"):
         data, seg = dataset.load_case(identifier)[:2]
         data, seg = np.asarray(data, dtype=np.float32), np.asarray(seg)[0]
         for c in labels:
-            for image, labelled in _planes(data, seg, c, len(spacing)):
+            for plane in _planes(seg, c, len(spacing)):
+                labelled = seg[plane]
                 valid = labelled >= 0  # nnU-Net's −1: outside the cropped body
-                profiles[c].append(ring_profile(image, labelled == c, RINGS, spacing, valid))
+                profiles[c].append(ring_profile(data[(slice(None),) + plane], labelled == c, rings[c], spacing,
+                                                valid))
     out = {}
     for c in labels:
         estimate = estimate_offset(profiles[c], min_cases)
         median, why = median_profile(profiles[c], min_cases)
+        sizes = [r for r in radii[c] if r > 0]
         out[c] = {"estimate": None if estimate is None else round(estimate, 3),
                   "offset": calibration_offset(estimate), "abstained": why or None,
-                  "cases": sum(p is not None for p in profiles[c]),
+                  "cases": sum(p is not None for p in profiles[c]), "rings": rings[c],
+                  "radius": round(float(np.median(sizes)), 2) if sizes else None,
                   "profile": None if median is None else [None if np.isnan(v) else round(float(v), 4) for v in median]}
     return out
 
 
-def _planes(data: np.ndarray, seg: np.ndarray, label: int, ndim: int):
-    """The (image, labels) pairs the network sees: the case itself, or for a 2D configuration of 3D data (one
-    spatial axis more than the spacing; nnU-Net stores 2D images as one slice) up to
-    :data:`SLICES_PER_CASE` evenly spaced slices that contain ``label``."""
+def _planes(seg: np.ndarray, label: int, ndim: int) -> List[tuple]:
+    """Indices into ``seg`` (and, after the channel axis, into the image) of the planes the network sees that
+    contain ``label``: the case itself, or for a 2D configuration of 3D data (one spatial axis more than the
+    spacing; nnU-Net stores 2D images as one slice) up to :data:`SLICES_PER_CASE` evenly spaced slices."""
     if seg.ndim == ndim:
-        return [(data, seg)] if (seg == label).any() else []
+        return [()] if (seg == label).any() else []
     slices = np.flatnonzero((seg == label).reshape(seg.shape[0], -1).any(1))
     if not len(slices):
         return []
     chosen = slices[np.linspace(0, len(slices) - 1, min(len(slices), SLICES_PER_CASE)).astype(int)]
-    return [(data[:, z], seg[z]) for z in chosen]
+    return [(int(z),) for z in chosen]
 
 
 def load_or_estimate(folder: str, key: dict, compute, log=None) -> Dict[int, dict]:
@@ -131,8 +144,9 @@ def run_boundary_offsets(trainer, setting: str) -> List[int]:
         v = classes[c]
         edge = (f"edge at {v['estimate']:+.2f} voxels from the outlines" if v["estimate"] is not None
                 else f"no edge estimate, {v.get('abstained')}")
+        rings = f" ({v['rings']} rings per side)" if "rings" in v else ""
         trainer.print_to_log_file(f"GSD boundary calibration, label {c}, {v['cases']} outlines: {edge}, labels "
-                                  f"moved by {v['offset']}")
+                                  f"moved by {v['offset']}{rings}")
     offsets = [0] * (max(labels) + 1)
     for c in labels:
         offsets[c] = classes[c]["offset"]

@@ -131,3 +131,76 @@ def test_outline_distances_on_crops_equal_the_whole_volume_transforms():
     full = ndimage.distance_transform_edt(~mask, sampling=sampling)
     np.testing.assert_array_equal(outside[full <= 3], full[full <= 3])
     assert np.all(outside[full > 3] > 3)
+
+
+def test_equivalent_radius_is_the_radius_of_the_disk_or_ball_of_the_same_size():
+    from nnunet_gsd.method.calibration import equivalent_radius
+    # a 20×20 square: area 400 = π r² → r = √(400/π) = 11.28
+    square = np.zeros((30, 30), bool)
+    square[5:25, 5:25] = True
+    assert equivalent_radius(square) == pytest.approx(np.sqrt(400 / np.pi))
+    # a lattice disk of radius 40 holds π·40² voxels up to its rim's rounding
+    assert equivalent_radius(disk(101, 40)) == pytest.approx(40, abs=0.1)
+    # 3D: 1000 voxels = 4/3 π r³ → r = 6.20; voxels twice as long on axis 0 double the volume → r · 2^(1/3)
+    cube = np.ones((10, 10, 10), bool)
+    assert equivalent_radius(cube) == pytest.approx((3 * 1000 / (4 * np.pi)) ** (1 / 3))
+    assert equivalent_radius(cube, spacing=(2.0, 1.0, 1.0)) == pytest.approx((3 * 2000 / (4 * np.pi)) ** (1 / 3))
+    assert equivalent_radius(np.zeros((5, 5), bool)) == 0
+
+
+def test_ring_count_follows_the_median_radius_with_a_floor():
+    from nnunet_gsd.method.calibration import RING_FRACTION, RINGS, ring_count
+    assert RINGS == 6
+    assert ring_count([]) == RINGS and ring_count([0.0, 0.0]) == RINGS   # no outlines: the floor
+    assert ring_count([10.0, 12.0, 14.0]) == RINGS                       # small objects: the floor
+    # the median of 30, 40 and 200 is 40; empty masks (0) do not count
+    assert ring_count([30.0, 40.0, 200.0, 0.0]) == round(RING_FRACTION * 40)
+    assert ring_count([80.0] * 3) == round(RING_FRACTION * 80)
+
+
+def imaged_disks(true_radius: float, label_radius: float, n: int = 20, size: int = 128):
+    """``n`` cases of a bright disk of ``true_radius`` imaged with partial volume (4× supersampled) and mild noise,
+    labelled by the disk of ``label_radius`` around the same centre (label < true: an outline drawn inside)."""
+    rng = np.random.default_rng(0)
+    cases = []
+    for _ in range(n):
+        cy, cx = rng.uniform(size / 2 - 4, size / 2 + 4, 2)
+        yy, xx = (np.mgrid[:4 * size, :4 * size] + 0.5) / 4
+        cover = (((yy - cy) ** 2 + (xx - cx) ** 2) <= true_radius ** 2).reshape(size, 4, size, 4).mean((1, 3))
+        image = (cover + rng.normal(0, 0.05, cover.shape))[None]
+        yy, xx = np.mgrid[:size, :size] + 0.5
+        label = ((yy - cy) ** 2 + (xx - cx) ** 2) <= label_radius ** 2
+        cases.append((image, label))
+    return cases
+
+
+def _auto(cases, rings):
+    estimate = estimate_offset([ring_profile(image, label, rings) for image, label in cases])
+    return estimate, calibration_offset(estimate)
+
+
+def test_rings_scaled_with_the_object_find_a_displacement_six_rings_cannot():
+    from nnunet_gsd.method.calibration import equivalent_radius, ring_count
+    # a disk of radius 40 labelled 10 voxels inside (radius 30): the edge lies 10 voxels outside the outline
+    cases = imaged_disks(40, 30)
+    rings = ring_count([equivalent_radius(label) for _, label in cases])
+    assert rings >= 12                             # 0.4 of the label's radius (30)
+    estimate, offset = _auto(cases, rings)
+    assert estimate == pytest.approx(10, abs=0.5) and offset in (10, 11)
+    # six rings all lie inside the object: the outermost is object-like, not background — no estimate, no move
+    curve, why = median_profile([ring_profile(image, label, 6) for image, label in cases])
+    assert curve[-1] > 0.9 and why.startswith("not one edge")
+    assert _auto(cases, 6) == (None, 0)
+    # drawn 10 voxels outside (radius 50 around a disk of 40): the edge lies 10 voxels inside
+    grown = imaged_disks(40, 50)
+    estimate, offset = _auto(grown, ring_count([equivalent_radius(label) for _, label in grown]))
+    assert estimate == pytest.approx(-10, abs=0.5) and offset in (-10, -9)
+
+
+def test_scaled_rings_leave_a_clean_large_disk_unmoved():
+    from nnunet_gsd.method.calibration import equivalent_radius, ring_count
+    cases = imaged_disks(40, 40)
+    rings = ring_count([equivalent_radius(label) for _, label in cases])
+    assert rings > 6
+    estimate, offset = _auto(cases, rings)
+    assert abs(estimate) < 0.5 and offset == 0

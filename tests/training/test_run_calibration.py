@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from nnunet_gsd.method.calibration import shift_labels
@@ -14,14 +15,15 @@ class DisksDataset:
     labelled where they cover half a pixel, then shrunk by ``shrink`` pixels (2D, stored as nnU-Net stores 2D
     cases: one slice)."""
 
-    def __init__(self, shrink: int):
-        self.shrink = shrink
+    def __init__(self, shrink: int, scale: int = 1):
+        self.shrink, self.scale = shrink, scale   # scale: image size, disk and centre × scale
 
     def load_case(self, identifier):
         rng = np.random.default_rng(int(identifier))
-        cy, cx, r = rng.uniform(20, 28, 2).tolist() + [rng.uniform(10, 14)]
-        yy, xx = (np.mgrid[:192, :192] + 0.5) / 4
-        cover = (((yy - cy) ** 2 + (xx - cx) ** 2) <= r ** 2).reshape(48, 4, 48, 4).mean((1, 3))
+        n = 48 * self.scale
+        cy, cx, r = (self.scale * np.array(rng.uniform(20, 28, 2).tolist() + [rng.uniform(10, 14)])).tolist()
+        yy, xx = (np.mgrid[:4 * n, :4 * n] + 0.5) / 4
+        cover = (((yy - cy) ** 2 + (xx - cx) ** 2) <= r ** 2).reshape(n, 4, n, 4).mean((1, 3))
         data = (cover + rng.normal(0, 0.05, cover.shape))[None, None]
         seg = (cover >= 0.5).astype(np.int16)
         if self.shrink:
@@ -44,6 +46,18 @@ def test_estimate_class_offsets_finds_the_shrinkage():
     few = estimate_class_offsets(DisksDataset(2), ids[:5], [1], [1.0, 1.0])
     assert {k: few[1][k] for k in ("estimate", "offset", "cases")} == {"estimate": None, "offset": 0, "cases": 5}
     assert len(tight[1]["profile"]) == 12 and tight[1]["profile"][0] > 0.9 > 0.1 > tight[1]["profile"][-1]
+    assert tight[1]["rings"] == 6   # disks of radius 10-14: the six-ring floor
+
+
+def test_estimate_class_offsets_scales_the_rings_with_the_objects():
+    # the same disks four times larger (radius 40-56) labelled 10 pixels inside: six rings cannot reach the edge
+    ids = [str(i) for i in range(20)]
+    large = estimate_class_offsets(DisksDataset(10, scale=4), ids, [1], [1.0, 1.0])[1]
+    assert large["radius"] == pytest.approx(38, abs=3)             # the labels' radius: 48 ± 8 − 10
+    assert large["rings"] > 12 and len(large["profile"]) == 2 * large["rings"]
+    assert large["estimate"] == pytest.approx(10, abs=0.7) and large["offset"] in (10, 11)
+    clean = estimate_class_offsets(DisksDataset(0, scale=4), ids, [1], [1.0, 1.0])[1]
+    assert clean["rings"] > 12 and clean["offset"] == 0
 
 
 def test_load_or_estimate_reuses_the_record_of_the_same_key(tmp_path):
