@@ -356,7 +356,13 @@ def tiny_preprocessed(nnunet_root: Path) -> dict:
     pre = nnunet_root / "nnUNet_preprocessed" / raw.name
     pre.mkdir(parents=True)
     shutil.copy(raw / "dataset.json", pre / "dataset.json")      # what nnU-Net's planner would copy
-    (pre / "nnUNetPlans.json").write_text(json.dumps(tiny_2d_plans(raw.name)))
+    # as nnU-Net plans PNG data: (1, H, W) volumes with a dummy first axis
+    plans = dict(tiny_2d_plans(raw.name), transpose_forward=[0, 1, 2], transpose_backward=[0, 1, 2],
+                 original_median_spacing_after_transp=[999.0, 1.0, 1.0], original_median_shape_after_transp=[1, 32, 32],
+                 foreground_intensity_properties_per_channel={"0": {
+                     "max": 255.0, "mean": 128.0, "median": 128.0, "min": 0.0, "percentile_00_5": 0.0,
+                     "percentile_99_5": 255.0, "std": 50.0}})
+    (pre / "nnUNetPlans.json").write_text(json.dumps(plans))
     run(["nnUNetv2_preprocess", "-d", "918", "-c", "2d", "-np", "1"], env)
     return {"id": "918", "raw": raw, "name": raw.name, "preprocessed": pre}
 
@@ -396,12 +402,33 @@ def test_audit_after_two_folds_of_nnunet_training(tiny_preprocessed, nnunet_root
         clean_env(nnunet_root))
 
 
-# ---------------------------------------------------------------- bench/audit.py's corruptions
-def test_bench_corruptions_change_the_labels_as_named():
+# ---------------------------------------------------------------- bench/audit.py's corruptions and metrics
+def bench_module():
     import importlib.util
     spec = importlib.util.spec_from_file_location("bench_audit", Path(__file__).parents[2] / "bench" / "audit.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_metrics_on_the_fake_audit(nnunet_env):
+    """case_0001's added object is the only error: found first, and exactly its pixels suspected."""
+    fake = fake_audit(nnunet_env)
+    out = nnunet_env / "audit"
+    assert main(["audit", "-d", "960", "-c", "2d", "-tr", TRAINER, "--out", str(out), "--top", "0"]) == 0
+    (fake["raw"] / "labelsTr_clean").mkdir()
+    for case, truth in fake["truths"].items():
+        _write_png(fake["raw"] / "labelsTr_clean" / f"{case}.png", truth)
+    m = bench_module().audit_metrics(json.loads((out / "audit.json").read_text()),
+                                     {"case_0001": {"kind": "added_object"}}, fake["raw"], out)
+    assert m["scored_cases"] == 6 and m["corrupted_scored"] == 1
+    assert m["case_auroc"] == 1.0 and m["precision_at_k"] == 1.0
+    assert m["pixel_auroc"] == 1.0 and m["pixel_precision"] == 1.0 and m["pixel_recall"] == 1.0
+    assert m["per_kind"] == {"added_object": {"cases": 1, "found_in_top_k": 1.0}}
+
+
+def test_bench_corruptions_change_the_labels_as_named():
+    bench = bench_module()
     label = np.zeros((64, 64), np.uint8)
     label[10:30, 10:30] = 1          # the largest object
     label[40:48, 40:48] = 1
