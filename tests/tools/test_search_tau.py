@@ -43,8 +43,15 @@ def test_tiny_search_writes_tau_and_resumes(tiny_preprocessed, nnunet_root: Path
            "--iterations", "2", "-tr", "nnUNetTrainerGSD_tiny", "-device", "cpu", "--workdir", str(work)]
     out = run(cmd + ["--write"], env)
     result = json.loads((work / "search_tau.json").read_text())
-    assert result["chosen_tau"] in (0.0, 0.1)
-    assert all(len(c) == 2 for c in result["curves"].values())
+    state = json.loads((work / "search_tau_state.json").read_text())
+    curves = {key: done["search_loss"] for key, done in state["results"].items()}
+    assert set(curves) == {"0", "0.1"} and all(len(c) == 2 for c in curves.values())
+    assert result["curves"] == curves
+    # 2 epochs, window 3, --last unset (2 // 4 → 1): a score is the last smoothed epoch, the mean of both epochs;
+    # the smaller score wins, a tie goes to τ = 0
+    scores = {key: (c[0] + c[1]) / 2 for key, c in curves.items()}
+    assert result["scores"] == pytest.approx(scores)
+    assert result["chosen_tau"] == (0.0 if scores["0"] <= scores["0.1"] else 0.1)
     assert (work / "search_tau.png").stat().st_size > 1000 and (work / "search_tau.md").is_file()
     noise_rate = json.loads((tiny_preprocessed["raw"] / "dataset.json").read_text())["gsd"]["noise"]["pixel_noise_rate"]
     assert result["pixel_noise_rate"] == pytest.approx(noise_rate)
@@ -57,18 +64,21 @@ def test_tiny_search_writes_tau_and_resumes(tiny_preprocessed, nnunet_root: Path
         assert (work / f"tau_{key}" / tiny_preprocessed["name"] / "nnUNetTrainerGSD_tiny__nnUNetPlans__2d"
                 / "fold_0").is_dir()
 
-    # resumable: finished τ values are skipped (no new training)
-    state = json.loads((work / "search_tau_state.json").read_text())
-    assert set(state["results"]) == {"0", "0.1"}
+    # resumable: finished τ values are skipped — the state keeps both results as they were, no τ trains again
+    curve_files = {key: work / f"tau_{key}" / "search_loss.json" for key in curves}
+    written = {key: f.stat().st_mtime_ns for key, f in curve_files.items()}
     rerun = run(cmd, env)
     assert "2 τ already done" in rerun
-    assert json.loads((work / "search_tau.json").read_text())["curves"] == result["curves"]
+    assert json.loads((work / "search_tau_state.json").read_text())["results"] == state["results"]
+    assert {key: f.stat().st_mtime_ns for key, f in curve_files.items()} == written
+    assert json.loads((work / "search_tau.json").read_text())["curves"] == curves
 
     # another budget in the same work folder is refused with one line
     proc = run_failing(cmd[:-2] + ["--workdir", str(work), "--epochs", "3"], env)
     assert "--fresh" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.e2e
 def test_unset_nnunet_folders_give_one_line_errors(tmp_path: Path):
     """nnU-Net 2.8's folder variables are objects, never None: an unset one must still give our message."""
     env = clean_env(tmp_path)
