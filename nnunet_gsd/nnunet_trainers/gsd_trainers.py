@@ -5,5 +5,6 @@ from nnunet_gsd.training.variants import (  # noqa: F401
     nnUNetTrainerGSD_5epochs, nnUNetTrainerGSD_50epochs, nnUNetTrainerGSD_100epochs, nnUNetTrainerGSD_paper,
     nnUNetTrainerGSD_tiny, nnUNetTrainerJoCoR, nnUNetTrainerJoCoRGDA, nnUNetTrainerJoCoRGDALR,
     nnUNetTrainerJoCoRGDALRKT, nnUNetTrainerJoCoRGDASGLR, nnUNetTrainerNoDeepSupervisionBudget,
-    nnUNetTrainerCELossBudget, nnUNetTrainerBudget, nnUNetTrainerBudgetCalibrated, nnUNetTrainerGSDFaithful,
+    nnUNetTrainerCELossBudget, nnUNetTrainerBudget, nnUNetTrainerBudgetCalibrated, nnUNetTrainerCalibrated,
+    nnUNetTrainerGSDFaithful,
     nnUNetTrainerRaterSampling, nnUNetTrainerSoftRaters)

@@ -102,10 +102,11 @@ class nnUNetTrainerBudget(SettingsMixin, nnUNetTrainer):
     compare with, trained exactly as long as the GSD arms."""
 
 
-class nnUNetTrainerBudgetCalibrated(nnUNetTrainerBudget):
-    """Stock nnU-Net (as :class:`nnUNetTrainerBudget`) trained on boundary-calibrated labels — GSD's default
-    ``boundary_offset="auto"`` (docs/decisions.md §13) without the rest of GSD: the ablation that tells what
-    GSD's two networks add to the calibration, at one network's cost."""
+class nnUNetTrainerCalibrated(nnUNetTrainerBudget):
+    """Stock nnU-Net (one network, Dice + CE, deep supervision, nnU-Net's own budget unless the budget variables
+    say otherwise) trained on boundary-calibrated labels — GSD's default ``boundary_offset="auto"``
+    (docs/decisions.md §13) without the rest of GSD, at one network's cost. Where the labels' outlines sit
+    systematically inside or outside the objects, this is what buys most of GSD's gain (docs/benchmarks.md)."""
 
     def on_train_start(self):
         if not self.was_initialized:
@@ -118,6 +119,11 @@ class nnUNetTrainerBudgetCalibrated(nnUNetTrainerBudget):
             batch = dict(batch, target=calibrated_targets(batch["target"], self._offsets,
                                                           self.configuration_manager.spacing, self.device))
         return super().train_step(batch)
+
+
+class nnUNetTrainerBudgetCalibrated(nnUNetTrainerCalibrated):
+    """:class:`nnUNetTrainerCalibrated` under the name the benchmarks and their results use (the ablation of GSD's
+    two networks)."""
 
 
 class nnUNetTrainerRaterSampling(RaterTrainerMixin, nnUNetTrainerBudget):

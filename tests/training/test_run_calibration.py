@@ -106,3 +106,15 @@ def test_budget_calibrated_trains_stock_nnunet_on_shifted_targets(monkeypatch):
     trainer.train_step(batch)
     assert seen[0] is batch
     assert seen[1]["target"][0].sum() == 5 and seen[1]["target"][1].sum() == 2 and seen[1]["data"] is batch["data"]
+
+
+def test_calibrated_trainer_is_found_by_nnunet_under_its_user_name():
+    """``-tr nnUNetTrainerCalibrated`` resolves through nnU-Net's own trainer search (the start-up hook's folder),
+    and the benchmark name is the same trainer."""
+    import nnunet_gsd
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+    from nnunet_gsd.training.variants import nnUNetTrainerCalibrated
+    found = recursive_find_python_class(nnunet_gsd.TRAINER_DIR, "nnUNetTrainerCalibrated", None)
+    assert found is nnUNetTrainerCalibrated
+    assert issubclass(nnUNetTrainerBudgetCalibrated, nnUNetTrainerCalibrated)
+    assert nnUNetTrainerCalibrated.train_step is not nnUNetTrainerBudget.train_step
