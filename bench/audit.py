@@ -49,6 +49,7 @@ sys.path.insert(0, str(REPO))
 
 from nnunet_gsd.tools.common import console_env, markdown_table, run_command  # noqa: E402
 from nnunet_gsd.utils import write_json_atomic  # noqa: E402
+from bench.workdirs import plans_name, raw_folder, write_plans_variant  # noqa: E402
 
 STOCK, GSD = "nnUNetTrainerBudget", "nnUNetTrainerGSD"
 MODELS = {"stock": STOCK, "gsd": GSD}
@@ -131,15 +132,6 @@ def train_env(args) -> Dict[str, str]:
                       nnUNet_GSD_NUM_VAL_ITERATIONS=str(max(1, min(5, args.iterations_per_epoch // 10))))
 
 
-def raw_folder(args, did: int) -> Path:
-    hits = sorted((args.work / "nnUNet_raw").glob(f"Dataset{did:03d}_*"))
-    if not hits:
-        raise RuntimeError(f"Dataset{did:03d} does not exist yet")
-    return hits[0]
-
-
-def plans_name(args) -> str:
-    return f"nnUNetPlans_b{args.batch}"
 
 
 def timed(cmd: List[str], env: Dict[str, str], log_file: Path, what: str) -> float:
@@ -200,7 +192,7 @@ def corrupted_dataset(args, state: State, logdir: Path) -> None:
     log(f"Dataset{clean_id:03d}: convert {' '.join(conv[:1])} (clean) at {args.size}²")
     timed(["nnunet_gsd", "convert", *conv, "--noise", "none", "--id", str(clean_id), "--size", str(args.size),
            "--seed", str(args.seed)], env, logdir / "convert.log", "conversion")
-    clean = raw_folder(args, clean_id)
+    clean = raw_folder(args.work, clean_id)
     dj = json.loads((clean / "dataset.json").read_text())
     ending = dj["file_ending"]
     target = args.work / "nnUNet_raw" / f"Dataset{noisy_id:03d}_{dj.get('name', 'X')}Corrupted"
@@ -234,28 +226,22 @@ def corrupted_dataset(args, state: State, logdir: Path) -> None:
         log(f"Dataset{did:03d}: plan and preprocess")
         timed(["nnUNetv2_plan_and_preprocess", "-d", str(did), "-c", "2d", "-np", "1", "-npfp", "1",
                "--verify_dataset_integrity"], env, logdir / f"plan_{did}.log", "planning")
-        write_plans_variant(args, did)
+        write_plans_variant(args.work, did, args.batch)
     state.set(key, {"clean": clean.name, "corrupted": target.name, "cases": len(cases), "corrupted_cases": corruptions})
 
 
-def write_plans_variant(args, did: int) -> None:
-    folder = args.work / "nnUNet_preprocessed" / raw_folder(args, did).name
-    plans = json.loads((folder / "nnUNetPlans.json").read_text())
-    plans["plans_name"] = plans_name(args)
-    plans["configurations"]["2d"]["batch_size"] = args.batch
-    write_json_atomic(folder / f"{plans_name(args)}.json", plans)
 
 
 # ---------------------------------------------------------------------------------------------- training
 def train(args, did: int, trainer: str, fold: str, logdir: Path, npz: bool) -> float:
     """nnUNetv2_train, continued (--c) from a checkpoint an interrupted run left; 0 s when already trained."""
-    out = (args.work / "nnUNet_results" / raw_folder(args, did).name / f"{trainer}__{plans_name(args)}__2d"
+    out = (args.work / "nnUNet_results" / raw_folder(args.work, did).name / f"{trainer}__{plans_name(args.batch)}__2d"
            / f"fold_{fold}")
     if (out / "checkpoint_final.pth").is_file():
         return 0.0
     resume = ["--c"] if (out / "checkpoint_latest.pth").is_file() else []
     log(f"train {trainer} Dataset{did:03d} fold {fold}{' (continued)' if resume else ''}")
-    cmd = ["nnUNetv2_train", str(did), "2d", fold, "-tr", trainer, "-p", plans_name(args), "-device", args.device,
+    cmd = ["nnUNetv2_train", str(did), "2d", fold, "-tr", trainer, "-p", plans_name(args.batch), "-device", args.device,
            *(["--npz"] if npz else []), *resume]
     return timed(cmd, train_env(args), logdir / f"train_{did}_{trainer}_fold{fold}.log", f"training fold {fold}")
 
@@ -316,7 +302,7 @@ def audit_metrics(report: dict, corrupted: Dict[str, dict], raw: Path, audit_dir
 
 def audits(args, state: State, logdir: Path) -> None:
     did = args.id_base + 1
-    raw = raw_folder(args, did)
+    raw = raw_folder(args.work, did)
     corrupted = state.get(next(k for k in state.data["steps"] if k.startswith("datasets:")))["corrupted_cases"]
     scorers = ["ours"]
     try:
@@ -332,7 +318,7 @@ def audits(args, state: State, logdir: Path) -> None:
             out = args.work / "audits" / f"{model}_{scorer}"
             log(f"audit {model} models with {scorer}")
             seconds = timed(["nnunet_gsd", "audit", "-d", str(did), "-c", "2d", "-tr", MODELS[model], "-p",
-                             plans_name(args), "-f", *map(str, args.folds), "--scorer", scorer, "--out", str(out),
+                             plans_name(args.batch), "-f", *map(str, args.folds), "--scorer", scorer, "--out", str(out),
                              "-device", args.device, "-np", "1", "--disable_tta"], nnunet_env(args),
                             logdir / f"audit_{model}_{scorer}.log", f"audit {model} {scorer}")
             report = json.loads((out / "audit.json").read_text())
@@ -341,13 +327,13 @@ def audits(args, state: State, logdir: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- retraining
 def evaluate(args, did: int, trainer: str, logdir: Path) -> float:
-    raw = raw_folder(args, did)
+    raw = raw_folder(args.work, did)
     pred = args.work / "predictions" / raw.name
     shutil.rmtree(pred, ignore_errors=True)
     env = nnunet_env(args)
     alog = logdir / f"predict_{did}.log"
     run_command(["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", str(did), "-c", "2d",
-                 "-tr", trainer, "-p", plans_name(args), "-f", "all", "-npp", "1", "-nps", "1", "-device",
+                 "-tr", trainer, "-p", plans_name(args.batch), "-f", "all", "-npp", "1", "-nps", "1", "-device",
                  args.device, "--disable_progress_bar", "--disable_tta"], env, log_file=alog, what="prediction")
     run_command(["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred), "-djfile", str(pred / "dataset.json"),
                  "-pfile", str(pred / "plans.json"), "-np", "1"], env, log_file=alog, what="evaluation")
@@ -367,18 +353,19 @@ def retraining(args, state: State, logdir: Path) -> None:
         if arm in writes and not list((args.work / "nnUNet_raw").glob(f"Dataset{did:03d}_*")):
             log(f"{arm}: write the audited dataset {did} ({' '.join(writes[arm])})")
             run_command(["nnunet_gsd", "audit", "-d", str(args.id_base + 1), "-c", "2d", "-tr", MODELS[model], "-p",
-                         plans_name(args), "-f", *map(str, args.folds), "--scorer", scorer, "--out", str(audit_dir),
+                         plans_name(args.batch), "-f", *map(str, args.folds), "--scorer", scorer,
+                         "--out", str(audit_dir),
                          "--top", "0", "--write-dataset", str(did), *writes[arm]], nnunet_env(args),
                         log_file=logdir / f"write_{arm}.log", what=f"audit --write-dataset {did}")
-        if arm in writes and not (args.work / "nnUNet_preprocessed" / raw_folder(args, did).name /
-                                  f"{plans_name(args)}.json").is_file():
+        if arm in writes and not (args.work / "nnUNet_preprocessed" / raw_folder(args.work, did).name /
+                                  f"{plans_name(args.batch)}.json").is_file():
             timed(["nnUNetv2_plan_and_preprocess", "-d", str(did), "-c", "2d", "-np", "1", "-npfp", "1",
                    "--verify_dataset_integrity"], nnunet_env(args), logdir / f"plan_{did}.log", "planning")
-            write_plans_variant(args, did)
+            write_plans_variant(args.work, did, args.batch)
         train_s = train(args, did, STOCK, "all", logdir, npz=False)
         dice = evaluate(args, did, STOCK, logdir)
-        audit_record = json.loads((raw_folder(args, did) / "dataset.json").read_text()).get("audit", {})
-        state.set(key, {"dataset": raw_folder(args, did).name, "train_s": train_s, "test_dice": dice,
+        audit_record = json.loads((raw_folder(args.work, did) / "dataset.json").read_text()).get("audit", {})
+        state.set(key, {"dataset": raw_folder(args.work, did).name, "train_s": train_s, "test_dice": dice,
                         "dropped": len(audit_record.get("dropped", [])),
                         "relabelled": len(audit_record.get("relabelled_pixels", {}))})
         log(f"{arm}: test Dice {dice:.2f}")

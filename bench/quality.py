@@ -52,6 +52,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO))
+from bench.workdirs import plans_name, raw_folder, write_plans_variant  # noqa: E402
 STOCK, GSD, FAITHFUL = "nnUNetTrainerBudget", "nnUNetTrainerGSD", "nnUNetTrainerGSDFaithful"
 CE, CALIBRATED = "nnUNetTrainerCELossBudget", "nnUNetTrainerBudgetCalibrated"
 
@@ -317,15 +319,6 @@ def dataset_specs(args) -> Dict[int, List[str]]:
     return specs
 
 
-def raw_folder(args, did: int) -> Path:
-    hits = sorted((args.work / "nnUNet_raw").glob(f"Dataset{did:03d}_*"))
-    if not hits:
-        raise RuntimeError(f"Dataset{did:03d} was not converted")
-    return hits[0]
-
-
-def plans_name(args) -> str:
-    return f"nnUNetPlans_b{args.batch}"
 
 
 def prepare(args, state: State, logdir: Path) -> None:
@@ -342,22 +335,18 @@ def prepare(args, state: State, logdir: Path) -> None:
             env, logdir / "prepare.log")
         run(["nnUNetv2_plan_and_preprocess", "-d", str(did), "-c", "2d", "-np", "1", "-npfp", "1",
              "--verify_dataset_integrity"], env, logdir / "prepare.log")
-        gsd = json.loads((raw_folder(args, did) / "dataset.json").read_text()).get("gsd", {})
+        gsd = json.loads((raw_folder(args.work, did) / "dataset.json").read_text()).get("gsd", {})
         noise = gsd.get("noise") or {}
         state.set_dataset(did, {"convert": key, "dice_noisy_vs_clean": noise.get("dice_vs_clean"),
                                 "pixel_noise_rate": noise.get("pixel_noise_rate")})
     for did in dataset_specs(args):
-        folder = args.work / "nnUNet_preprocessed" / raw_folder(args, did).name
-        plans = json.loads((folder / "nnUNetPlans.json").read_text())
-        plans["plans_name"] = plans_name(args)
-        plans["configurations"]["2d"]["batch_size"] = args.batch
-        (folder / f"{plans_name(args)}.json").write_text(json.dumps(plans, indent=1))
+        write_plans_variant(args.work, did, args.batch)
 
 
 def without_tau(args, did: int) -> None:
     """Drop τ from the preprocessed dataset.json that GSD trains from (kept in the raw one, and outside the "gsd"
     block, whose keys the trainers validate)."""
-    path = args.work / "nnUNet_preprocessed" / raw_folder(args, did).name / "dataset.json"
+    path = args.work / "nnUNet_preprocessed" / raw_folder(args.work, did).name / "dataset.json"
     content = json.loads(path.read_text())
     if "tau" in content.get("gsd", {}):
         content["benchmark"] = {"measured_tau_hidden_from_training": content["gsd"].pop("tau")}
@@ -384,7 +373,7 @@ def arm_tag(arm: Arm) -> str:
 
 def predictions_folder(args, arm: Arm) -> Path:
     tag = arm_tag(arm) if not arm.members else "ensemble__" + "+".join(arm_tag(m) for m in arm.members)
-    return args.work / "predictions" / tag / raw_folder(args, dataset_id(args, arm.regime, arm.labels)).name
+    return args.work / "predictions" / tag / raw_folder(args.work, dataset_id(args, arm.regime, arm.labels)).name
 
 
 def area_ratios(args, arm: Arm) -> Optional[Dict[str, float]]:
@@ -404,11 +393,11 @@ def train_predict_evaluate(args, state: State, arm: Arm, logdir: Path) -> None:
     if rec.get("evaluated"):
         return
     did = dataset_id(args, arm.regime, arm.labels)
-    raw = raw_folder(args, did)
+    raw = raw_folder(args.work, did)
     tag = arm_tag(arm)
     results = args.work / "nnUNet_results" / tag
     env = nnunet_env(args, {**arm.env, "nnUNet_results": str(results)})
-    out = results / raw.name / f"{arm.trainer}__{plans_name(args)}__2d" / "fold_all"
+    out = results / raw.name / f"{arm.trainer}__{plans_name(args.batch)}__2d" / "fold_all"
     alog = logdir / f"{raw.name}__{tag}.log"
     if not rec.get("trained"):
         if not rec.get("started") and out.exists():
@@ -416,7 +405,7 @@ def train_predict_evaluate(args, state: State, arm: Arm, logdir: Path) -> None:
             shutil.rmtree(out)
         state.set(key, started=True)
         log(f"train {tag} on {raw.name}")
-        train_s = round(run([sys.executable, "-c", TRAIN_ONLY, str(did), arm.trainer, plans_name(args),
+        train_s = round(run([sys.executable, "-c", TRAIN_ONLY, str(did), arm.trainer, plans_name(args.batch),
                              args.device], env, alog), 1)
         import torch
         logging = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)["logging"]
@@ -429,7 +418,7 @@ def train_predict_evaluate(args, state: State, arm: Arm, logdir: Path) -> None:
             shutil.rmtree(pred)
         # probabilities kept for the ensemble controls (nnUNetv2_ensemble averages them)
         cmd = ["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", str(did), "-c", "2d",
-               "-tr", arm.trainer, "-p", plans_name(args), "-f", "all", "-chk", "checkpoint_final.pth",
+               "-tr", arm.trainer, "-p", plans_name(args.batch), "-f", "all", "-chk", "checkpoint_final.pth",
                "-npp", "1", "-nps", "1", "-device", args.device, "--disable_progress_bar", "--disable_tta",
                "--save_probabilities"]
         predict_s = round(run(cmd, env, alog), 1)
@@ -456,7 +445,7 @@ def ensemble_evaluate(args, state: State, arm: Arm, logdir: Path) -> bool:
     if not all(state.run(m.run_key(args)).get("evaluated") for m in arm.members) or not all(
             any(f.glob("*.npz")) for f in folders):
         return False
-    raw = raw_folder(args, dataset_id(args, arm.regime, arm.labels))
+    raw = raw_folder(args.work, dataset_id(args, arm.regime, arm.labels))
     pred = predictions_folder(args, arm)
     if pred.exists():
         shutil.rmtree(pred)
@@ -590,8 +579,9 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
               "Command (from the repository root):", "", f"    {command}", "",
               f"- Machine: {machine()}; date {dt.date.today().isoformat()}",
               f"- Budget: {args.iterations} iterations ({args.iterations // args.iterations_per_epoch} epochs × "
-              f"{args.iterations_per_epoch}) × batch {args.batch} (plans `{plans_name(args)}` = nnU-Net's 2d plans "
-              f"with this batch size), fold `all`, device {args.device}, 1 torch thread per arm, seed {args.seed}",
+              f"{args.iterations_per_epoch}) × batch {args.batch} (plans `{plans_name(args.batch)}` = nnU-Net's 2d "
+              f"plans with this batch size), fold `all`, device {args.device}, 1 torch thread per arm, "
+              f"seed {args.seed}",
               "- GSD's τ: " + ("none given (dataset.json τ hidden): the trainer's fallback_tau" if args.tau == "hidden"
                                else "dataset.json (measured noise rate)"),
               "- stock = `nnUNetTrainerBudget` (nnU-Net's Dice+CE with deep supervision, one network); gsd = "

@@ -308,14 +308,12 @@ def build_clean_label_cache(raw_dataset_folder: str, cache_folder: str, identifi
         _clean_label_job, num_processes)
 
 
-class AuxChannelDataset:
-    """An nnU-Net dataset whose ``load_case`` appends the cached maps to the segmentation."""
+class CaseWrapper:
+    """An nnU-Net dataset that changes what ``load_case`` returns for each case of ``base`` (nnU-Net's data loader
+    calls only ``identifiers`` and ``load_case``); subclasses override ``load_case``."""
 
-    def __init__(self, base, layout: TargetLayout, clean_folder: Optional[str], superpixel_folder: Optional[str]):
+    def __init__(self, base):
         self.base = base
-        self.layout = layout
-        self.clean_folder = clean_folder
-        self.superpixel_folder = superpixel_folder
 
     @property
     def identifiers(self) -> List[str]:
@@ -323,6 +321,19 @@ class AuxChannelDataset:
 
     def __getitem__(self, identifier: str):
         return self.load_case(identifier)
+
+    def load_case(self, identifier: str):
+        return self.base.load_case(identifier)
+
+
+class AuxChannelDataset(CaseWrapper):
+    """An nnU-Net dataset whose ``load_case`` appends the cached maps to the segmentation."""
+
+    def __init__(self, base, layout: TargetLayout, clean_folder: Optional[str], superpixel_folder: Optional[str]):
+        super().__init__(base)
+        self.layout = layout
+        self.clean_folder = clean_folder
+        self.superpixel_folder = superpixel_folder
 
     def load_case(self, identifier: str):
         data, seg, seg_prev, properties = self.base.load_case(identifier)

@@ -44,8 +44,8 @@ from torch import Tensor
 from nnunet_gsd.errors import UserError
 from nnunet_gsd.method.soft_labels import SoftDCandCELoss
 from nnunet_gsd.settings import RATER_MODES
-from nnunet_gsd.training.data import (CACHE_VERSION, CacheJob, CacheReport, _load_dataset_class, _update_cache,
-                                      _update_case, case_files, clean_label_params)
+from nnunet_gsd.training.data import (CACHE_VERSION, CacheJob, CacheReport, CaseWrapper, _load_dataset_class,
+                                      _update_cache, _update_case, case_files, clean_label_params)
 
 RATER_FOLDER_PATTERN = "labelsTr_A*"
 CONVERT_HINT = ("convert it with a multi-rater converter (`nnunet_gsd convert lidc` or `mmis2024`), which writes "
@@ -226,21 +226,14 @@ def prepare_rater_cache(trainer, plan: RaterPlan, cache_folder: str) -> None:
 
 
 # ------------------------------------------------------------------ the raters in the data pipeline
-class RaterDataset:
+class RaterDataset(CaseWrapper):
     """An nnU-Net dataset whose ``load_case`` puts the case's raters into the segmentation (see the module doc)."""
 
     def __init__(self, base, cache_folder: str, mode: str):
         assert mode in ("sample", "soft"), mode
-        self.base = base
+        super().__init__(base)
         self.cache_folder = cache_folder
         self.mode = mode
-
-    @property
-    def identifiers(self) -> List[str]:
-        return self.base.identifiers
-
-    def __getitem__(self, identifier: str):
-        return self.load_case(identifier)
 
     def load_case(self, identifier: str):
         data, seg, seg_prev, properties = self.base.load_case(identifier)

@@ -1,0 +1,30 @@
+"""The nnU-Net folders of a benchmark's work directory, shared by the bench scripts (not a test)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nnunet_gsd.utils import write_json_atomic
+
+
+def raw_folder(work: Path, did: int) -> Path:
+    """The raw dataset folder ``DatasetNNN_*`` of id ``did`` under ``work/nnUNet_raw``."""
+    hits = sorted((work / "nnUNet_raw").glob(f"Dataset{did:03d}_*"))
+    if not hits:
+        raise RuntimeError(f"Dataset{did:03d} was not converted into {work / 'nnUNet_raw'}")
+    return hits[0]
+
+
+def plans_name(batch: int) -> str:
+    """The plans variant every arm of a benchmark trains with: nnU-Net's 2d plans at this batch size."""
+    return f"nnUNetPlans_b{batch}"
+
+
+def write_plans_variant(work: Path, did: int, batch: int) -> None:
+    """Write :func:`plans_name` beside the dataset's nnUNetPlans.json (nnU-Net picks the batch size from the patch
+    size; benchmarks fix it so that every arm sees the same number of samples)."""
+    folder = work / "nnUNet_preprocessed" / raw_folder(work, did).name
+    plans = json.loads((folder / "nnUNetPlans.json").read_text())
+    plans["plans_name"] = plans_name(batch)
+    plans["configurations"]["2d"]["batch_size"] = batch
+    write_json_atomic(folder / f"{plans_name(batch)}.json", plans)
