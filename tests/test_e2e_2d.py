@@ -108,7 +108,8 @@ def test_gsd_trains_continues_predicts_and_evaluates(dataset, nnunet_root: Path,
 
 
 @pytest.mark.parametrize("trainer", ["nnUNetTrainerJoCoR", "nnUNetTrainerJoCoRGDA", "nnUNetTrainerJoCoRGDALR",
-                                     "nnUNetTrainerJoCoRGDASGLR", "nnUNetTrainerJoCoRGDALRKT"])
+                                     "nnUNetTrainerJoCoRGDASGLR", "nnUNetTrainerJoCoRGDALRKT",
+                                     "nnUNetTrainerGSDFaithful"])
 def test_ablation_trainers_train_and_predict(trainer: str, dataset, nnunet_root: Path, tmp_path: Path):
     env = train_env(nnunet_root, nnUNet_GSD_NUM_EPOCHS="2", nnUNet_GSD_NUM_ITERATIONS="2",
                     nnUNet_GSD_NUM_VAL_ITERATIONS="1", nnUNet_GSD_WARMUP="0.5")
@@ -134,21 +135,27 @@ def test_boundary_calibration_runs_through_nnunet(offset: str, dataset, nnunet_r
     given = {} if offset == "default" else {"nnUNet_GSD_BOUNDARY_OFFSET": offset}
     env = train_env(nnunet_root, nnUNet_GSD_NUM_EPOCHS="1", nnUNet_GSD_NUM_ITERATIONS="2",
                     nnUNet_GSD_NUM_VAL_ITERATIONS="1", **given)
-    run(["nnUNetv2_train", str(DATASET_ID), "2d", "1", "-tr", "nnUNetTrainerGSD_tiny", "-device", "cpu"], env)
-    fold = nnunet_root / "nnUNet_results" / dataset["name"] / "nnUNetTrainerGSD_tiny__nnUNetPlans__2d" / "fold_1"
+    fold_id = "1" if offset == "default" else "2"  # a fold of its own: no record of the other run in it
+    run(["nnUNetv2_train", str(DATASET_ID), "2d", fold_id, "-tr", "nnUNetTrainerGSD_tiny", "-device", "cpu"], env)
+    fold = (nnunet_root / "nnUNet_results" / dataset["name"] / "nnUNetTrainerGSD_tiny__nnUNetPlans__2d"
+            / f"fold_{fold_id}")
     logged = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)["logging"]
-    log_text = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
+    setting = json.loads((fold / "gsd_settings.json").read_text())["settings"]["boundary_offset"]
     if offset == "default":
-        # the default estimates (auto); 9 or 10 training cases of fold 1 are too few outlines to move any label
-        # (20 needed), and the run says so
+        # the default estimates (auto); the 9 or 10 training cases of fold 1 are too few outlines to move any label
+        # (20 needed), and the record says so
+        assert setting == {"value": "auto", "source": "default"}
         record = json.loads((fold / "gsd_boundary_offsets.json").read_text())["classes"]
-        assert record and all(v["estimate"] is None and v["offset"] == 0 and v["cases"] < 20 for v in record.values())
-        assert re.search(r"GSD boundary calibration, label 1, (\d+) outlines: no edge estimate, "
-                         r"too few outlines \(\1 < 20\)", log_text)
+        assert list(record) == ["1"]
+        for v in record.values():
+            assert v["estimate"] is None and v["offset"] == 0 and 0 < v["cases"] < 20
+            assert v["abstained"] == f"too few outlines ({v['cases']} < 20)"
         assert logged["gsd_calibrated_accuracy"][-1] == logged["gsd_noisy_accuracy"][-1]
     else:
+        # a given offset is used as it is, not estimated: no estimate is recorded beside the run
+        assert setting == {"value": offset, "source": "environment variable nnUNet_GSD_BOUNDARY_OFFSET"}
+        assert not (fold / "gsd_boundary_offsets.json").exists()
         # S_E labels are too large: shrinking every class by a voxel changes the labels the step learns from
-        assert "labels moved by -1" not in log_text  # a given offset is not estimated
         assert logged["gsd_calibrated_accuracy"][-1] != logged["gsd_noisy_accuracy"][-1]
 
 
