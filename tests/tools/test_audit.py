@@ -362,7 +362,11 @@ def tiny_preprocessed(nnunet_root: Path) -> dict:
                  foreground_intensity_properties_per_channel={"0": {
                      "max": 255.0, "mean": 128.0, "median": 128.0, "min": 0.0, "percentile_00_5": 0.0,
                      "percentile_99_5": 255.0, "std": 50.0}})
+    arch = plans["configurations"]["2d"]["architecture"]["arch_kwargs"]   # 3 stages: stock deep supervision needs 2
+    arch.update(n_stages=3, features_per_stage=[4, 8, 16], kernel_sizes=[[3, 3]] * 3, strides=[[1, 1], [2, 2], [2, 2]],
+                n_conv_per_stage=[1, 1, 1], n_conv_per_stage_decoder=[1, 1])
     (pre / "nnUNetPlans.json").write_text(json.dumps(plans))
+    (pre / "dataset_fingerprint.json").write_text("{}")   # the trainer only copies it into the model folder
     run(["nnUNetv2_preprocess", "-d", "918", "-c", "2d", "-np", "1"], env)
     return {"id": "918", "raw": raw, "name": raw.name, "preprocessed": pre}
 
