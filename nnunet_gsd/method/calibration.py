@@ -46,7 +46,8 @@ MIN_REFERENCE_VOXELS = 8
 #: shadowing, Kvasir-SEG at 256² seen through six rings) and those it reads right; chosen on
 #: bench/results/calibration-survey.md
 STEP_INNER, STEP_OUTER = 0.7, 0.35
-#: edges measured within this many voxels of the outline move nothing (:func:`calibration_offset`)
+#: edges measured within this many voxels of the outline move nothing when measured with :data:`RINGS` rings;
+#: with more rings the dead zone grows in proportion (:func:`calibration_offset`)
 DEAD_ZONE = 1.5
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -208,16 +209,19 @@ def estimate_offset(profiles: Sequence[Optional[np.ndarray]], min_cases: int = 2
     return k - (len(curve) // 2 - 1) + float(shift)
 
 
-def calibration_offset(estimate: Optional[float]) -> int:
-    """The whole-voxel offset :func:`shift_labels` applies for an :func:`estimate_offset` (None: 0).
+def calibration_offset(estimate: Optional[float], rings: int = RINGS) -> int:
+    """The whole-voxel offset :func:`shift_labels` applies for an :func:`estimate_offset` measured with
+    ``rings`` rings per side (None: 0).
 
-    An edge measured within :data:`DEAD_ZONE` voxels of the outline moves nothing: correctly drawn outlines
-    measure between −1.2 and +0.1 (clean Kvasir-SEG at 64², 128², 256²: −0.9 to −1.2, experts draw just outside
-    the polyps' soft rims; BUS-UC benign −0.7, BraTS whole tumour −0.6; the synthetic multi-class set +0.03;
-    ideal partial-volume disks −0.03), and a one-voxel error costs a small object ~9 Dice. Beyond it, half a
-    voxel is added before rounding, for that same inward pull of the measured edge (docs/decisions.md §13).
+    An edge measured within the dead zone — :data:`DEAD_ZONE` voxels of the outline, times ``rings`` /
+    :data:`RINGS` when more rings were measured (a tenth of the objects' radius with :func:`ring_count`'s) —
+    moves nothing. With six rings correctly drawn outlines measure within about a voxel of the edge (experts
+    draw just outside soft rims), and a one-voxel error costs a small object much of its Dice; on larger
+    objects, measured with more rings, the spread of correct expert outlines grows with them (the survey in
+    docs/benchmarks.md). Beyond it, half a voxel is added before rounding, for that same inward pull of the
+    measured edge (docs/decisions.md §13).
     """
-    if estimate is None or abs(estimate) < DEAD_ZONE:
+    if estimate is None or abs(estimate) < DEAD_ZONE * max(int(rings), RINGS) / RINGS:
         return 0
     return int(np.round(estimate + 0.5))
 

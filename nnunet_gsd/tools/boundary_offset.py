@@ -29,10 +29,12 @@ def add_parser(subparsers) -> None:
 
 
 def dataset_offsets(dataset: str, configuration: str = "2d", plans_id: str = "nnUNetPlans",
-                    min_cases: Optional[int] = None) -> Tuple[str, Dict[int, dict], Dict[int, str]]:
+                    min_cases: Optional[int] = None, rings: Optional[int] = None
+                    ) -> Tuple[str, Dict[int, dict], Dict[int, str]]:
     """The ``auto`` estimate on every training case of a preprocessed dataset: its folder name, the per-label
-    results of :func:`~nnunet_gsd.training.calibration.estimate_class_offsets` and the label names (a one-line
-    :class:`UserError` when the dataset, plans or configuration is missing or the labels are regions)."""
+    results of :func:`~nnunet_gsd.training.calibration.estimate_class_offsets` (``min_cases`` and ``rings``
+    passed on; None: the trainer's) and the label names (a one-line :class:`UserError` when the dataset, plans
+    or configuration is missing or the labels are regions)."""
     from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -64,7 +66,7 @@ def dataset_offsets(dataset: str, configuration: str = "2d", plans_id: str = "nn
     identifiers = dataset_class.get_identifiers(str(folder))
     classes = estimate_class_offsets(dataset_class(str(folder), identifiers), identifiers, labels,
                                      [float(s) for s in config.spacing],
-                                     min_cases=MIN_CASES if min_cases is None else min_cases)
+                                     min_cases=MIN_CASES if min_cases is None else min_cases, rings=rings)
     names = {int(v): k for k, v in dataset_json["labels"].items() if isinstance(v, int)}
     return base.name, classes, names
 

@@ -36,7 +36,7 @@ def parse_offset_setting(value: str) -> Optional[int]:
 
 def estimate_class_offsets(dataset, identifiers: Sequence[str], labels: Sequence[int],
                            spacing: Optional[Sequence[float]], seed: int = 0,
-                           min_cases: int = MIN_CASES) -> Dict[int, dict]:
+                           min_cases: int = MIN_CASES, rings: Optional[int] = None) -> Dict[int, dict]:
     """``{label: {"estimate": voxels or None, "offset": int, "abstained": why there is no estimate or None,
     "cases": n, "rings": rings per side, "radius": median equivalent radius, "profile": median ring profile or
     None}}`` over a seeded sample of the cases (the profile's rings as in :func:`ring_profile`).
@@ -46,7 +46,8 @@ def estimate_class_offsets(dataset, identifiers: Sequence[str], labels: Sequence
     and sets each class's ring count from its outlines' median :func:`equivalent_radius`
     (:func:`~nnunet_gsd.method.calibration.ring_count`); the second measures the profiles with it.
     ``min_cases``: outlines needed (:func:`~nnunet_gsd.method.calibration.median_profile`); only surveys of
-    small extracts lower it.
+    small extracts lower it. ``rings``: measure every class with this many rings instead (surveys comparing
+    the fixed-ring rule; training never sets it).
     """
     rng = np.random.default_rng(seed)
     chosen = sorted(identifiers)
@@ -57,7 +58,7 @@ def estimate_class_offsets(dataset, identifiers: Sequence[str], labels: Sequence
         seg = np.asarray(dataset.load_case(identifier)[1])[0]
         for c in labels:
             radii[c] += [equivalent_radius(seg[plane] == c, spacing) for plane in _planes(seg, c, len(spacing))]
-    rings = {c: ring_count(radii[c]) for c in labels}
+    rings = {c: ring_count(radii[c]) if rings is None else int(rings) for c in labels}
     profiles: Dict[int, List] = {c: [] for c in labels}
     for identifier in tqdm(chosen, desc="GSD: boundary calibration", unit="case"):
         data, seg = dataset.load_case(identifier)[:2]
@@ -74,7 +75,7 @@ def estimate_class_offsets(dataset, identifiers: Sequence[str], labels: Sequence
         median, why = median_profile(profiles[c], min_cases)
         sizes = [r for r in radii[c] if r > 0]
         out[c] = {"estimate": None if estimate is None else round(estimate, 3),
-                  "offset": calibration_offset(estimate), "abstained": why or None,
+                  "offset": calibration_offset(estimate, rings[c]), "abstained": why or None,
                   "cases": sum(p is not None for p in profiles[c]), "rings": rings[c],
                   "radius": round(float(np.median(sizes)), 2) if sizes else None,
                   "profile": None if median is None else [None if np.isnan(v) else round(float(v), 4) for v in median]}

@@ -85,6 +85,14 @@ def test_calibration_offset_has_a_dead_zone_and_adds_half_a_voxel():
     assert calibration_offset(-4.06) == -4
 
 
+def test_the_dead_zone_grows_with_the_rings():
+    # 1.5 voxels at six rings (or fewer), 1.5 · 12 / 6 = 3 at twelve, 1.5 · 20 / 6 = 5 at twenty
+    assert calibration_offset(-1.6, rings=4) == -1 and calibration_offset(-1.6, rings=6) == -1
+    assert calibration_offset(-2.9, rings=12) == 0 and calibration_offset(-3.1, rings=12) == -3
+    assert calibration_offset(4.9, rings=20) == 0 and calibration_offset(5.1, rings=20) == 6
+    assert calibration_offset(None, rings=20) == 0
+
+
 def test_shift_labels_grows_and_shrinks_by_euclidean_distance():
     y = torch.zeros(1, 9, 9, dtype=torch.long)
     y[0, 4, 4] = 1
@@ -176,7 +184,7 @@ def imaged_disks(true_radius: float, label_radius: float, n: int = 20, size: int
 
 def _auto(cases, rings):
     estimate = estimate_offset([ring_profile(image, label, rings) for image, label in cases])
-    return estimate, calibration_offset(estimate)
+    return estimate, calibration_offset(estimate, rings)
 
 
 def test_rings_scaled_with_the_object_find_a_displacement_six_rings_cannot():
@@ -204,3 +212,11 @@ def test_scaled_rings_leave_a_clean_large_disk_unmoved():
     assert rings > 6
     estimate, offset = _auto(cases, rings)
     assert abs(estimate) < 0.5 and offset == 0
+    # drawn 2 voxels outside a disk of radius 40 (5 % of it, within how experts draw): the edge is found, and
+    # the dead zone of the scaled rings (1.5 · 17 / 6 = 4.25) leaves it; six rings' 1.5 would move it
+    loose = imaged_disks(40, 42)
+    rings = ring_count([equivalent_radius(label) for _, label in loose])
+    assert rings == 17
+    estimate, offset = _auto(loose, rings)
+    assert estimate == pytest.approx(-2, abs=0.5) and offset == 0
+    assert calibration_offset(estimate) in (-1, -2)

@@ -56,6 +56,8 @@ def test_estimate_class_offsets_scales_the_rings_with_the_objects():
     assert large["radius"] == pytest.approx(38, abs=3)             # the labels' radius: 48 ± 8 − 10
     assert large["rings"] > 12 and len(large["profile"]) == 2 * large["rings"]
     assert large["estimate"] == pytest.approx(10, abs=0.7) and large["offset"] in (10, 11)
+    six = estimate_class_offsets(DisksDataset(10, scale=4), ids, [1], [1.0, 1.0], rings=6)[1]
+    assert six["rings"] == 6 and six["offset"] == 0 and six["abstained"].startswith("not one edge")
     clean = estimate_class_offsets(DisksDataset(0, scale=4), ids, [1], [1.0, 1.0])[1]
     assert clean["rings"] > 12 and clean["offset"] == 0
 
