@@ -86,6 +86,12 @@ def label_dice(root: Path, noisy: str, clean: str, label: int, offset: int, conf
     return {"dice_given": round(float(np.mean(given)), 2), "dice_moved": round(float(np.mean(moved)), 2)}
 
 
+def local_paths(text: str) -> str:
+    """``text`` with every absolute path's folders written as PATH/ (an argument ``/a/b/c`` → ``PATH/c``, and
+    so inside a longer argument), so that no machine's layout reaches a results file."""
+    return re.sub(r"(?<![^\s=:])/[^\s:]*/(?=[^/\s]*)", "PATH/", text)
+
+
 def cell(column: str, value) -> str:
     if value is None:
         return "—"
@@ -104,9 +110,11 @@ def main() -> int:
                              "what a small extract says)")
     parser.add_argument("--rings", type=int, help="measure with this fixed number of rings per side (the rule "
                         "before rings scaled with the objects: 6) instead of the trainer's ring_count")
+    parser.add_argument("--built", action="append", default=[], metavar="COMMAND",
+                        help="how the datasets were built (repeatable; recorded in the header, local paths as PATH/)")
     parser.add_argument("--append", action="store_true", help="merge into the --out survey instead of replacing it")
     args = parser.parse_args()
-    command = shlex.join(["python", *[re.sub(r"^/[^:]*/", "PATH/", a) for a in sys.argv]])
+    command = shlex.join(["python", *[local_paths(a) for a in sys.argv]])
     survey: Dict[str, List] = {"commands": [], "rows": []}
     json_file, md_file = Path(f"{args.out}.json"), Path(f"{args.out}.md")
     if args.append and json_file.is_file():
@@ -137,9 +145,13 @@ def main() -> int:
     except UserError as e:
         sys.exit(f"calibration_survey: {e}")
     survey["commands"].append({"command": command, "date": datetime.datetime.now().isoformat(timespec="seconds")})
+    built = survey.setdefault("built", [])
+    built += [b for b in map(local_paths, args.built) if b not in built]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     json_file.write_text(json.dumps(survey, indent=1, ensure_ascii=False) + "\n")
     lines = ["# Boundary calibration survey (`nnunet_gsd boundary-offset`)", ""]
+    if survey.get("built"):
+        lines += ["Datasets built with:", ""] + [f"    {b}" for b in survey["built"]] + ["", "Surveyed with:", ""]
     lines += [f"    {c['command']}    # {c['date']}" for c in survey["commands"]]
     lines += ["", MEANING + ".", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     ordered = sorted(survey["rows"], key=lambda r: (r["dataset"], r["label"], r.get("fixed_rings") is not None))
