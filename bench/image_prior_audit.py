@@ -31,7 +31,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from nnunet_gsd.method.superpixels import slic_superpixels, superpixel_majority  # noqa: E402
+from nnunet_gsd.method.refinement import superpixel_majority  # noqa: E402
+from nnunet_gsd.method.superpixels import slic_superpixels  # noqa: E402
 
 Smoother = Callable[[np.ndarray, np.ndarray], np.ndarray]
 

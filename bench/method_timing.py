@@ -17,7 +17,7 @@ import torch
 from nnunet_gsd.method.calibration import shift_labels
 from nnunet_gsd.method.gda import clipped_boundary_distance, default_threshold
 from nnunet_gsd.method.selection import pick_loss, small_loss_mask
-from nnunet_gsd.method.superpixels import superpixel_argmax
+from nnunet_gsd.method.refinement import superpixel_argmax
 from nnunet_gsd.method.transfer import derangement, mix, transfer_masks
 from nnunet_gsd.method.views import weak_intensity_view
 

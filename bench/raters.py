@@ -180,7 +180,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--id-base", type=int, default=660, help="dataset ids ID..ID+2 (default 660)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the generated set, split and rater draw (default 0)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    ap.add_argument("--work", type=Path, default=None, help="nnU-Net folders and state (default bench/work/raters-SIZE)")
+    ap.add_argument("--work", type=Path, default=None, help="nnU-Net folders, state (default bench/work/raters-SIZE)")
     ap.add_argument("--results", type=Path, default=None, help="results stem (default bench/results/raters)")
     ap.add_argument("--background", action="store_true", help="detach (log in bench/logs/), return at once")
     ap.add_argument("--report-only", action="store_true", help="rewrite the results from the state and exit")

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from nnunet_gsd.method.selection import class_balanced_small_loss_mask, pick_loss, small_loss_mask
-from nnunet_gsd.method.superpixels import (confident_refinement, decode_ids, fuse_probabilities, pixel_argmax,
-                                           superpixel_majority, superpixel_vote)
+from nnunet_gsd.method.refinement import (confident_refinement, fuse_probabilities, pixel_argmax,  # noqa: E402
+                                          superpixel_majority, superpixel_vote)
+from nnunet_gsd.method.superpixels import decode_ids
 
 
 def load(args):

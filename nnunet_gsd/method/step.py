@@ -23,14 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..settings import effective_tau
 from .diagnostics import truth_diagnostics
 from .gda import clipped_boundary_distance, gda_loss, gda_weights
 from .losses import correlation_loss, kt_loss
 from .noise_rate import confident_disagreement, search_loss
-from .selection import class_balanced_small_loss_mask, pick_loss, retention_rate, small_loss_mask
-from .superpixels import (confident_refinement, fuse_probabilities, pixel_argmax, superpixel_majority,
-                          superpixel_vote)
+from .selection import class_balanced_small_loss_mask, pick_loss, small_loss_mask
+from .refinement import (confident_refinement, fuse_probabilities, pixel_argmax, superpixel_majority,
+                         superpixel_vote)
 from .transfer import derangement, mix, prior_logit_shift, transfer_masks
 
 __all__ = ["StepSchedule", "SelectionHalf", "MixedBatch", "StepFigures", "selection_half", "transfer_inputs",
@@ -42,7 +41,8 @@ DiceFn = Callable[..., Tensor]
 
 @dataclass(frozen=True)
 class StepSchedule:
-    """What the current epoch does, from the settings and the epoch (all host values, fixed for an epoch)."""
+    """What the current epoch does (all host values, fixed for an epoch). Fields named like a setting hold that
+    setting's value (:func:`nnunet_gsd.training.schedule.step_schedule` builds it), the others the epoch's."""
 
     keep: float              # R(e), the fraction of pixels kept as clean (Eq. 6)
     epoch: int
@@ -59,20 +59,6 @@ class StepSchedule:
     use_kt: bool             # Knowledge Transfer this epoch (after its own warm-up)
     kt_prior_correction: bool  # L_KT sees the logits shifted by log(π_mix / π) (ours, transfer.prior_logit_shift)
     rho: float               # ρ of the KT masks
-
-    @classmethod
-    def of(cls, settings, epoch: int, num_epochs: int, threshold: float, warmup_epochs: int,
-           kt_warmup_epochs: int) -> StepSchedule:
-        """The schedule of ``epoch`` under ``settings`` (a :class:`~nnunet_gsd.settings.GSDSettings`): SGLR after
-        ``warmup_epochs``, KT after ``kt_warmup_epochs``."""
-        after_warmup = epoch >= warmup_epochs
-        return cls(keep=retention_rate(epoch, num_epochs, effective_tau(settings), settings.ramp_fraction),
-                   epoch=epoch, num_epochs=num_epochs, threshold=threshold, use_gda=settings.use_gda,
-                   gda_dice=settings.gda_dice, lam=settings.lam, selection=settings.selection,
-                   refinement=settings.refinement if after_warmup else "none",
-                   refine_confidence=settings.refine_confidence, refine_majority=settings.refine_majority,
-                   ignore_unrefined=settings.ignore_unrefined, use_kt=epoch >= kt_warmup_epochs and settings.use_kt,
-                   kt_prior_correction=settings.kt_prior_correction, rho=settings.rho)
 
 
 @dataclass

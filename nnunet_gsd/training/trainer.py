@@ -40,6 +40,7 @@ from nnunet_gsd.training.calibration import run_boundary_offsets
 from nnunet_gsd.training.data import (AuxChannelDataset, TargetLayout, build_clean_label_cache,
                                       build_superpixel_cache, has_clean_labels, with_aux_spatial_transform)
 from nnunet_gsd.training.plots import plot_gsd_progress
+from nnunet_gsd.training.schedule import step_schedule
 from nnunet_gsd.training.profiling import PhaseTimer
 from nnunet_gsd.training.raters import (RaterDataset, RaterPlan, build_rater_cache, check_soft_labels,
                                         majority_label, plan_raters, rater_cache_folder, rater_fraction_map)
@@ -287,7 +288,7 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         return dict(zip(figures.keys(), values))
 
     def _schedule(self) -> StepSchedule:
-        return StepSchedule.of(self.gsd, self.current_epoch, self.num_epochs, self._threshold, self._warmup_epochs,
+        return step_schedule(self.gsd, self.current_epoch, self.num_epochs, self._threshold, self._warmup_epochs,
                                self._kt_warmup_epochs)
 
     @property

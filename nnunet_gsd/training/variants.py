@@ -11,26 +11,26 @@ from nnunetv2.training.nnUNetTrainer.variants.loss.nnUNetTrainerCELoss import nn
 from nnunetv2.training.nnUNetTrainer.variants.network_architecture.nnUNetTrainerNoDeepSupervision import \
     nnUNetTrainerNoDeepSupervision
 
+from nnunet_gsd.settings import paper_attributes
 from nnunet_gsd.training.calibration import calibrated_targets, run_boundary_offsets
 from nnunet_gsd.training.raters import RaterTrainerMixin
 from nnunet_gsd.training.settings_mixin import SettingsMixin
 from nnunet_gsd.training.trainer import nnUNetTrainerGSD
 
 
+def with_paper_settings(cls: type) -> type:
+    """``cls`` with every method setting at the paper's value (``Setting.paper``, :func:`paper_attributes`)."""
+    for attribute, value in paper_attributes().items():
+        setattr(cls, attribute, value)
+    return cls
+
+
+@with_paper_settings
 class nnUNetTrainerGSDFaithful(nnUNetTrainerGSD):
-    """GSD-Net exactly as the paper states it: L_GDA without a Dice term, selection pooled over the batch
-    (Eq. 5), every rejected pixel refined by the superpixel vote (Eq. 14), Knowledge Transfer, the given τ or the
-    paper's 0.05."""
-    gsd_gda_dice = False
-    gsd_selection = "pooled"
-    gsd_refine_confidence = 0.0
-    gsd_refine_majority = False
-    gsd_ignore_unrefined = False
-    gsd_fallback_tau = 0.05
-    gsd_use_gda = True
-    gsd_use_kt = True
-    gsd_deep_supervision = False
-    gsd_boundary_offset = "off"
+    """GSD-Net exactly as the paper states it: every setting at its paper value (the settings table's ``paper``
+    column, docs/decisions.md §12) — L_GDA without a Dice term, selection pooled over the batch (Eq. 5), every
+    rejected pixel refined by the superpixel vote (Eq. 14), GDA weights, Knowledge Transfer, the given τ or the
+    paper's 0.05, no deep supervision, no boundary calibration."""
 
 
 # --- ablation family (paper Table 7), on the paper's rules --------------------------------------------

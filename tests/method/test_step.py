@@ -212,20 +212,6 @@ def test_deep_supervision_step_two_part_backward_equals_single_backward():
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
 
-def test_schedule_starts_kt_and_sglr_at_their_own_epochs():
-    """KT from epoch 0 (gsd_kt_warmup_fraction = 0), SGLR after 3 of 10 warm-up epochs; the paper's schedule starts
-    both at 3."""
-    from nnunet_gsd.settings import GSDSettings
-    settings = GSDSettings.from_values(tau=0.1, use_kt=True)
-    at = {e: StepSchedule.of(settings, e, 10, 2.0, warmup_epochs=3, kt_warmup_epochs=0) for e in (0, 2, 3)}
-    assert [at[e].use_kt for e in (0, 2, 3)] == [True, True, True]
-    assert [at[e].refinement for e in (0, 2, 3)] == ["none", "none", "superpixel"]
-    paper = {e: StepSchedule.of(settings, e, 10, 2.0, warmup_epochs=3, kt_warmup_epochs=3) for e in (2, 3)}
-    assert (paper[2].use_kt, paper[3].use_kt) == (False, True)
-    no_kt = GSDSettings.from_values(use_kt=False)
-    assert not StepSchedule.of(no_kt, 5, 10, 2.0, warmup_epochs=3, kt_warmup_epochs=0).use_kt
-
-
 def test_prior_correction_shifts_the_logits_l_kt_sees():
     """With the correction on, L_KT is kt_loss on logits + log(π_mix/π); L_cor and the mixes are unchanged."""
     x, y, ids = batch(4, (16, 16), 2)

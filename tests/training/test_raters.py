@@ -23,6 +23,7 @@ from nnunet_gsd.errors import UserError
 from nnunet_gsd.method.soft_labels import rater_fractions
 from nnunet_gsd.method.step import StepSchedule, deep_supervision_loss, selection_half
 from nnunet_gsd.settings import GSDSettings
+from nnunet_gsd.training.schedule import step_schedule
 from nnunet_gsd.training.data import TargetLayout
 from nnunet_gsd.training.raters import (RaterDataset, SoftRaterLoss, build_rater_cache, deep_supervision_shapes,
                                         majority_label, plan_raters, rater_fraction_map, soft_target_pyramid)
@@ -334,7 +335,7 @@ def test_stock_soft_trainer_learns_area_averaged_fractions_at_every_output(raw_r
 
 # ------------------------------------------------------------------ GSD on soft labels
 def schedule(keep: float = 1.0, refinement: str = "none", selection: str = "per_class") -> StepSchedule:
-    s = StepSchedule.of(GSDSettings.from_values(tau=1 - keep, ramp_fraction=0.01), 5, 10, 2.0, 0, 0)
+    s = step_schedule(GSDSettings.from_values(tau=1 - keep, ramp_fraction=0.01), 5, 10, 2.0, 0, 0)
     return replace(s, refinement=refinement, selection=selection)
 
 

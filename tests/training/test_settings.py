@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from nnunet_gsd.errors import UserError
-from nnunet_gsd.settings import (ALLOW_CHANGE_VARIABLE, ENVIRONMENT_VARIABLES, SETTINGS, GSDSettings, check_resume,
-                                 read_record, resolve_settings, trainer_class_attributes, unused_dataset_values,
-                                 write_record)
+from nnunet_gsd.settings import (ALLOW_CHANGE_VARIABLE, AS_DEFAULT, ENVIRONMENT_VARIABLES, SETTINGS, GSDSettings,
+                                 check_resume, read_record, resolve_settings, trainer_class_attributes,
+                                 unused_dataset_values, write_record)
 
 PRE = "/data/nnUNet_preprocessed/Dataset001_X/dataset.json"
 RAW = "/data/nnUNet_raw/Dataset001_X/dataset.json"
@@ -334,3 +334,48 @@ def test_the_faithful_variant_starts_kt_with_sglr():
     from nnunet_gsd.training.variants import nnUNetTrainerGSDFaithful
     s = resolve_settings(trainer_class_attributes(nnUNetTrainerGSDFaithful), {}, {}, PRE, RAW)
     assert (s.warmup_fraction, s.kt_warmup_fraction, s.use_kt, s.kt_prior_correction) == (0.3, 0.3, True, False)
+
+
+def _as_written(value) -> str:
+    """A setting value as the README and docs/decisions.md write it."""
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    return str(value) if isinstance(value, bool) else f"{value:g}"
+
+
+def test_the_faithful_variant_trains_every_method_setting_at_the_paper_value():
+    from nnunet_gsd.training.variants import nnUNetTrainerGSDFaithful
+    s = resolve_settings(trainer_class_attributes(nnUNetTrainerGSDFaithful), {}, {}, PRE, RAW)
+    method = [x for x in SETTINGS if x.group == "method"]
+    assert {x.name: s.values[x.name] for x in method} == {x.name: x.paper_value for x in method}
+    defaults = resolve_settings({}, {}, {}, PRE, RAW)
+    assert {x.name for x in method if s.values[x.name] != defaults.values[x.name]} == {
+        "fallback_tau", "use_gda", "use_kt", "gda_dice", "selection", "refine_majority", "ignore_unrefined",
+        "deep_supervision", "boundary_offset"}
+
+
+def _table_rows(text: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("| `gsd_")]
+
+
+def test_readme_and_decisions_give_the_paper_value_of_the_settings_table():
+    """README: "(Faithful: X)" in the default column exactly where the paper's value departs from the default;
+    docs/decisions.md §12: one row per such setting, its paper column starting with that value."""
+    root = Path(__file__).resolve().parents[2]
+    departs = {x.attribute: x.paper for x in SETTINGS if x.group == "method" and x.paper is not AS_DEFAULT}
+    by_attribute = {x.attribute: x for x in SETTINGS}
+    noted = {}
+    for cells in _table_rows((root / "README.md").read_text()):
+        attributes = re.findall(r"`(gsd_\w+)`", cells[0])
+        faithful = re.search(r"\(Faithful: (.+?)\)", cells[2])
+        if faithful:
+            assert len(attributes) == 1, f"README row {cells[0]}: one setting per row with a Faithful value"
+            noted[attributes[0]] = faithful.group(1)
+    assert noted == {a: _as_written(v) for a, v in departs.items()}
+    decisions = (root / "docs" / "decisions.md").read_text()
+    section = decisions[decisions.index("## 12."):decisions.index("## 13.")]
+    rows = {re.search(r"`(gsd_\w+)`", cells[0]).group(1): cells[2] for cells in _table_rows(section)}
+    assert set(departs) <= set(rows)
+    for attribute, paper_column in rows.items():
+        assert paper_column.startswith(_as_written(by_attribute[attribute].paper_value)), attribute
