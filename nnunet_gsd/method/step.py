@@ -33,7 +33,8 @@ from .refinement import (confident_refinement, fuse_probabilities, pixel_argmax,
 from .transfer import derangement, mix, prior_logit_shift, transfer_masks
 
 __all__ = ["StepSchedule", "SelectionHalf", "MixedBatch", "StepFigures", "selection_half", "transfer_inputs",
-           "transfer_losses", "split_scales", "deep_supervision_weights", "deep_supervision_loss", "step_figures"]
+           "transfer_losses", "select_clean", "distance_weights", "clean_set_dice", "refine",
+           "split_scales", "deep_supervision_weights", "deep_supervision_loss", "step_figures"]
 
 #: ``dice(logits, target[:, None], loss_mask=None)`` → negative soft Dice (nnU-Net's MemoryEfficientSoftDiceLoss)
 DiceFn = Callable[..., Tensor]
@@ -84,57 +85,82 @@ class SelectionHalf:
         return self.refined if self.soft_target is None else self.soft_target
 
 
-def selection_half(logits1: Tensor, logits2: Tensor, noisy: Tensor, superpixel_ids: Optional[Tensor],
+def select_clean(pick: Tensor, labels: Tensor, schedule: StepSchedule, num_classes: int) -> Tensor:
+    """D_clean (Eq. 5): the R(e) share of pixels with the smallest L_pick — ranked over the whole batch (the paper,
+    ``"pooled"``) or, ours, within each nGT class (``"per_class"``, docs/decisions.md §3). Bool ``(B, *spatial)``."""
+    if schedule.selection == "per_class":
+        return class_balanced_small_loss_mask(pick, labels, schedule.keep, num_classes)
+    return small_loss_mask(pick, schedule.keep)
+
+
+def distance_weights(labels: Tensor, schedule: StepSchedule, like: Tensor) -> Tensor:
+    """W(e) (Eq. 7–9) from each pixel's clipped distance to nGT's boundary; W ≡ 1 with GDA off (our default,
+    docs/decisions.md §4). Float, shaped like ``like``."""
+    if not schedule.use_gda:
+        return torch.ones_like(like)
+    return gda_weights(clipped_boundary_distance(labels, schedule.threshold), schedule.epoch, schedule.num_epochs,
+                       schedule.threshold)
+
+
+def clean_set_dice(logits1: Tensor, logits2: Tensor, target: Tensor, clean_mask: Tensor, dice: DiceFn) -> Tensor:
+    """Ours, added to L_GDA (the paper's Eq. 10 is CE + KL only): nnU-Net's soft Dice of both networks on D_clean.
+    ``target`` is nGT ``(B, 1, *spatial)`` or soft rater labels ``(B, C, *spatial)``."""
+    mask = clean_mask[:, None].to(logits1.dtype)
+    return dice(logits1, target, loss_mask=mask) + dice(logits2, target, loss_mask=mask)
+
+
+def refine(logits1: Tensor, logits2: Tensor, labels: Tensor, clean_mask: Tensor, superpixel_ids: Optional[Tensor],
+           schedule: StepSchedule, alpha: Optional[Tensor] = None) -> Tensor:
+    """The refined labels y (Eq. 11–14): D_clean keeps nGT; every rejected pixel takes the vote of the fused
+    probabilities (Eq. 11) over its superpixel (SGLR, Eq. 12–14) or its own argmax (LR). Our gates, off in the
+    paper: the vote's mean probability must reach κ (``refine_confidence``), and with SGLR the vote must also be
+    the superpixel's majority nGT label (``refine_majority``). ``alpha`` is Eq. 11's fusion weight (uniform when
+    None). Long ``(B, *spatial)``; no gradient."""
+    if alpha is None:
+        alpha = torch.rand((), device=logits1.device)
+    fused = fuse_probabilities(logits1.detach(), logits2.detach(), alpha)
+    if schedule.refinement == "superpixel":
+        proposal, confidence = superpixel_vote(fused, superpixel_ids)
+    else:
+        proposal = pixel_argmax(fused)
+        confidence = fused.gather(1, proposal[:, None])[:, 0]
+    gate = None
+    if schedule.refine_majority and schedule.refinement == "superpixel":
+        gate = proposal == superpixel_majority(labels, superpixel_ids, logits1.shape[1])
+    return confident_refinement(labels, clean_mask, proposal, confidence, schedule.refine_confidence, gate)
+
+
+def selection_half(logits1: Tensor, logits2: Tensor, labels: Tensor, superpixel_ids: Optional[Tensor],
                    schedule: StepSchedule, dice: DiceFn, alpha: Optional[Tensor] = None,
                    soft: Optional[Tensor] = None) -> SelectionHalf:
-    """L_pick → D_clean → W → L_GDA → refined labels (Eq. 1–14).
+    """Algorithm 1's first half: L_pick → D_clean → W → L_GDA → refined labels (Eq. 1–14).
 
     Args:
         logits1, logits2: ``(B, C, *spatial)`` float logits of f1(x) and f2(x').
-        noisy: ``(B, *spatial)`` long nGT.
+        labels: ``(B, *spatial)`` long nGT: the training labels as the step sees them (after boundary calibration).
         superpixel_ids: ``(B, *spatial)`` long ids (needed for ``refinement == "superpixel"``).
         schedule: the epoch's :class:`StepSchedule`.
         dice: nnU-Net's soft Dice loss (used by the Dice term of L_GDA and the unmixed L_KT form).
         alpha: fusion weight α of Eq. 11 (a 0-d tensor); drawn uniformly when None.
-        soft: ``(B, C, *spatial)`` soft rater labels (the fraction of raters per class), with ``noisy`` their
+        soft: ``(B, C, *spatial)`` soft rater labels (the fraction of raters per class), with ``labels`` their
             majority; None: one label per pixel. L_pick's CE terms — so the ranking — and L_GDA (its Dice too)
-            learn the fractions; the ranking groups, GDA, refinement and KT use ``noisy`` (docs/decisions.md §14).
+            learn the fractions; the ranking groups, GDA, refinement and KT use ``labels`` (docs/decisions.md §14).
     """
     num_classes = logits1.shape[1]
-    pick = pick_loss(logits1, logits2, noisy if soft is None else soft, schedule.lam)
-    if schedule.selection == "per_class":
-        clean_mask = class_balanced_small_loss_mask(pick.detach(), noisy, schedule.keep, num_classes)
-    else:
-        clean_mask = small_loss_mask(pick.detach(), schedule.keep)
-    if schedule.use_gda:
-        weights = gda_weights(clipped_boundary_distance(noisy, schedule.threshold), schedule.epoch,
-                              schedule.num_epochs, schedule.threshold)
-    else:
-        weights = torch.ones_like(pick)
-    loss_gda = gda_loss(pick, clean_mask, weights)
+    pick = pick_loss(logits1, logits2, labels if soft is None else soft, schedule.lam)      # Eq. 1–4
+    clean_mask = select_clean(pick.detach(), labels, schedule, num_classes)                # Eq. 5–6
+    weights = distance_weights(labels, schedule, pick)                                     # Eq. 7–9
+    loss_gda = gda_loss(pick, clean_mask, weights)                                         # Eq. 10
     if schedule.gda_dice:
-        mask = clean_mask[:, None].to(logits1.dtype)
-        dice_target = noisy[:, None] if soft is None else soft
-        loss_gda = loss_gda + dice(logits1, dice_target, loss_mask=mask) + dice(logits2, dice_target, loss_mask=mask)
-    refined = noisy
+        loss_gda = loss_gda + clean_set_dice(logits1, logits2, labels[:, None] if soft is None else soft, clean_mask,
+                                             dice)
     with torch.no_grad():
-        disagreement = confident_disagreement(logits1.detach(), logits2.detach(), noisy)
+        disagreement = confident_disagreement(logits1.detach(), logits2.detach(), labels)
         # R(e) = 1 (τ = 0, or the ramp's first epoch) rejects no pixel: nothing to refine, so no vote to compute
-        if schedule.refinement != "none" and schedule.keep < 1.0:
-            if alpha is None:
-                alpha = torch.rand((), device=logits1.device)
-            fused = fuse_probabilities(logits1.detach(), logits2.detach(), alpha)
-            if schedule.refinement == "superpixel":
-                proposal, confidence = superpixel_vote(fused, superpixel_ids)
-            else:
-                proposal = pixel_argmax(fused)
-                confidence = fused.gather(1, proposal[:, None])[:, 0]
-            gate = None
-            if schedule.refine_majority and schedule.refinement == "superpixel":
-                gate = proposal == superpixel_majority(noisy, superpixel_ids, num_classes)
-            refined = confident_refinement(noisy, clean_mask, proposal, confidence, schedule.refine_confidence,
-                                           gate)
-    changed = refined != noisy
+        refining = schedule.refinement != "none" and schedule.keep < 1.0
+        refined = (refine(logits1, logits2, labels, clean_mask, superpixel_ids, schedule, alpha) if refining
+                   else labels)                                                            # Eq. 11–14
+    changed = refined != labels
     supervised = clean_mask | changed
     trusted = supervised if schedule.ignore_unrefined else None
     soft_target = None
@@ -280,18 +306,18 @@ class StepFigures:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
 
 
-def step_figures(half: SelectionHalf, loss_kt: Tensor, loss_cor: Tensor, loss_ds: Tensor, noisy: Tensor,
-                 clean: Optional[Tensor] = None, annotated: Optional[Tensor] = None,
+def step_figures(half: SelectionHalf, loss_kt: Tensor, loss_cor: Tensor, loss_ds: Tensor, loss_total: Tensor,
+                 calibrated: Tensor, clean: Optional[Tensor] = None, annotated: Optional[Tensor] = None,
                  logits: Optional[tuple[Tensor, Tensor]] = None) -> StepFigures:
-    """The step's figures; ``noisy`` are the labels the step selected from (after boundary calibration),
-    ``annotated`` the labels before it (None: the same), ``loss_kt``/``loss_cor`` the transfer half's (zero
-    without KT), ``loss_ds`` the deep supervision of both halves (zero without it), ``clean`` adds the truth
-    diagnostics, ``logits`` (f1(x), f2(x')) the τ-search loss."""
-    truth = (truth_diagnostics(noisy, clean, half.clean_mask, half.refined, annotated) if clean is not None
+    """The step's figures. ``loss_total`` is what the step backpropagated (L_total, Eq. 19, plus deep supervision),
+    logged as it is; ``loss_kt``/``loss_cor`` are the transfer half's (zero without KT), ``loss_ds`` the deep
+    supervision of both halves (zero without it). ``calibrated`` are the labels the step selected from (the
+    annotations after boundary calibration), ``annotated`` the labels before it (None: the same); ``clean`` adds
+    the truth diagnostics, ``logits`` (f1(x), f2(x')) the τ-search loss."""
+    truth = (truth_diagnostics(calibrated, clean, half.clean_mask, half.refined, annotated) if clean is not None
              else {})
-    search = search_loss(logits[0].detach(), logits[1].detach(), noisy, half.clean_mask) if logits else None
-    loss_kt = half.loss_kt_unmixed + loss_kt
-    return StepFigures(loss=half.loss_gda + loss_kt + loss_cor + loss_ds, loss_gda=half.loss_gda, loss_kt=loss_kt,
+    search = search_loss(logits[0].detach(), logits[1].detach(), calibrated, half.clean_mask) if logits else None
+    return StepFigures(loss=loss_total, loss_gda=half.loss_gda, loss_kt=half.loss_kt_unmixed + loss_kt,
                        loss_cor=loss_cor, loss_ds=loss_ds, mean_weight=half.weights.mean(),
                        kept_fraction=half.clean_mask.float().mean(), refined_fraction=half.refined_fraction,
                        disagreement=half.disagreement, search_loss=search, **truth)

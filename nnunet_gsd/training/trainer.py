@@ -244,14 +244,14 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
             data = batch["data"].to(self.device, non_blocking=True)
             target = batch["target"].to(self.device, non_blocking=True)
         with timer.phase("inputs"):  # x', the calibrated labels and the superpixel ids: the method's, not transfer
-            noisy, view = target[:, 0].long(), weak_intensity_view(data)
+            annotated, view = target[:, 0].long(), weak_intensity_view(data)
             soft = None
             if self.layout.num_raters:  # soft rater labels: their fractions, and the majority as nGT
                 soft = rater_fraction_map(target[:, self.layout.rater_channels],
                                           self.label_manager.num_segmentation_heads)
-                noisy = majority_label(soft)
-            labels = (shift_labels(noisy, self._offsets, self.configuration_manager.spacing) if any(self._offsets)
-                      else noisy)
+                annotated = majority_label(soft)
+            calibrated = (shift_labels(annotated, self._offsets, self.configuration_manager.spacing)
+                          if any(self._offsets) else annotated)
             ids = decode_ids(target[:, self.layout.superpixel_channels]) if self.layout.has_superpixels else None
         self.optimizer.zero_grad(set_to_none=True)
         with self.network.no_sync() if (self.is_ddp and schedule.use_kt) else dummy_context():
@@ -259,12 +259,13 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
                 with timer.phase("passes_1_2"):
                     (logits1, low1), (logits2, low2) = map(split_scales, self.network(data, view))
                 with timer.phase("selection"):  # per-pixel terms in float32: fp16 CE/KL lose the small losses
-                    half = selection_half(logits1.float(), logits2.float(), labels, ids, schedule, self._dice,
+                    half = selection_half(logits1.float(), logits2.float(), calibrated, ids, schedule, self._dice,
                                           soft=soft)
                     loss_ds = deep_supervision_loss(low1, low2, half.target, half.weights, half.supervised, self._dice)
+                    loss_first = half.loss + loss_ds
             with timer.phase("backward_1_2"):
-                self._backward(half.loss + loss_ds)
-        loss_kt = loss_cor = mixed_ds = half.loss.new_zeros(())
+                self._backward(loss_first)
+        loss_kt = loss_cor = mixed_ds = loss_second = half.loss.new_zeros(())
         if schedule.use_kt:
             with self._autocast():
                 with timer.phase("kt_mixing"):
@@ -276,13 +277,15 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
                     loss_kt, loss_cor = transfer_losses(mixed1.float(), mixed2.float(), mixed, self._dice)
                     mixed_ds = deep_supervision_loss([mixed.adjust(x) for x in low1], [mixed.adjust(x) for x in low2],
                                                      mixed.labels, mixed.weights, mixed.trusted, self._dice)
+                    loss_second = loss_kt + loss_cor + mixed_ds
             with timer.phase("backward_3_4"):
-                self._backward(loss_kt + loss_cor + mixed_ds)
+                self._backward(loss_second)
         with timer.phase("optimizer"):
             self._optimizer_step()
         clean = target[:, self.layout.clean_channel].long() if self.layout.has_clean else None
-        figures = step_figures(half, loss_kt, loss_cor, loss_ds + mixed_ds, labels, clean, noisy,
-                               (logits1.float(), logits2.float()) if self.gsd.log_search_loss else None).values()
+        figures = step_figures(half, loss_kt, loss_cor, loss_ds + mixed_ds, loss_first + loss_second, calibrated, clean,
+                               annotated, (logits1.float(), logits2.float()) if self.gsd.log_search_loss else None
+                               ).values()
         # one device→host transfer per step, as in nnU-Net's own train_step
         values = torch.stack([v.detach().float() for v in figures.values()]).cpu().numpy()
         return dict(zip(figures.keys(), values))

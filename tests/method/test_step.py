@@ -59,7 +59,8 @@ def full_step(f1, f2, x, y, ids, sched, alpha=0.5, seed=0):
     if sched.use_kt:
         mixed = transfer_inputs(x, view, half, l1.shape[1], sched.rho, generator=gen)
         kt, cor = transfer_losses(f1(mixed.data), f2(mixed.view), mixed, dice)
-    return half, kt, cor, step_figures(half, kt, cor, kt.new_zeros(()), y, clean=y, logits=(l1, l2))
+    return half, kt, cor, step_figures(half, kt, cor, kt.new_zeros(()), half.loss + kt + cor, y, clean=y,
+                                       logits=(l1, l2))
 
 
 @pytest.mark.parametrize("after_warmup,refinement,use_kt", [
@@ -252,3 +253,27 @@ def test_keep_one_needs_no_superpixels_and_changes_no_loss(refinement):
     expected = (without.loss_gda + kt_loss(f1(x), y, without.weights, dice, without.trusted)
                 + kt_loss(f2(x * 1.1), y, without.weights, dice, without.trusted))
     assert without.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_the_paper_steps_by_hand():
+    """select_clean, distance_weights and refine on a 1×4 row: the paper's rules and our additions apart."""
+    from nnunet_gsd.method.step import distance_weights, refine, select_clean
+    labels = torch.tensor([[0, 0, 1, 1]])
+    pick = torch.tensor([[0.1, 0.9, 0.2, 0.3]])
+    paper = schedule(True, refinement="pixel", use_kt=False, keep=0.5, selection="pooled", use_gda=False,
+                     refine_majority=False, refine_confidence=0.0)
+    # Eq. 5 over the batch: the two smallest L_pick (pixels 0 and 2); per class (ours): the smaller of each class
+    assert select_clean(pick, labels, paper, 2).tolist() == [[True, False, True, False]]
+    ours = dataclasses.replace(paper, selection="per_class")
+    assert select_clean(pick, labels, ours, 2).tolist() == [[True, False, True, False]]
+    pick_fg = torch.tensor([[0.1, 0.2, 0.3, 0.9]])
+    assert select_clean(pick_fg, labels, paper, 2).tolist() == [[True, True, False, False]]
+    assert select_clean(pick_fg, labels, ours, 2).tolist() == [[True, False, True, False]]
+    assert torch.equal(distance_weights(labels, paper, pick), torch.ones(1, 4))   # GDA off: W ≡ 1
+    # LR (Eq. 14 per pixel): rejected pixels 1 and 3 take the fused argmax; D_clean keeps nGT
+    logits = torch.tensor([[[0.0, 0.0, 5.0, 0.0], [1.0, 3.0, 0.0, -2.0]]])     # argmax 1, 1, 0, 0
+    clean = torch.tensor([[True, False, True, False]])
+    assert refine(logits, logits, labels, clean, None, paper, torch.tensor(0.5)).tolist() == [[0, 1, 1, 0]]
+    # κ (ours): pixel 3's vote has p = 1/(1 + e^-2) ≈ 0.88 and pixel 1's ≈ 0.95; κ = 0.9 keeps pixel 3's nGT
+    gated = dataclasses.replace(paper, refine_confidence=0.9)
+    assert refine(logits, logits, labels, clean, None, gated, torch.tensor(0.5)).tolist() == [[0, 1, 1, 1]]

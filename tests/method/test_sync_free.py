@@ -47,7 +47,8 @@ def _step(device: torch.device, spatial, num_classes: int) -> None:
         ds = (step.deep_supervision_loss(low, low, half.refined, half.weights, half.supervised, DICE)
               + step.deep_supervision_loss([mixed.adjust(t) for t in low], low, mixed.labels, mixed.weights,
                                            mixed.trusted, DICE))
-        figures = step.step_figures(half, kt, cor, ds, y, clean=y, annotated=annotated, logits=(l1, l2)).values()
+        figures = step.step_figures(half, kt, cor, ds, half.loss + kt + cor + ds, y, clean=y, annotated=annotated,
+                                    logits=(l1, l2)).values()
         total = torch.stack(list(figures.values())).sum()
         assert total.shape == () and mixed.data.shape == x.shape and mixed.view.shape == x.shape
 
