@@ -314,12 +314,10 @@ def convert(discovery: Discovery, opts: ConvertOptions) -> Path:
         folds = _write_folds(tmp, train, opts.seed)
         if folds:
             prov.folds = folds
-        dataset_json = {
-            "name": spec.name, "description": spec.description, "reference": spec.reference,
-            "licence": spec.licence, "channel_names": spec.channel_names, "labels": spec.labels,
-            "numTraining": len(train), "file_ending": spec.file_ending, "gsd": prov.to_dict(),
-        }
-        (tmp / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+        from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+        generate_dataset_json(str(tmp), dict(spec.channel_names), dict(spec.labels), len(train), spec.file_ending,
+                              dataset_name=spec.name, description=spec.description, reference=spec.reference,
+                              license=spec.licence, converted_by="nnunet_gsd convert", gsd=prov.to_dict())
         if opts.preview:
             from .preview import write_preview
             write_preview(tmp, tmp / "gsd_preview.png", n_cases=4, seed=opts.seed)

@@ -102,11 +102,12 @@ def make_clean_copy(noisy: Path, dataset_id: int) -> Path:
     for sub in ("imagesTr", "imagesTs", "labelsTs"):
         shutil.copytree(noisy / sub, tmp / sub)
     shutil.copytree(noisy / "labelsTr_clean", tmp / "labelsTr")
-    content = json.loads((noisy / "dataset.json").read_text())
-    content["name"] = clean.name.split("_", 1)[1]
-    content.pop("gsd", None)
-    content["description"] = f"{noisy.name} with its clean training labels (nnunet_gsd demo)"
-    (tmp / "dataset.json").write_text(json.dumps(content, indent=2))
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+    source = json.loads((noisy / "dataset.json").read_text())
+    generate_dataset_json(str(tmp), source["channel_names"], source["labels"], source["numTraining"],
+                          source["file_ending"], dataset_name=clean.name.split("_", 1)[1],
+                          description=f"{noisy.name} with its clean training labels (nnunet_gsd demo)",
+                          license=source.get("licence", "see the source dataset"), converted_by="nnunet_gsd demo")
     os.replace(tmp, clean)
     return clean
 

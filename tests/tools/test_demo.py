@@ -20,7 +20,9 @@ def make_raw(work: Path, dataset_id: int) -> Path:
         (raw / sub).mkdir(parents=True)
     (raw / "labelsTr" / "a.png").write_bytes(b"noisy")
     (raw / "labelsTr_clean" / "a.png").write_bytes(b"clean")
-    (raw / "dataset.json").write_text(json.dumps({"name": "Synthetic", "gsd": {"tau": 0.1}, "file_ending": ".png"}))
+    (raw / "dataset.json").write_text(json.dumps({"name": "Synthetic", "gsd": {"tau": 0.1}, "file_ending": ".png",
+                                                    "channel_names": {"0": "R"}, "labels": {"background": 0, "x": 1},
+                                                    "numTraining": 1}))
     return raw
 
 
@@ -41,6 +43,8 @@ def test_clean_copy_takes_the_clean_training_labels(tmp_path: Path):
     assert (clean / "labelsTr" / "a.png").read_bytes() == b"clean"
     content = json.loads((clean / "dataset.json").read_text())
     assert content["name"] == "SyntheticClean" and "gsd" not in content
+    assert (content["channel_names"], content["labels"], content["numTraining"]) == (
+        {"0": "R"}, {"background": 0, "x": 1}, 1)
     assert not list(tmp_path.glob("nnUNet_raw/.*partial*"))
 
 
