@@ -27,6 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from tqdm import tqdm
@@ -352,35 +353,47 @@ class AuxChannelDataset(CaseWrapper):
         return data, np.concatenate([np.asarray(c, dtype=np.int16) for c in channels]), seg_prev, properties
 
 
-class AuxAwareSpatialTransform(SpatialTransform):
-    """nnU-Net's spatial transform; the superpixel channels are resampled nearest-neighbour.
+class AuxAwareSpatialTransform(BasicTransform):
+    """nnU-Net's spatial transform, with the superpixel channels resampled nearest-neighbour.
 
     Label channels keep nnU-Net's own label resampling. Superpixel ids are identities, not classes:
     interpolating them would invent ids, and nnU-Net's label path costs time per distinct value
     (thousands of ids). Nearest-neighbour sampling gives every output pixel the id of the input pixel
-    it came from, in both id channels at once.
+    it came from, in both id channels at once. Built around nnU-Net's configured transform (``spatial``)
+    and a copy of it set to nearest-neighbour, both drawing the same parameters, so every augmentation
+    setting nnU-Net chose is kept as it is.
     """
 
-    num_label_channels: int
-    num_channels: int
+    def __init__(self, spatial: SpatialTransform, layout: TargetLayout):
+        super().__init__()
+        self.spatial = spatial
+        self.nearest = copy.copy(spatial)
+        self.nearest.mode_seg = "nearest"
+        self.num_label_channels = layout.num_label_channels
+        self.num_channels = layout.num_channels
 
-    @classmethod
-    def wrap(cls, transform: SpatialTransform, layout: TargetLayout) -> AuxAwareSpatialTransform:
-        wrapped = copy.copy(transform)
-        wrapped.__class__ = cls
-        wrapped.num_label_channels = layout.num_label_channels
-        wrapped.num_channels = layout.num_channels
-        wrapped._nearest = copy.copy(transform)
-        wrapped._nearest.mode_seg = "nearest"
-        return wrapped
+    def get_parameters(self, **data_dict) -> dict:
+        return self.spatial.get_parameters(**data_dict)
+
+    def _apply_to_image(self, img: torch.Tensor, **params) -> torch.Tensor:
+        return self.spatial._apply_to_image(img, **params)
+
+    def _apply_to_regr_target(self, regression_target: torch.Tensor, **params) -> torch.Tensor:
+        return self.spatial._apply_to_regr_target(regression_target, **params)
+
+    def _apply_to_keypoints(self, keypoints, **params):
+        return self.spatial._apply_to_keypoints(keypoints, **params)
+
+    def _apply_to_bbox(self, bbox, **params):
+        return self.spatial._apply_to_bbox(bbox, **params)
 
     def _apply_to_segmentation(self, segmentation: torch.Tensor, **params) -> torch.Tensor:
         # Convert3DTo2DTransform (nnU-Net's dummy 2D augmentation) folds axis 0 into the channels,
         # channel-major, so each of our channels then spans `per_channel` consecutive channels.
         per_channel = segmentation.shape[0] // self.num_channels
         split = self.num_label_channels * per_channel
-        labels = super()._apply_to_segmentation(segmentation[:split], **params)
-        ids = self._nearest._apply_to_segmentation(segmentation[split:], **params)
+        labels = self.spatial._apply_to_segmentation(segmentation[:split], **params)
+        ids = self.nearest._apply_to_segmentation(segmentation[split:], **params)
         return torch.cat((labels, ids))
 
 
@@ -389,7 +402,7 @@ def with_aux_spatial_transform(transforms: ComposeTransforms, layout: TargetLayo
     found = False
     for index, transform in enumerate(transforms.transforms):
         if isinstance(transform, SpatialTransform):
-            transforms.transforms[index] = AuxAwareSpatialTransform.wrap(transform, layout)
+            transforms.transforms[index] = AuxAwareSpatialTransform(transform, layout)
             found = True
     if not found:
         raise RuntimeError("nnU-Net's training transforms contain no SpatialTransform; the superpixel channels "

@@ -65,8 +65,9 @@ def test_superpixel_ids_stay_aligned_with_the_image_under_rotation_scaling_mirro
 def test_label_channels_keep_nnunet_resampling_and_ids_use_nearest():
     layout = TargetLayout(has_clean=True, has_superpixels=True)
     spatial = SpatialTransform((16, 16), 0, False, p_rotation=1, rotation=(0.3, 0.3), p_scaling=0)
-    wrapped = AuxAwareSpatialTransform.wrap(spatial, layout)
-    assert wrapped.mode_seg == spatial.mode_seg and wrapped._nearest.mode_seg == "nearest"
+    wrapped = AuxAwareSpatialTransform(spatial, layout)
+    assert wrapped.spatial is spatial and wrapped.spatial.mode_seg == "bilinear"
+    assert wrapped.nearest.mode_seg == "nearest" and wrapped.nearest.patch_size == spatial.patch_size
     assert (wrapped.num_label_channels, wrapped.num_channels) == (2, 4)
 
 
