@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from os.path import isfile, join
-from typing import Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 import torch
 
@@ -46,6 +46,15 @@ def resolve_trainer_settings(trainer_class: type, groups, dataset_name: str, dat
             f"{raw} is not valid JSON ({e}): its settings were not compared with {preprocessed}",))
     notes = unused_dataset_values(raw_json, dataset_json, settings, raw, preprocessed)
     return GSDSettings(settings.values, settings.sources, settings.notes + tuple(notes))
+
+
+def cpu_threads(device: torch.device, env: Mapping[str, str]) -> Optional[int]:
+    """The torch thread count a CPU training should use: ``OMP_NUM_THREADS`` where set to a positive whole number.
+
+    nnUNetv2_train sets torch to every core on CPU, overriding OMP_NUM_THREADS; two concurrent CPU trainings then
+    oversubscribe the cores, and each spends its time with threads waiting for the other's. None: keep nnU-Net's."""
+    raw = (env.get("OMP_NUM_THREADS") or "").strip()
+    return int(raw) if device.type == "cpu" and raw.isdigit() and int(raw) > 0 else None
 
 
 #: the checkpoints nnUNetv2_train --c continues from (nnunetv2.run.run_training.maybe_load_checkpoint)
@@ -109,6 +118,10 @@ class SettingsMixin:
                     setattr(self, s.name, self.gsd.values[s.name])
         for note in self.gsd.notes:
             self.print_to_log_file(f"GSD settings note: {note}")
+        threads = cpu_threads(self.device, os.environ)
+        if threads is not None:
+            torch.set_num_threads(threads)
+            self.print_to_log_file(f"torch threads: {threads} (OMP_NUM_THREADS)")
 
     def _check_dataset(self, plans: dict, configuration: str, dataset_json: dict) -> None:
         """Hook: refuse a dataset the resolved settings cannot train on (UserError), before nnU-Net writes anything."""

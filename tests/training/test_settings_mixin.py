@@ -177,3 +177,19 @@ def test_a_broken_gsd_block_stops_the_trainer_with_one_line_naming_the_file(fold
     file = folders[where] / NAME / "dataset.json"
     assert message.startswith("nnUNetTrainerGSD_tiny: ") and start in message and str(file) in message, message
     assert "\n" not in message and not fold(folders).exists()
+
+
+def test_a_cpu_training_keeps_omp_num_threads_against_nnunets_every_core(folders, monkeypatch):
+    from nnunet_gsd.training.settings_mixin import cpu_threads
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert cpu_threads(cpu, {"OMP_NUM_THREADS": "1"}) == 1 and cpu_threads(cpu, {"OMP_NUM_THREADS": " 3 "}) == 3
+    assert cpu_threads(cpu, {}) is None and cpu_threads(cpu, {"OMP_NUM_THREADS": "0"}) is None
+    assert cpu_threads(cpu, {"OMP_NUM_THREADS": "2,1"}) is None and cpu_threads(cuda, {"OMP_NUM_THREADS": "1"}) is None
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # what nnUNetv2_train does on a 2-core machine
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        make(nnUNetTrainerCELossBudget)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
