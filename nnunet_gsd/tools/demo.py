@@ -22,10 +22,12 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 from nnunet_gsd.dataset_conversion import provenance
 from nnunet_gsd.errors import UserError
@@ -52,14 +54,17 @@ def add_parser(subparsers) -> None:
                    help="simulated label noise: S_R shrinks, S_E expands the lesions, S_DE erodes or dilates "
                         "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the images, split and noise (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=10, help="training epochs of every model (default: %(default)s)")
-    p.add_argument("--iterations", type=int, default=25,
+    p.add_argument("--epochs", type=int, default=5, help="training epochs of every model (default: %(default)s)")
+    p.add_argument("--iterations", type=int, default=50,
                    help="training iterations per epoch of every model (default: %(default)s)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="trainings run side by side, each with its share of the CPU cores (default: 2 on a CPU "
+                        "with 2 or more cores, else 1)")
     p.add_argument("--no-ceiling", dest="ceiling", action="store_false",
                    help="skip stock nnU-Net on the clean labels (saves one training)")
     p.add_argument("-device", default="cpu", choices=["cpu", "cuda", "mps"], help="device (default: %(default)s)")
     p.add_argument("-np", dest="num_processes", type=int, default=int(os.environ.get("nnUNet_def_n_proc", "2")),
-                   help="processes for preprocessing and prediction (default: $nnUNet_def_n_proc or 2)")
+                   help="processes for planning, preprocessing and evaluation (default: $nnUNet_def_n_proc or 2)")
     p.set_defaults(func=run_demo)
 
 
@@ -114,24 +119,40 @@ def make_clean_copy(noisy: Path, dataset_id: int) -> Path:
 
 # ---------------------------------------------------------------- steps
 class Steps:
-    """Numbered steps with a one-line status each; full output in the run's logs/ folder."""
+    """Numbered steps with a one-line status each; full output in the run's logs/ folder. Steps of concurrent jobs
+    (:meth:`parallel`) print as they start and end, each line naming its step."""
 
     def __init__(self, total: int, logs: Path, env: Dict[str, str]):
         self.total, self.done, self.logs, self.env = total, 0, logs, env
+        self._lock = threading.Lock()
+
+    def announce(self, title: str) -> int:
+        with self._lock:
+            self.done += 1
+            print(f"[{self.done}/{self.total}] {title}", flush=True)
+            return self.done
 
     def run(self, title: str, cmd: List[str], log_name: str, env: Optional[Dict[str, str]] = None,
-            epochs: Optional[int] = None) -> None:
-        self.done += 1
-        print(f"[{self.done}/{self.total}] {title}", flush=True)
+            epochs: Optional[int] = None, tag: str = "") -> None:
+        number = self.announce(title)
         start = time.time()
         log = self.logs / f"{log_name}.log"
         run_command(cmd, env or self.env, log_file=log, what=title,
-                    echo=_epoch_digest(epochs) if epochs else None)
-        print(f"      done in {time.time() - start:.0f} s  (log: {log})", flush=True)
+                    echo=_epoch_digest(epochs, tag) if epochs else None)
+        print(f"      [{number}/{self.total}] done in {time.time() - start:.0f} s  (log: {log})", flush=True)
+
+    @staticmethod
+    def parallel(jobs: List[Callable[[], None]], workers: int) -> None:
+        """Run ``jobs`` on ``workers`` threads (each job runs its console commands in turn); the first failure is
+        raised once every started job has ended."""
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for future in [pool.submit(job) for job in jobs]:
+                future.result()
 
 
-def _epoch_digest(epochs: int):
-    """From nnU-Net's training output, one line per epoch: its number and the validation pseudo Dice."""
+def _epoch_digest(epochs: int, tag: str = ""):
+    """From nnU-Net's training output, one line per epoch: its number and the validation pseudo Dice; ``tag``
+    names the model when trainings run side by side."""
     state = {"epoch": None}
 
     def echo(line: str) -> Optional[str]:
@@ -139,7 +160,7 @@ def _epoch_digest(epochs: int):
             state["epoch"] = int(m.group(1))
         elif (m := PSEUDO_DICE.search(line)) and state["epoch"] is not None:
             dice = ", ".join(re.findall(r"\d+\.\d+", m.group(1)))
-            return f"      epoch {state['epoch'] + 1}/{epochs}: validation pseudo Dice {dice}"
+            return f"      {tag + ' ' if tag else ''}epoch {state['epoch'] + 1}/{epochs}: validation pseudo Dice {dice}"
         return None
     return echo
 
@@ -192,6 +213,10 @@ def run_demo(args: argparse.Namespace) -> int:
     for option in ("epochs", "iterations", "num_processes"):
         if getattr(args, option) < 1:
             raise UserError(f"{option} {getattr(args, option)}: must be >= 1")
+    cores = os.cpu_count() or 1
+    jobs = args.jobs if args.jobs is not None else (2 if args.device == "cpu" and cores >= 2 else 1)
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs}: must be >= 1 (e.g. --jobs 1 to train one model at a time)")
     work = args.workdir.resolve()
     noisy_id, clean_id = args.dataset_id, args.dataset_id + 1
     ids = [noisy_id, clean_id] if args.ceiling else [noisy_id]
@@ -202,13 +227,16 @@ def run_demo(args: argparse.Namespace) -> int:
                       nnUNet_results=str(run_dir / "nnUNet_results"))
     env.setdefault("nnUNet_def_n_proc", str(args.num_processes))
     env.setdefault("nnUNet_n_proc_DA", "1")
-    # 0 data-loader workers is fastest for tiny CPU trainings (it would crash planning, hence only here)
+    # 0 data-loader workers is fastest for tiny CPU trainings (it would crash planning, hence only here); side by
+    # side, each training gets its share of the cores (our trainers keep OMP_NUM_THREADS on the CPU)
     train_env = dict(env, nnUNet_n_proc_DA=os.environ.get("nnUNet_n_proc_DA", "0"),
                      nnUNet_GSD_NUM_EPOCHS=str(args.epochs), nnUNet_GSD_NUM_ITERATIONS=str(args.iterations),
                      nnUNet_GSD_NUM_VAL_ITERATIONS="5")
+    if jobs > 1 and args.device == "cpu":
+        train_env["OMP_NUM_THREADS"] = str(max(1, cores // jobs))
     why = stale_datasets(work, ids, options)
-    models = {STOCK: noisy_id, GSD: noisy_id, **({"clean": clean_id} if args.ceiling else {})}
-    total = (2 * len(ids) if why else 0) + 2 * len(models)  # convert (+ clean copy) + one plan per dataset
+    models = {GSD: noisy_id, STOCK: noisy_id, **({"clean": clean_id} if args.ceiling else {})}
+    total = (len(ids) + 1 if why else 0) + 2 * len(models)  # convert (+ clean copy) + one planning for all
     steps = Steps(total, run_dir / "logs", env)
     started = time.time()
     print(f"nnunet_gsd demo: run folder {run_dir}\n{HARMLESS_NOTE}.\n", flush=True)
@@ -222,12 +250,10 @@ def run_demo(args: argparse.Namespace) -> int:
                                        "--noise", args.noise, "--seed", str(args.seed)], "convert")
         if args.ceiling:
             make_clean_copy(raw_folder(work, noisy_id), clean_id)
-            steps.done += 1
-            print(f"[{steps.done}/{total}] copy with the clean training labels: Dataset{clean_id:03d}", flush=True)
-        for dataset_id in ids:
-            steps.run(f"plan and preprocess Dataset{dataset_id:03d}",
-                      ["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", "2d", "--verify_dataset_integrity",
-                       "-np", str(args.num_processes), "-npfp", str(args.num_processes)], f"plan_{dataset_id}")
+            steps.announce(f"copy with the clean training labels: Dataset{clean_id:03d}")
+        steps.run(f"plan and preprocess {' and '.join(f'Dataset{i:03d}' for i in ids)}",
+                  ["nnUNetv2_plan_and_preprocess", "-d", *map(str, ids), "-c", "2d", "--verify_dataset_integrity",
+                   "-np", str(args.num_processes), "-npfp", str(args.num_processes)], "plan")
         write_json_atomic(work / "demo_datasets.json", options)
     else:
         print(f"Datasets: reusing Dataset{noisy_id:03d} ({args.noise}, seed {args.seed}) in {work}", flush=True)
@@ -236,24 +262,33 @@ def run_demo(args: argparse.Namespace) -> int:
     noise = provenance.read(noisy_raw).noise or {}
     titles = {STOCK: "stock nnU-Net, noisy labels", GSD: "GSD-Net, noisy labels",
               "clean": "stock nnU-Net, clean labels"}
+    tags = {STOCK: "[stock]", GSD: "[GSD]", "clean": "[clean]"}
     results: Dict[str, Dict[str, object]] = {}
     predictions: Dict[str, Path] = {}
-    for model, dataset_id in models.items():
+    if jobs > 1:
+        print(f"Training {min(jobs, len(models))} models at a time ({train_env.get('OMP_NUM_THREADS', 'all')} CPU "
+              f"thread(s) each); GSD first, as it takes longest", flush=True)
+
+    def train_predict_evaluate(model: str) -> None:
+        dataset_id = models[model]
         trainer = STOCK if model == "clean" else model
         steps.run(f"train {titles[model]} ({trainer}, {args.epochs} epochs × {args.iterations} iterations)",
                   ["nnUNetv2_train", str(dataset_id), "2d", "0", "-tr", trainer, "-device", args.device],
-                  f"train_{model}", train_env, epochs=args.epochs)
+                  f"train_{model}", train_env, epochs=args.epochs, tag=tags[model] if jobs > 1 else "")
         raw = raw_folder(work, dataset_id)
         out = run_dir / "predictions" / model
         steps.run(f"predict and evaluate the test images: {titles[model]}",
                   ["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(out), "-d", str(dataset_id), "-c", "2d",
-                   "-tr", trainer, "-f", "0", "-device", args.device, "-npp", str(args.num_processes),
-                   "-nps", str(args.num_processes), "--disable_progress_bar"], f"predict_{model}", train_env)
+                   "-tr", trainer, "-f", "0", "-device", args.device, "-npp", "0", "-nps", "0",  # in-process:
+                   "--disable_progress_bar"], f"predict_{model}", train_env)  # spawning workers costs more here
         run_command(["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(out), "-djfile",
                      str(out / "dataset.json"), "-pfile", str(out / "plans.json"), "-np", str(args.num_processes)],
                     env, log_file=run_dir / "logs" / f"evaluate_{model}.log", what=f"evaluation of {model}")
         results[model] = dice_of(out / "summary.json")
         predictions[model] = out
+
+    Steps.parallel([lambda m=m: train_predict_evaluate(m) for m in models], jobs)
+    predictions = {m: predictions[m] for m in (STOCK, GSD, "clean") if m in predictions}  # the figure's order
 
     overlay_png = run_dir / "overlays.png"
     write_overlays(overlay_png, noisy_raw, predictions, titles, {m: r["per_case"] for m, r in results.items()},
@@ -270,7 +305,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if "dice_vs_clean" in noise:
         print(f"  (training labels: {noise.get('preset')} noise, Dice(noisy, clean) = {noise['dice_vs_clean']:.3f}, "
               f"{100 * noise.get('pixel_noise_rate', float('nan')):.1f} % of the pixels wrong)")
-    for model in models:
+    for model in predictions:
         print(f"  {titles[model]:<30} {means[model]:.4f}   ({STOCK if model == 'clean' else model})")
     print()
     for line in conclusion(means, args.epochs, args.iterations):
