@@ -38,9 +38,8 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -50,6 +49,7 @@ sys.path.insert(0, str(REPO))
 from nnunet_gsd.tools.common import console_env, markdown_table, run_command  # noqa: E402
 from nnunet_gsd.utils import write_json_atomic  # noqa: E402
 from bench.workdirs import plans_name, raw_folder, write_plans_variant  # noqa: E402
+from bench.workdirs import run as timed  # noqa: E402
 
 STOCK, GSD = "nnUNetTrainerBudget", "nnUNetTrainerGSD"
 MODELS = {"stock": STOCK, "gsd": GSD}
@@ -132,12 +132,6 @@ def train_env(args) -> Dict[str, str]:
                       nnUNet_GSD_NUM_VAL_ITERATIONS=str(max(1, min(5, args.iterations_per_epoch // 10))))
 
 
-
-
-def timed(cmd: List[str], env: Dict[str, str], log_file: Path, what: str) -> float:
-    start = time.time()
-    run_command(cmd, env, log_file=log_file, what=what)
-    return round(time.time() - start, 1)
 
 
 # ---------------------------------------------------------------------------------------------- corruption

@@ -34,7 +34,6 @@ import platform
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,6 +41,9 @@ from typing import Dict, List
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO))
+from bench import workdirs  # noqa: E402
+from nnunet_gsd.tools.common import console_env  # noqa: E402
 ARMS = ("base", "stock", "gsd_default", "gsd_tau", "gsd_steady")
 TRAINERS = {"base": "nnUNetTrainerNoDeepSupervision", "stock": "nnUNetTrainer", "gsd_default": "nnUNetTrainerGSD",
             "gsd_tau": "nnUNetTrainerGSD", "gsd_steady": "nnUNetTrainerGSD"}
@@ -115,16 +117,8 @@ def environment(args, raw_root: Path) -> Dict[str, str]:
 
 
 def run(cmd: List[str], env: Dict[str, str], logfile: Path) -> float:
-    t0 = time.perf_counter()
-    with open(logfile, "a") as fh:
-        fh.write(f"\n$ {' '.join(cmd)}\n")
-        fh.flush()
-        env = {**os.environ, **env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-        proc = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    if proc.returncode:
-        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}; see {logfile}:\n"
-                         + logfile.read_text(errors="replace")[-3000:])
-    return time.perf_counter() - t0
+    """:func:`bench.workdirs.run` with this environment on top of the caller's (this Python's scripts first)."""
+    return workdirs.run(cmd, console_env(**env), logfile)
 
 
 # ---------------------------------------------------------------------------------------------- dataset

@@ -53,7 +53,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
-from bench.workdirs import plans_name, raw_folder, write_plans_variant  # noqa: E402
+from bench.workdirs import plans_name, raw_folder, run, write_plans_variant  # noqa: E402
 STOCK, GSD, FAITHFUL = "nnUNetTrainerBudget", "nnUNetTrainerGSD", "nnUNetTrainerGSDFaithful"
 CE, CALIBRATED = "nnUNetTrainerCELossBudget", "nnUNetTrainerBudgetCalibrated"
 
@@ -231,19 +231,6 @@ def nnunet_env(args, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
         if var in os.environ:
             env[var] = os.environ[var]
     return {**env, **(extra or {})}
-
-
-def run(cmd: List[str], env: Dict[str, str], logfile: Path) -> float:
-    logfile.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    with open(logfile, "a") as fh:
-        fh.write(f"\n$ {' '.join(cmd)}\n")
-        fh.flush()
-        proc = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        tail = logfile.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n--- tail of {logfile} ---\n{tail}")
-    return time.perf_counter() - t0
 
 
 class State:

@@ -50,8 +50,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.quality import TRAIN_ONLY, State, log, machine, nnunet_env, run  # noqa: E402
-from bench.workdirs import plans_name, raw_folder, write_plans_variant  # noqa: E402
+from bench.quality import TRAIN_ONLY, State, log, machine, nnunet_env  # noqa: E402
+from bench.workdirs import plans_name, raw_folder, run, write_plans_variant  # noqa: E402
 from nnunet_gsd.tools.common import markdown_table  # noqa: E402
 from nnunet_gsd.utils import write_json_atomic  # noqa: E402
 

@@ -2,9 +2,20 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Dict, List
 
+from nnunet_gsd.tools.common import run_command
 from nnunet_gsd.utils import write_json_atomic
+
+
+def run(cmd: List[str], env: Dict[str, str], logfile: Path, what: str = "") -> float:
+    """A console command with its output appended to ``logfile`` (the package's one runner); the seconds it took.
+    A failure stops the benchmark with the command and the log's tail."""
+    start = time.perf_counter()
+    run_command(cmd, env, log_file=logfile, what=what, append=True)
+    return time.perf_counter() - start
 
 
 def raw_folder(work: Path, did: int) -> Path:

@@ -250,13 +250,19 @@ def deep_supervision_loss(lower1: Sequence[Tensor], lower2: Sequence[Tensor], la
     full resolution keep their scale. ``labels``, ``weights`` and ``mask`` (None: every pixel) are the ones the
     full-resolution term uses, resized to each output (:func:`resize_target`; ``labels`` may be soft rater labels
     ``(B, C, *spatial)``). Zero when there are no lower outputs.
+
+    Why not nnU-Net's ``DeepSupervisionWrapper`` itself: its targets come from the data pipeline, downsampled
+    before the step exists, while these labels, weights and masks are made inside the step (refined labels,
+    W(e), D_clean); and it leaves a zero-weight output out of the graph, which makes DDP stop on the lowest
+    output's unused parameters (nnU-Net works around that with a 10⁻⁶ weight under DDP). The sum it computes is
+    the loop below.
     """
     total = weights.new_zeros(())
     for scale, out1, out2 in zip(deep_supervision_weights(len(lower1)), lower1, lower2):
         size = out1.shape[2:]
         y, w = resize_target(labels, size), resize_nearest(weights, size)
         m = None if mask is None else resize_nearest(mask, size).bool()
-        # the lowest output stays in the graph with weight 0 (nnU-Net's choice; DDP wants every parameter used)
+        # the lowest output stays in the graph with weight 0: DDP wants every parameter used
         total = total + scale * (kt_loss(out1.float(), y, w, dice, m) + kt_loss(out2.float(), y, w, dice, m))
     return total
 

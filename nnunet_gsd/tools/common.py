@@ -164,8 +164,9 @@ def _stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
 
 
 def run_command(cmd: List[str], env: Mapping[str, str], log_file: Optional[Path] = None, what: str = "",
-                echo: Optional[Callable[[str], Optional[str]]] = None) -> None:
-    """Run a console command; output to ``log_file`` (quiet) or the terminal. Failure -> UserError with its tail.
+                echo: Optional[Callable[[str], Optional[str]]] = None, append: bool = False) -> None:
+    """Run a console command; output to ``log_file`` (quiet; ``append``: after the commands already logged there,
+    each under a ``$ command`` line) or the terminal. Failure -> UserError with its tail.
 
     With ``log_file`` and ``echo``, every output line goes to the log and ``echo(line)``, when not None, is
     printed as it arrives (a progress digest of a long step).
@@ -179,9 +180,12 @@ def run_command(cmd: List[str], env: Mapping[str, str], log_file: Optional[Path]
         tail = ""
     else:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        with open(log_file, "w") as log, subprocess.Popen([exe, *cmd[1:]], env=dict(env), stdout=subprocess.PIPE,
-                                                         stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
+        with open(log_file, "a" if append else "w") as log, subprocess.Popen(
+                [exe, *cmd[1:]], env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                errors="replace") as proc:
             try:
+                if append:
+                    log.write(f"\n$ {' '.join(cmd)}\n")
                 for line in proc.stdout:
                     log.write(line)
                     shown = echo(line.rstrip("\n")) if echo is not None else None

@@ -160,7 +160,10 @@ def calibrated_targets(target: Union[torch.Tensor, Sequence[torch.Tensor]], offs
     """nnU-Net's training targets (``(B, 1, *spatial)``, or one per deep-supervision output, finest first) with
     the full-resolution labels shifted by ``offsets`` (:func:`~nnunet_gsd.method.calibration.shift_labels`) and
     every lower output's labels resized from them by nearest neighbour, as nnU-Net makes them — on ``device``
-    (None: where the target is), so a training step shifts on the GPU, not on the host (~1.5 s per 3D batch)."""
+    (None: where the target is), so a training step shifts on the GPU, not on the host (~1.5 s per 3D batch).
+
+    nnU-Net's own target downsampling (``DownsampleSegForDSTransform``) runs in the data loader, before the
+    shift; the shifted labels need their lower outputs made again, by the same nearest-neighbour rule."""
     levels = [target] if isinstance(target, torch.Tensor) else list(target)
     full = shift_labels(levels[0][:, 0].to(device).long(), offsets, spacing)
     out = [full[:, None].to(levels[0].dtype)] + [resize_nearest(full, t.shape[2:])[:, None].to(t.dtype)
