@@ -36,7 +36,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, Optional
@@ -48,16 +47,13 @@ sys.path.insert(0, str(REPO))
 
 from nnunet_gsd.tools.common import console_env, markdown_table, run_command  # noqa: E402
 from nnunet_gsd.utils import write_json_atomic  # noqa: E402
-from bench.workdirs import plans_name, raw_folder, write_plans_variant  # noqa: E402
+from bench.workdirs import in_background, log, plans_name, raw_folder, write_plans_variant  # noqa: E402
 from bench.workdirs import run as timed  # noqa: E402
 
 STOCK, GSD = "nnUNetTrainerBudget", "nnUNetTrainerGSD"
 MODELS = {"stock": STOCK, "gsd": GSD}
 KINDS = ("heavy_S_R", "heavy_S_E", "deleted_object", "added_object")
 
-
-def log(msg: str) -> None:
-    print(f"[{dt.datetime.now():%H:%M:%S}] {msg}", flush=True)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -413,14 +409,9 @@ def report(args, state: State) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.background:
-        logdir = REPO / "bench" / "logs"
-        logdir.mkdir(parents=True, exist_ok=True)
-        log_file = logdir / f"audit-{dt.datetime.now():%Y%m%d-%H%M%S}.log"
-        argv = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--background"]
-        with open(log_file, "w") as out:
-            subprocess.Popen([sys.executable, __file__, *argv], stdout=out, stderr=subprocess.STDOUT,
-                             start_new_session=True)
-        print(f"running in the background; log: {log_file}")
+        log_file = REPO / "bench" / "logs" / f"audit-{dt.datetime.now():%Y%m%d-%H%M%S}.log"
+        pid = in_background(__file__, sys.argv[1:] if argv is None else argv, log_file)
+        print(f"running in the background: PID {pid}, log {log_file}")
         return 0
     args.work.mkdir(parents=True, exist_ok=True)
     state = State(args.work / "state.json")

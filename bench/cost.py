@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
 from bench import workdirs  # noqa: E402
+from bench.workdirs import log  # noqa: E402
 from nnunet_gsd.tools.common import console_env  # noqa: E402
 ARMS = ("base", "stock", "gsd_default", "gsd_tau", "gsd_steady")
 TRAINERS = {"base": "nnUNetTrainerNoDeepSupervision", "stock": "nnUNetTrainer", "gsd_default": "nnUNetTrainerGSD",
@@ -57,9 +58,6 @@ RATIOS = {"default_ratio": ("gsd_default", "stock", 2.05), "tau_ratio": ("gsd_ta
           "steady_ratio": ("gsd_steady", "base", 4.4)}
 TARGETS = {**{k: lim for k, (_, _, lim) in RATIOS.items() if lim}, "infer_ratio": 2.05, "mem_ratio": 2.5}
 
-
-def log(msg: str) -> None:
-    print(f"[{dt.datetime.now():%H:%M:%S}] {msg}", flush=True)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

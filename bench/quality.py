@@ -39,10 +39,8 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import threading
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +51,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
-from bench.workdirs import plans_name, raw_folder, run, write_plans_variant  # noqa: E402
+from bench.workdirs import in_background, log, plans_name, raw_folder, run, write_plans_variant  # noqa: E402
 STOCK, GSD, FAITHFUL = "nnUNetTrainerBudget", "nnUNetTrainerGSD", "nnUNetTrainerGSDFaithful"
 CE, CALIBRATED = "nnUNetTrainerCELossBudget", "nnUNetTrainerBudgetCalibrated"
 
@@ -98,9 +96,6 @@ class Arm:
         return "|".join([str(did), self.trainer] + [f"{k}={v}" for k, v in sorted(self.env.items())]
                         + ([f"repeat={self.repeat}"] if self.repeat else []))
 
-
-def log(msg: str) -> None:
-    print(f"[{dt.datetime.now():%H:%M:%S}] {msg}", flush=True)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -701,15 +696,8 @@ def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     command = " ".join([".venv/bin/python", "bench/quality.py"] + [a for a in argv if a != "--background"])
     if args.background:
-        args.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.log, "a") as fh:
-            proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve())]
-                                    + [a for a in argv if a != "--background"],
-                                    stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
-        time.sleep(5)
-        if proc.poll() is not None:
-            raise SystemExit(f"the background run ended at once (exit {proc.returncode}); see {args.log}")
-        print(f"quality benchmark running: PID {proc.pid}, log {args.log}; results {args.results}.md/.json")
+        pid = in_background(str(Path(__file__).resolve()), argv, args.log, cwd=REPO)
+        print(f"quality benchmark running: PID {pid}, log {args.log}; results {args.results}.md/.json")
         return
     for sub in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         (args.work / sub).mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,6 @@ import datetime as dt
 import json
 import pickle
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -50,8 +49,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.quality import TRAIN_ONLY, State, log, machine, nnunet_env  # noqa: E402
-from bench.workdirs import plans_name, raw_folder, run, write_plans_variant  # noqa: E402
+from bench.quality import TRAIN_ONLY, State, machine, nnunet_env  # noqa: E402
+from bench.workdirs import in_background, log, plans_name, raw_folder, run, write_plans_variant  # noqa: E402
 from nnunet_gsd.tools.common import markdown_table  # noqa: E402
 from nnunet_gsd.utils import write_json_atomic  # noqa: E402
 
@@ -361,14 +360,9 @@ def report(args, state: State) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.background:
-        logdir = REPO / "bench" / "logs"
-        logdir.mkdir(parents=True, exist_ok=True)
-        log_file = logdir / f"raters-{dt.datetime.now():%Y%m%d-%H%M%S}.log"
-        argv = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--background"]
-        with open(log_file, "w") as out:
-            subprocess.Popen([sys.executable, __file__, *argv], stdout=out, stderr=subprocess.STDOUT,
-                             start_new_session=True)
-        print(f"running in the background; log: {log_file}")
+        log_file = REPO / "bench" / "logs" / f"raters-{dt.datetime.now():%Y%m%d-%H%M%S}.log"
+        pid = in_background(__file__, sys.argv[1:] if argv is None else argv, log_file)
+        print(f"running in the background: PID {pid}, log {log_file}")
         return 0
     args.work.mkdir(parents=True, exist_ok=True)
     state = State(args.work / "state.json")

@@ -1,10 +1,13 @@
 """The nnU-Net folders of a benchmark's work directory, shared by the bench scripts (not a test)."""
 from __future__ import annotations
 
+import datetime as dt
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from nnunet_gsd.tools.common import run_command
 from nnunet_gsd.utils import write_json_atomic
@@ -39,3 +42,21 @@ def write_plans_variant(work: Path, did: int, batch: int) -> None:
     plans["plans_name"] = plans_name(batch)
     plans["configurations"]["2d"]["batch_size"] = batch
     write_json_atomic(folder / f"{plans_name(batch)}.json", plans)
+
+
+def log(msg: str) -> None:
+    """A timestamped progress line."""
+    print(f"[{dt.datetime.now():%H:%M:%S}] {msg}", flush=True)
+
+
+def in_background(script: str, argv: List[str], log_file: Path, cwd: Optional[Path] = None) -> int:
+    """Start ``script argv`` (without ``--background``) detached, its output appended to ``log_file``; a start that
+    ends at once stops with its exit code and the log to read. Returns the PID."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a") as out:
+        proc = subprocess.Popen([sys.executable, script, *[a for a in argv if a != "--background"]], stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
+    time.sleep(5)
+    if proc.poll() is not None:
+        raise SystemExit(f"the background run ended at once (exit {proc.returncode}); see {log_file}")
+    return proc.pid

@@ -59,7 +59,8 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from nnunet_gsd.errors import UserError
-from nnunet_gsd.tools.common import case_ids, console_env, load_dataset_json, reader_writer, run_command
+from nnunet_gsd.tools.common import (add_subcommand, case_ids, console_env, load_dataset_json, reader_writer,
+                                     run_command)
 from nnunet_gsd.utils import atomic_path, dataset_name, is_rgb, raw_dataset_folder, write_json_atomic
 
 SCORERS = ("ours", "cleanlab")
@@ -70,11 +71,8 @@ CLEANLAB_HINT = ("pip install 'nnunet_gsd[audit]' (or pip install cleanlab; clea
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "audit", help="rank the training labels by how likely they are wrong, with out-of-sample predictions",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-d", dest="dataset", required=True, help="dataset name or id")
-    p.add_argument("-c", dest="configuration", required=True, help="configuration, e.g. 2d or 3d_fullres")
+    p = add_subcommand(subparsers, "audit", "rank the training labels by how likely they are wrong, with "
+                       "out-of-sample predictions", __doc__)
     p.add_argument("-tr", dest="trainer", required=True, help="trainer class of the cross-validation models")
     p.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans identifier (default: %(default)s)")
     p.add_argument("-f", dest="folds", nargs="+", metavar="FOLD",

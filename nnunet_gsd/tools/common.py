@@ -6,6 +6,8 @@ its true/false positive counting (``compute_tp_fp_fn_tn``), so Dice here is exac
 """
 from __future__ import annotations
 
+import argparse
+
 import json
 import os
 import shutil
@@ -124,6 +126,15 @@ def foreground_dice(reference: np.ndarray, prediction: np.ndarray, labels: Seque
 
 
 # ---------------------------------------------------------------- reporting
+def add_subcommand(subparsers, name: str, summary: str, doc: str, dataset_help: str = "dataset name or id",
+                   configuration_help: str = "configuration, e.g. 2d or 3d_fullres") -> argparse.ArgumentParser:
+    """A sub-command with nnU-Net's ``-d DATASET -c CONFIGURATION`` (its help: the module docstring ``doc``)."""
+    p = subparsers.add_parser(name, help=summary, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-d", dest="dataset", required=True, help=dataset_help)
+    p.add_argument("-c", dest="configuration", required=True, help=configuration_help)
+    return p
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A GitHub markdown table; floats with 4 decimals."""
     def cell(v: object) -> str:

@@ -30,8 +30,8 @@ from typing import Dict, List, Mapping, Sequence
 import numpy as np
 
 from nnunet_gsd.errors import UserError
-from nnunet_gsd.tools.common import (case_ids, console_env, foreground_labels, load_dataset_json, markdown_table,
-                                     reader_writer, require_folder, run_command)
+from nnunet_gsd.tools.common import (add_subcommand, case_ids, console_env, foreground_labels, load_dataset_json,
+                                     markdown_table, reader_writer, require_folder, run_command)
 from nnunet_gsd.utils import dataset_name, write_json_atomic
 
 CHECKPOINT = re.compile(r"checkpoint_epoch_(\d+)\.pth$")
@@ -39,11 +39,8 @@ FINAL = "checkpoint_final.pth"
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "last-k", help="the paper's protocol: predict with the last K epochs' weights, mean ± std Dice",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-d", dest="dataset", required=True, help="dataset name or id")
-    p.add_argument("-c", dest="configuration", required=True, help="configuration, e.g. 2d or 3d_fullres")
+    p = add_subcommand(subparsers, "last-k", "the paper's protocol: predict with the last K epochs' weights, "
+                       "mean ± std Dice", __doc__)
     p.add_argument("-tr", dest="trainer", default="nnUNetTrainerGSD", help="trainer class (default: %(default)s)")
     p.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans identifier (default: %(default)s)")
     p.add_argument("-f", dest="fold", default="0", help="fold (default: %(default)s)")

@@ -48,7 +48,7 @@ import numpy as np
 
 from nnunet_gsd.dataset_conversion.provenance import from_dataset_json, with_provenance
 from nnunet_gsd.errors import UserError
-from nnunet_gsd.tools.common import console_env, load_dataset_json, markdown_table, run_command
+from nnunet_gsd.tools.common import add_subcommand, console_env, load_dataset_json, markdown_table, run_command
 from nnunet_gsd.utils import dataset_name, nanmean_or_nan, write_json_atomic
 
 STATE = "search_tau_state.json"
@@ -59,11 +59,9 @@ OVERRIDDEN = {"nnUNet_GSD_TAU", "nnUNet_GSD_LOG_SEARCH_LOSS", "nnUNet_GSD_NUM_EP
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "search-tau", help="choose the forget rate tau by short trainings (paper Eq. 20)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-d", dest="dataset", required=True, help="dataset name or id (planned and preprocessed)")
-    p.add_argument("-c", dest="configuration", required=True, help="configuration, e.g. 2d")
+    p = add_subcommand(subparsers, "search-tau", "choose the forget rate tau by short trainings (paper Eq. 20)",
+                       __doc__, dataset_help="dataset name or id (planned and preprocessed)",
+                       configuration_help="configuration, e.g. 2d")
     p.add_argument("--taus", type=float, nargs="+", help="explicit τ grid (overrides --max/--step)")
     p.add_argument("--max", type=float, default=0.3, help="largest τ of the default grid (default: %(default)s)")
     p.add_argument("--step", type=float, default=0.025, help="grid step from 0 (default: %(default)s)")

@@ -111,6 +111,17 @@ def plan_raters(mode: str, dataset_name: str, asked_by: str, alternative: str = 
     return RaterPlan(mode, mode, raw, folders)
 
 
+def plan_training_raters(mode: str, plans: dict, configuration: str, dataset_json: dict, asked_by: str,
+                         alternative: str) -> RaterPlan:
+    """:func:`plan_raters` for a trainer's plans, with soft labels checked against its labels and configuration."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    plan = plan_raters(mode, plans["dataset_name"], asked_by, alternative)
+    if plan.mode == "soft":
+        manager = PlansManager(plans)
+        check_soft_labels(manager.get_label_manager(dataset_json), manager.get_configuration(configuration))
+    return plan
+
+
 def check_soft_labels(label_manager, configuration_manager) -> None:
     """UserError where soft rater labels cannot be learnt: region labels, an ignore label (no fraction to learn),
     and the cascade (its previous-stage segmentation is expected as channel 1)."""
@@ -312,12 +323,9 @@ class RaterTrainerMixin:
 
     def _check_dataset(self, plans: dict, configuration: str, dataset_json: dict) -> None:
         super()._check_dataset(plans, configuration, dataset_json)
-        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-        self._raters = plan_raters(self.rater_mode, plans["dataset_name"], f"this trainer (raters={self.rater_mode!r})",
-                                   "train with nnUNetTrainerBudget or nnUNetTrainer (one label per case)")
-        if self._raters.mode == "soft":
-            manager = PlansManager(plans)
-            check_soft_labels(manager.get_label_manager(dataset_json), manager.get_configuration(configuration))
+        self._raters = plan_training_raters(self.rater_mode, plans, configuration, dataset_json,
+                                            f"this trainer (raters={self.rater_mode!r})",
+                                            "train with nnUNetTrainerBudget or nnUNetTrainer (one label per case)")
 
     @property
     def _soft(self) -> bool:

@@ -42,8 +42,8 @@ from nnunet_gsd.training.data import (AuxChannelDataset, TargetLayout, build_cle
 from nnunet_gsd.training.plots import plot_gsd_progress
 from nnunet_gsd.training.schedule import step_schedule
 from nnunet_gsd.training.profiling import PhaseTimer
-from nnunet_gsd.training.raters import (RaterDataset, RaterPlan, build_rater_cache, check_soft_labels,
-                                        majority_label, plan_raters, rater_cache_folder, rater_fraction_map)
+from nnunet_gsd.training.raters import (RaterDataset, RaterPlan, build_rater_cache, majority_label,
+                                        plan_training_raters, rater_cache_folder, rater_fraction_map)
 from nnunet_gsd.training.settings_mixin import SettingsMixin
 from nnunet_gsd.utils import atomic_path, is_rgb
 
@@ -82,12 +82,9 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
 
     def _check_dataset(self, plans: dict, configuration: str, dataset_json: dict) -> None:
         """The raters setting needs the raw dataset's rater folders (SettingsMixin's hook, before nnU-Net writes)."""
-        self._raters: RaterPlan = plan_raters(self.gsd.raters, plans["dataset_name"],
-                                              f"raters={self.gsd.raters!r} ({self.gsd.sources['raters']})",
-                                              'set raters to "off" to train on labelsTr')
-        if self._raters.mode == "soft":
-            manager = PlansManager(plans)
-            check_soft_labels(manager.get_label_manager(dataset_json), manager.get_configuration(configuration))
+        self._raters: RaterPlan = plan_training_raters(self.gsd.raters, plans, configuration, dataset_json,
+                                                       f"raters={self.gsd.raters!r} ({self.gsd.sources['raters']})",
+                                                       'set raters to "off" to train on labelsTr')
 
     @staticmethod
     def _check_labels(label_manager) -> None:
