@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO))
 
 from nnunet_gsd.tools.common import console_env, markdown_table, run_command  # noqa: E402
 from nnunet_gsd.utils import write_json_atomic  # noqa: E402
-from bench.workdirs import in_background, log, plans_name, raw_folder, write_plans_variant  # noqa: E402
+from bench.workdirs import launch, log, plans_name, raw_folder, write_markdown, write_plans_variant  # noqa: E402
 from bench.workdirs import run as timed  # noqa: E402
 
 STOCK, GSD = "nnUNetTrainerBudget", "nnUNetTrainerGSD"
@@ -401,18 +401,13 @@ def report(args, state: State) -> None:
                   markdown_table(["arm", "dataset", "dropped", "relabelled", "test Dice %", "gap recovered"],
                                  [[a, v["dataset"], v["dropped"], v["relabelled"], f(v["test_dice"], True),
                                    f(v["gap_recovered"])] for a, v in arms.items()]), ""]
-    lines += [f"Command: `{' '.join(['.venv/bin/python', 'bench/audit.py', *sys.argv[1:]])}`", ""]
-    args.results.with_suffix(".md").write_text("\n".join(lines))
-    log(f"written {args.results.with_suffix('.json')} and .md")
+    write_markdown(args.results, lines, "bench/audit.py")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.background:
-        log_file = REPO / "bench" / "logs" / f"audit-{dt.datetime.now():%Y%m%d-%H%M%S}.log"
-        pid = in_background(__file__, sys.argv[1:] if argv is None else argv, log_file)
-        print(f"running in the background: PID {pid}, log {log_file}")
-        return 0
+        return launch("audit", __file__, argv)
     args.work.mkdir(parents=True, exist_ok=True)
     state = State(args.work / "state.json")
     if args.report_only:

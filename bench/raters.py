@@ -50,7 +50,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.quality import TRAIN_ONLY, State, machine, nnunet_env  # noqa: E402
-from bench.workdirs import in_background, log, plans_name, raw_folder, run, write_plans_variant  # noqa: E402
+from bench.workdirs import launch, log, plans_name, raw_folder, run, write_markdown, write_plans_variant  # noqa: E402
 from nnunet_gsd.tools.common import markdown_table  # noqa: E402
 from nnunet_gsd.utils import write_json_atomic  # noqa: E402
 
@@ -352,18 +352,13 @@ def report(args, state: State) -> None:
                              [[k, pm(v["mean_dice"]), pm(v["qubiq"]),
                                ", ".join(f"{m} ≥ {t:+.1f}" for m, t in v["targets"].items())]
                               for k, v in dec.items()]), ""]
-    lines += [f"Command: `.venv/bin/python bench/raters.py {' '.join(sys.argv[1:])}`", ""]
-    args.results.with_suffix(".md").write_text("\n".join(lines))
-    log(f"written {args.results.with_suffix('.json')} and .md")
+    write_markdown(args.results, lines, "bench/raters.py")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.background:
-        log_file = REPO / "bench" / "logs" / f"raters-{dt.datetime.now():%Y%m%d-%H%M%S}.log"
-        pid = in_background(__file__, sys.argv[1:] if argv is None else argv, log_file)
-        print(f"running in the background: PID {pid}, log {log_file}")
-        return 0
+        return launch("raters", __file__, argv)
     args.work.mkdir(parents=True, exist_ok=True)
     state = State(args.work / "state.json")
     if not args.report_only:

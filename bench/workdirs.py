@@ -60,3 +60,18 @@ def in_background(script: str, argv: List[str], log_file: Path, cwd: Optional[Pa
     if proc.poll() is not None:
         raise SystemExit(f"the background run ended at once (exit {proc.returncode}); see {log_file}")
     return proc.pid
+
+
+def launch(name: str, script: str, argv: Optional[List[str]]) -> int:
+    """``--background``: start ``script`` detached with its log in ``bench/logs/NAME-TIME.log``; says where."""
+    log_file = Path(__file__).resolve().parent / "logs" / f"{name}-{dt.datetime.now():%Y%m%d-%H%M%S}.log"
+    pid = in_background(script, sys.argv[1:] if argv is None else argv, log_file)
+    print(f"running in the background: PID {pid}, log {log_file}")
+    return 0
+
+
+def write_markdown(stem: Path, lines: List[str], script: str) -> None:
+    """``STEM.md``: ``lines`` and the command that made them; logged beside ``STEM.json``."""
+    lines = [*lines, f"Command: `{' '.join(['.venv/bin/python', script, *sys.argv[1:]])}`", ""]
+    stem.with_suffix(".md").write_text("\n".join(lines))
+    log(f"written {stem.with_suffix('.json')} and .md")
