@@ -143,10 +143,21 @@ class Steps:
 
     @staticmethod
     def parallel(jobs: List[Callable[[], None]], workers: int) -> None:
-        """Run ``jobs`` on ``workers`` threads (each job runs its console commands in turn); the first failure is
-        raised once every started job has ended."""
+        """Run ``jobs`` on ``workers`` threads (each job runs its console commands in turn); after a failure no
+        further job starts, and the first failure is raised once the running jobs have ended."""
+        failed = threading.Event()
+
+        def guarded(job: Callable[[], None]) -> None:
+            if failed.is_set():
+                return
+            try:
+                job()
+            except BaseException:
+                failed.set()  # before this worker takes the next job
+                raise
+
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for future in [pool.submit(job) for job in jobs]:
+            for future in [pool.submit(guarded, job) for job in jobs]:
                 future.result()
 
 

@@ -74,3 +74,23 @@ def test_comparison_figure_is_written(tmp_path: Path):
                       {"a": [ref], "b": [np.roll(ref, 2, 0)]}, {"a": [1.0], "b": [0.67]}, ["case"], rgb=False)
     with Image.open(tmp_path / "o.png") as png:
         assert png.size[0] > png.size[1] > 100
+
+
+def test_parallel_jobs_stop_starting_after_a_failure():
+    import pytest
+    started = []
+
+    def job(name: str, fail: bool = False):
+        def run():
+            started.append(name)
+            if fail:
+                raise RuntimeError(f"{name} failed")
+        return run
+
+    demo.Steps.parallel([job("a"), job("b"), job("c")], workers=2)
+    assert sorted(started) == ["a", "b", "c"]
+    started.clear()
+    # one worker: the jobs queued behind the failed one never start, and the failure is raised
+    with pytest.raises(RuntimeError, match="b failed"):
+        demo.Steps.parallel([job("a"), job("b", fail=True), job("c"), job("d")], workers=1)
+    assert started == ["a", "b"]
