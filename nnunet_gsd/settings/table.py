@@ -8,7 +8,7 @@ variable if users may set it per run — e.g.::
 It is then validated, overridable by the class attribute ``gsd_kt_weight`` and the environment variable,
 logged, recorded in gsd_settings.json, compared on ``--c``, and read as ``trainer.gsd.kt_weight`` (or
 ``settings.kt_weight`` in the step functions). Checks: :func:`between`, :func:`at_least`,
-:func:`positive`, :func:`one_of` or ``None``; ``group="budget"``/``"outputs"`` and
+:func:`positive`, :func:`one_of` or ``None``; ``group="budget"``/``"outputs"``/``"checkpoints"`` and
 ``may_change_on_resume=True`` for settings that do not change the method. Add its row to the README's
 settings table (a test checks that every variable is listed there).
 """
@@ -24,7 +24,7 @@ ENV_PREFIX = "nnUNet_GSD_"
 #: set to 1 to continue (``--c``) although settings changed since the training started
 ALLOW_CHANGE_VARIABLE = "nnUNet_GSD_ALLOW_SETTINGS_CHANGE"
 RECORD_FILE = "gsd_settings.json"
-GROUPS = ("method", "budget", "outputs")
+GROUPS = ("method", "budget", "outputs", "checkpoints")
 BOOL_WORDS = {"1": True, "true": True, "t": True, "yes": True, "0": False, "false": False, "f": False, "no": False}
 
 
@@ -75,7 +75,8 @@ class Setting:
     check: Optional[Check]
     doc: str
     env: Optional[str] = None    # environment variable, always nnUNet_GSD_*
-    group: str = "method"        # method (the paper), budget (epochs × iterations), outputs (what a run writes)
+    group: str = "method"        # method (the paper), budget (epochs × iterations), outputs (what a GSD run
+                                 # writes), checkpoints (weights every trainer of this package keeps)
     dataset_key: Optional[str] = None  # key of dataset.json's "gsd" block that may set it
     may_change_on_resume: bool = False
     example: Any = None          # a valid value the error messages suggest where the default is unset (None)
@@ -168,12 +169,16 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("num_val_iterations_per_epoch", int, None, at_least(1), "validation iterations per epoch",
             env="nnUNet_GSD_NUM_VAL_ITERATIONS", group="budget", may_change_on_resume=True, example=50),
     # --- what a run writes besides nnU-Net's outputs (never the numbers of the training)
-    Setting("keep_last_k", int, 0, at_least(0), "keep the weights of the last K epochs (paper's protocol); 0 = off",
-            env="nnUNet_GSD_KEEP_LAST", group="outputs", may_change_on_resume=True),
     Setting("log_search_loss", bool, False, None, "also log L_search (Eq. 20) per epoch, for the τ search",
             env="nnUNet_GSD_LOG_SEARCH_LOSS", group="outputs", may_change_on_resume=True),
     Setting("profile", bool, False, None, "log milliseconds per phase of the training step (adds device syncs)",
             env="nnUNet_GSD_PROFILE", group="outputs", may_change_on_resume=True),
+    # --- weights-only checkpoints besides nnU-Net's (every trainer here: GSD and the stock baselines alike)
+    Setting("keep_last_k", int, 0, at_least(0), "keep the weights of the last K epochs (paper's protocol); 0 = off",
+            env="nnUNet_GSD_KEEP_LAST", group="checkpoints", may_change_on_resume=True),
+    Setting("snapshot_every", int, 0, at_least(0), "keep the weights every N epochs (a learning curve: "
+            "`nnunet_gsd last-k --snapshots`); 0 = off", env="nnUNet_GSD_SNAPSHOT_EVERY", group="checkpoints",
+            may_change_on_resume=True),
 )
 SETTING: Dict[str, Setting] = {s.name: s for s in SETTINGS}
 ENVIRONMENT_VARIABLES = tuple(s.env for s in SETTINGS if s.env) + (ALLOW_CHANGE_VARIABLE,)

@@ -18,6 +18,11 @@ instead predicts with ``checkpoint_final.pth``. This command reports both, side 
 
 Output (default ``fold_F/last_k_eval/``): ``predictions/<checkpoint>/`` (with ``summary.json``),
 ``last_k.json`` and ``last_k.md``.
+
+A learning curve instead: train with ``nnUNet_GSD_SNAPSHOT_EVERY=N`` (weights every N epochs in
+``fold_F/snapshots/``; every trainer of this package, stock baselines included) and pass ``--snapshots``: the
+same table, one row per snapshot (output ``fold_F/snapshots_eval/``). Against clean reference labels it shows
+whether a network trained on noisy ones gets worse as it fits them.
 """
 from __future__ import annotations
 
@@ -48,6 +53,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("-r", dest="labels", type=Path, required=True, help="reference labels (e.g. labelsTs/)")
     p.add_argument("-o", dest="output", type=Path, help="output folder (default: the fold's last_k_eval/)")
     p.add_argument("-k", dest="k", type=int, help="use only the last K kept checkpoints (default: all kept)")
+    p.add_argument("--snapshots", action="store_true",
+                   help="evaluate the snapshots (nnUNet_GSD_SNAPSHOT_EVERY) instead of the last K epochs: a learning "
+                        "curve")
     p.add_argument("-device", default=None, choices=["cuda", "cpu", "mps"],
                    help="prediction device (default: cuda when available, else cpu)")
     p.add_argument("--disable_tta", action="store_true", help="no mirroring at test time (faster)")
@@ -58,14 +66,18 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=main)
 
 
-def kept_checkpoints(fold_dir: Path, k: int | None = None) -> List[Path]:
-    """The ``last_k/checkpoint_epoch_XXXX.pth`` files of a fold, oldest first (only the last ``k``)."""
-    folder = Path(fold_dir) / "last_k"
+#: kept-checkpoint folder → how a training keeps them
+KEPT = {"last_k": "nnUNet_GSD_KEEP_LAST=10 (the paper's last 10 epochs; or gsd_keep_last_k in a trainer variant)",
+        "snapshots": "nnUNet_GSD_SNAPSHOT_EVERY=10 (every 10 epochs; or gsd_snapshot_every in a trainer variant)"}
+
+
+def kept_checkpoints(fold_dir: Path, k: int | None = None, kind: str = "last_k") -> List[Path]:
+    """The ``<kind>/checkpoint_epoch_XXXX.pth`` files of a fold, oldest first (only the last ``k``)."""
+    folder = Path(fold_dir) / kind
     found = sorted((int(m.group(1)), p) for p in folder.glob("checkpoint_epoch_*.pth")
                    if (m := CHECKPOINT.fullmatch(p.name))) if folder.is_dir() else []
     if not found:
-        raise UserError(f"no {folder}/checkpoint_epoch_*.pth: train with nnUNet_GSD_KEEP_LAST=10 (the paper's "
-                        f"last 10 epochs; or set gsd_keep_last_k in a trainer variant) to keep them")
+        raise UserError(f"no {folder}/checkpoint_epoch_*.pth: train with {KEPT[kind]} to keep them")
     if k is not None:
         if k < 1:
             raise UserError(f"-k {k}: must be >= 1")
@@ -85,10 +97,11 @@ def summarise(dice: Mapping[str, float], final: float | None) -> dict:
     }
 
 
-def to_markdown(summary: Mapping) -> str:
+def to_markdown(summary: Mapping, kind: str = "last_k") -> str:
     rows: List[Sequence[object]] = [[name, dice] for name, dice in summary["checkpoints"].items()]
-    rows.append([f"**mean ± std over the last {summary['k']} epochs**",
-                 f"{summary['mean']:.4f} ± {summary['std']:.4f}"])
+    if kind == "last_k":
+        rows.append([f"**mean ± std over the last {summary['k']} epochs**",
+                     f"{summary['mean']:.4f} ± {summary['std']:.4f}"])
     if summary["final"] is not None:
         rows.append([f"{FINAL} (nnU-Net's usual result)", summary["final"]])
     return markdown_table(["checkpoint", "Dice"], rows)
@@ -115,27 +128,48 @@ def predict_and_score(checkpoint: str, args: argparse.Namespace, name: str, out:
     return float(summary["foreground_mean"]["Dice"])
 
 
+def epochs_trained(checkpoint_name: str) -> int:
+    """Epochs a ``checkpoint_epoch_XXXX.pth`` had trained: its 0-based epoch + 1."""
+    return int(CHECKPOINT.fullmatch(checkpoint_name).group(1)) + 1
+
+
+def plot_curve(summary: Mapping, path: Path, title: str) -> None:
+    """Dice of each snapshot against the epochs trained (the checkpoint's 0-based epoch + 1)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    epochs = [epochs_trained(n) for n in summary["checkpoints"]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, list(summary["checkpoints"].values()), marker="o")
+    ax.set(xlabel="epochs trained", ylabel="test Dice", title=title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main(args: argparse.Namespace) -> int:
     from nnunetv2.utilities.file_path_utilities import get_output_folder
+    kind = "snapshots" if args.snapshots else "last_k"
     name = dataset_name(args.dataset)
     fold = args.fold if args.fold == "all" else int(args.fold)
     fold_dir = Path(get_output_folder(name, args.trainer, args.plans, args.configuration, fold))
     model_dir = fold_dir.parent
     require_folder(fold_dir, "trained fold", f"train first: nnUNetv2_train {args.dataset} {args.configuration} "
-                                             f"{args.fold} -tr {args.trainer} (with nnUNet_GSD_KEEP_LAST=10)")
+                                             f"{args.fold} -tr {args.trainer} (with {KEPT[kind].split()[0]})")
     require_folder(args.images, "-i", "pass the test images folder, e.g. $nnUNet_raw/DatasetX/imagesTs")
     require_folder(args.labels, "-r", "pass the reference labels folder, e.g. $nnUNet_raw/DatasetX/labelsTs")
-    checkpoints = kept_checkpoints(fold_dir, args.k)
+    checkpoints = kept_checkpoints(fold_dir, args.k, kind)
     dataset_json = load_dataset_json(model_dir)
     if args.device is None:
         import torch
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    out = (args.output or fold_dir / "last_k_eval").resolve()
+    out = (args.output or fold_dir / f"{kind}_eval").resolve()
     env = console_env()
 
     dice: Dict[str, float] = {}
     for chk in checkpoints:
-        dice[chk.name] = predict_and_score(f"last_k/{chk.name}", args, name, out / "predictions" / chk.stem,
+        dice[chk.name] = predict_and_score(f"{kind}/{chk.name}", args, name, out / "predictions" / chk.stem,
                                            args.labels.resolve(), dataset_json, env)
         print(f"{chk.name}: Dice {dice[chk.name]:.4f}", flush=True)
     final = None
@@ -148,10 +182,14 @@ def main(args: argparse.Namespace) -> int:
     summary.update(dataset=name, trainer=args.trainer, plans=args.plans, configuration=args.configuration,
                    fold=args.fold, images=str(args.images.resolve()), labels=str(args.labels.resolve()),
                    metric="foreground-mean Dice of nnU-Net's compute_metrics_on_folder; std with ddof=0")
-    table = to_markdown(summary)
-    write_json_atomic(out / "last_k.json", summary)
-    (out / "last_k.md").write_text(f"{name} {args.trainer} {args.configuration} fold {args.fold}: test Dice\n\n"
-                                   f"{table}\n")
+    table = to_markdown(summary, kind)
+    title = f"{name} {args.trainer} {args.configuration} fold {args.fold}"
+    write_json_atomic(out / f"{kind}.json", summary)
+    (out / f"{kind}.md").write_text(f"{title}: test Dice\n\n{table}\n")
+    written = [out / f"{kind}.json", out / f"{kind}.md"]
+    if kind == "snapshots":
+        plot_curve(summary, out / "snapshots.png", title)
+        written.append(out / "snapshots.png")
     print(table)
-    print(f"written: {out / 'last_k.json'}, {out / 'last_k.md'}")
+    print(f"written: {', '.join(map(str, written))}")
     return 0

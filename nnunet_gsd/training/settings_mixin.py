@@ -14,11 +14,13 @@ from os.path import isfile, join
 from typing import Mapping, Optional, Tuple
 
 import torch
+from torch._dynamo import OptimizedModule
 
 from nnunet_gsd.errors import UserError
 from nnunet_gsd.settings import (GROUPS, RECORD_FILE, SETTINGS, GSDSettings, changes_since, check_resume,
                                  read_record, resolve_settings, trainer_class_attributes, unused_dataset_values,
                                  write_record)
+from nnunet_gsd.utils import atomic_path
 
 
 def _dataset_json_files(dataset_name: str) -> Tuple[Optional[str], Optional[str]]:
@@ -92,10 +94,12 @@ class SettingsMixin:
     """Put before the nnU-Net trainer class: ``class T(SettingsMixin, nnUNetTrainer)``; ``self.gsd`` holds them.
 
     ``settings_groups`` says which groups of :data:`~nnunet_gsd.settings.SETTINGS` the trainer reads
-    (a one-network baseline reads only the budget).
+    (a one-network baseline reads the budget and the kept checkpoints). The kept checkpoints are weights-only
+    files ``nnUNetv2_predict -chk`` loads: ``last_k/`` for the paper's last-K protocol, ``snapshots/`` for a
+    learning curve (``nnunet_gsd last-k``).
     """
 
-    settings_groups: Tuple[str, ...] = ("budget",)
+    settings_groups: Tuple[str, ...] = ("budget", "checkpoints")
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -122,6 +126,40 @@ class SettingsMixin:
         if threads is not None:
             torch.set_num_threads(threads)
             self.print_to_log_file(f"torch threads: {threads} (OMP_NUM_THREADS)")
+
+    def _unwrapped_network(self) -> torch.nn.Module:
+        mod = self.network.module if self.is_ddp else self.network
+        return mod._orig_mod if isinstance(mod, OptimizedModule) else mod
+
+    def on_epoch_end(self):
+        epoch = self.current_epoch   # nnU-Net's on_epoch_end advances it
+        if self.gsd.keep_last_k and epoch >= self.num_epochs - self.gsd.keep_last_k:
+            self._save_weights_only(join(self.output_folder, "last_k", f"checkpoint_epoch_{epoch:04d}.pth"))
+        if self.gsd.snapshot_every and (epoch + 1) % self.gsd.snapshot_every == 0:
+            self._save_weights_only(join(self.output_folder, "snapshots", f"checkpoint_epoch_{epoch:04d}.pth"))
+        super().on_epoch_end()
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint, written to a temporary file and renamed: a crash never leaves half a file."""
+        if self.local_rank != 0 or self.disable_checkpointing:
+            return super().save_checkpoint(filename)  # writes nothing (nnU-Net logs why)
+        with atomic_path(filename) as tmp:
+            super().save_checkpoint(tmp)
+
+    def _save_weights_only(self, filename: str) -> None:
+        """A checkpoint ``nnUNetv2_predict -chk`` can load, without optimizer state (cheap to keep K of)."""
+        if self.local_rank != 0 or self.disable_checkpointing:
+            return
+        os.makedirs(os.path.dirname(filename), exist_ok=True)
+        checkpoint = {
+            "network_weights": self._unwrapped_network().state_dict(),
+            "current_epoch": self.current_epoch + 1,
+            "init_args": self.my_init_kwargs,
+            "trainer_name": self.__class__.__name__,
+            "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
+        }
+        with atomic_path(filename) as tmp:
+            torch.save(checkpoint, tmp)
 
     def _check_dataset(self, plans: dict, configuration: str, dataset_json: dict) -> None:
         """Hook: refuse a dataset the resolved settings cannot train on (UserError), before nnU-Net writes anything."""

@@ -9,7 +9,6 @@ setting, its default and its environment variable is in :data:`nnunet_gsd.settin
 """
 from __future__ import annotations
 
-import os
 from os.path import join
 from typing import List, Optional
 
@@ -23,7 +22,6 @@ from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.helpers import dummy_context, softmax_helper_dim1
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch import autocast
-from torch._dynamo import OptimizedModule
 
 from nnunet_gsd.dual_network import DualNetwork
 from nnunet_gsd.errors import UserError
@@ -45,7 +43,7 @@ from nnunet_gsd.training.profiling import PhaseTimer
 from nnunet_gsd.training.raters import (RaterDataset, RaterPlan, build_rater_cache, majority_label,
                                         plan_training_raters, rater_cache_folder, rater_fraction_map)
 from nnunet_gsd.training.settings_mixin import SettingsMixin
-from nnunet_gsd.utils import atomic_path, is_rgb
+from nnunet_gsd.utils import is_rgb
 
 
 def uses_superpixels(settings, warmup_epochs: int, num_epochs: int) -> bool:
@@ -104,10 +102,6 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
                                                          num_output_channels, enable_deep_supervision)
                 for _ in range(2)]
         return DualNetwork(*nets)
-
-    def _unwrapped_network(self) -> DualNetwork:
-        mod = self.network.module if self.is_ddp else self.network
-        return mod._orig_mod if isinstance(mod, OptimizedModule) else mod
 
     def set_deep_supervision_enabled(self, enabled: bool):
         self._unwrapped_network().set_deep_supervision(enabled)
@@ -329,32 +323,6 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         return super().validation_step(batch)
 
     def on_epoch_end(self):
-        epoch = self.current_epoch
-        if self.gsd.keep_last_k and epoch >= self.num_epochs - self.gsd.keep_last_k:
-            self._save_weights_only(join(self.output_folder, "last_k", f"checkpoint_epoch_{epoch:04d}.pth"))
         super().on_epoch_end()
         if self.local_rank == 0:
             plot_gsd_progress(self.logger.local_logger.my_fantastic_logging, self.output_folder)
-
-    # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, filename: str) -> None:
-        """nnU-Net's checkpoint, written to a temporary file and renamed: a crash never leaves half a file."""
-        if self.local_rank != 0 or self.disable_checkpointing:
-            return super().save_checkpoint(filename)  # writes nothing (nnU-Net logs why)
-        with atomic_path(filename) as tmp:
-            super().save_checkpoint(tmp)
-
-    def _save_weights_only(self, filename: str) -> None:
-        """A checkpoint ``nnUNetv2_predict -chk`` can load, without optimizer state (cheap to keep K of)."""
-        if self.local_rank != 0 or self.disable_checkpointing:
-            return
-        os.makedirs(os.path.dirname(filename), exist_ok=True)
-        checkpoint = {
-            "network_weights": self._unwrapped_network().state_dict(),
-            "current_epoch": self.current_epoch + 1,
-            "init_args": self.my_init_kwargs,
-            "trainer_name": self.__class__.__name__,
-            "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
-        }
-        with atomic_path(filename) as tmp:
-            torch.save(checkpoint, tmp)

@@ -28,6 +28,8 @@ def test_kept_checkpoints_sorted_and_limited(tmp_path: Path):
                                                                     "checkpoint_epoch_0012.pth"]
     with pytest.raises(UserError, match="nnUNet_GSD_KEEP_LAST"):
         last_k.kept_checkpoints(tmp_path / "elsewhere")
+    with pytest.raises(UserError, match="nnUNet_GSD_SNAPSHOT_EVERY"):
+        last_k.kept_checkpoints(tmp_path, kind="snapshots")
 
 
 @pytest.mark.e2e
@@ -65,3 +67,31 @@ def test_last_k_protocol_on_a_tiny_run(tiny_preprocessed, nnunet_root: Path, tmp
     proc = run_failing(["nnunet_gsd", "last-k", "-d", tiny_preprocessed["id"], "-c", "2d", "-tr", trainer,
                         "-f", "1", "-i", str(raw / "imagesTs"), "-r", str(raw / "labelsTs")], env)
     assert "Traceback" not in proc.stderr and "fold" in proc.stderr
+
+
+@pytest.mark.e2e
+def test_snapshots_of_a_stock_baseline_give_a_learning_curve(tiny_preprocessed, nnunet_root: Path, tmp_path: Path):
+    """Stock nnU-Net (nnUNetTrainerBudget) keeps its weights every 2 of 5 epochs; --snapshots scores each one."""
+    trainer = "nnUNetTrainerBudget"
+    env = clean_env(nnunet_root, nnUNet_n_proc_DA="0", nnUNet_GSD_SNAPSHOT_EVERY="2", nnUNet_GSD_NUM_EPOCHS="5",
+                    nnUNet_GSD_NUM_ITERATIONS="2", nnUNet_GSD_NUM_VAL_ITERATIONS="1")
+    run(["nnUNetv2_train", tiny_preprocessed["id"], "2d", "0", "-tr", trainer, "-device", "cpu"], env)
+    fold = nnunet_root / "nnUNet_results" / tiny_preprocessed["name"] / f"{trainer}__nnUNetPlans__2d" / "fold_0"
+    # epochs 0..4: after the 2nd and the 4th; no last_k/ (keep_last_k is 0)
+    assert sorted(p.name for p in (fold / "snapshots").iterdir()) == ["checkpoint_epoch_0001.pth",
+                                                                    "checkpoint_epoch_0003.pth"]
+    assert not (fold / "last_k").exists()
+    snapshot = torch.load(fold / "snapshots" / "checkpoint_epoch_0003.pth", map_location="cpu", weights_only=False)
+    final = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert snapshot["current_epoch"] == 4 and snapshot["trainer_name"] == trainer
+    assert snapshot["network_weights"].keys() == final["network_weights"].keys()
+
+    raw = tiny_preprocessed["raw"]
+    run(["nnunet_gsd", "last-k", "--snapshots", "-d", tiny_preprocessed["id"], "-c", "2d", "-tr", trainer, "-f", "0",
+         "-i", str(raw / "imagesTs"), "-r", str(raw / "labelsTs"), "-device", "cpu", "--disable_tta", "-np", "1"], env)
+    out = fold / "snapshots_eval"
+    summary = json.loads((out / "snapshots.json").read_text())
+    assert list(summary["checkpoints"]) == ["checkpoint_epoch_0001.pth", "checkpoint_epoch_0003.pth"]
+    assert all(0.0 <= d <= 1.0 for d in summary["checkpoints"].values())
+    assert "mean ± std" not in (out / "snapshots.md").read_text()
+    assert (out / "snapshots.png").stat().st_size > 0

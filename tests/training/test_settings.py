@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 
 from nnunet_gsd.errors import UserError
-from nnunet_gsd.settings import (ALLOW_CHANGE_VARIABLE, AS_DEFAULT, ENVIRONMENT_VARIABLES, SETTINGS, GSDSettings,
-                                 check_resume, read_record, resolve_settings, trainer_class_attributes,
+from nnunet_gsd.settings import (ALLOW_CHANGE_VARIABLE, AS_DEFAULT, ENVIRONMENT_VARIABLES, GROUPS, SETTINGS,
+                                 GSDSettings, check_resume, read_record, resolve_settings, trainer_class_attributes,
                                  unused_dataset_values, write_record)
 
 PRE = "/data/nnUNet_preprocessed/Dataset001_X/dataset.json"
 RAW = "/data/nnUNet_raw/Dataset001_X/dataset.json"
 
 
-def resolve(dataset_json=None, env=None, groups=("method", "budget", "outputs"), **attributes):
+def resolve(dataset_json=None, env=None, groups=GROUPS, **attributes):
     """Resolve with class attributes ``gsd_<name>=value`` of a class called Variant."""
     attrs = {next(s.attribute for s in SETTINGS if s.name == name): (value, "Variant")
              for name, value in attributes.items()}
@@ -31,7 +31,7 @@ def test_defaults_are_the_documented_ones():
     assert (s.warmup_fraction, s.kt_warmup_fraction, s.rho, s.slic_segments_per_256sq, s.slic_compactness,
             s.slic_sigma) == (0.3, 0.3, 0.5, 1024, 10.0, 1.0)
     assert (s.num_epochs, s.num_iterations_per_epoch, s.num_val_iterations_per_epoch) == (None, None, None)
-    assert (s.keep_last_k, s.log_search_loss, s.profile) == (0, False, False)
+    assert (s.keep_last_k, s.snapshot_every, s.log_search_loss, s.profile) == (0, 0, False, False)
     assert (s.selection, s.gda_dice, s.deep_supervision, s.ignore_unrefined, s.kt_prior_correction) == (
         "per_class", True, True, True, False)
     assert set(s.sources.values()) == {"default"}

@@ -68,11 +68,11 @@ def test_unset_budget_records_the_trainers_own_value(folders):
     assert trainer.gsd.sources["num_epochs"] == "nnU-Net's default"
 
 
-def test_budget_trainer_reads_only_the_budget(folders, monkeypatch):
+def test_budget_trainer_reads_only_the_budget_and_checkpoints(folders, monkeypatch):
     monkeypatch.setenv("nnUNet_GSD_NUM_EPOCHS", "3")
     trainer = make(nnUNetTrainerCELossBudget)
     assert trainer.num_epochs == 3 and set(trainer.gsd.values) == {
-        "num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch"}
+        "num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch", "keep_last_k", "snapshot_every"}
     assert not trainer.enable_deep_supervision
 
 
