@@ -52,6 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
 from bench.workdirs import in_background, log, plans_name, raw_folder, run, write_plans_variant  # noqa: E402
+from nnunet_gsd.tools.last_k import epochs_trained  # noqa: E402
 STOCK, GSD, FAITHFUL = "nnUNetTrainerBudget", "nnUNetTrainerGSD", "nnUNetTrainerGSDFaithful"
 CE, CALIBRATED = "nnUNetTrainerCELossBudget", "nnUNetTrainerBudgetCalibrated"
 
@@ -108,6 +109,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--iterations", type=int, default=850,
                     help="training iterations of every arm (default 850: 17 epochs × 50)")
     ap.add_argument("--iterations-per-epoch", type=int, default=50, help="nnU-Net epoch length (default 50)")
+    ap.add_argument("--subset", type=float, default=1.0, metavar="FRACTION",
+                    help="train on this seeded fraction of Kvasir's 700 training images (the test set stays whole; "
+                         "e.g. 0.285715: 200 images, the memorisation regime; default 1)")
+    ap.add_argument("--curve-every", type=int, default=0, metavar="EPOCHS",
+                    help="keep weights every EPOCHS nnU-Net epochs (nnUNet_GSD_SNAPSHOT_EVERY) and score each on the "
+                         "test set (nnunet_gsd last-k --snapshots): a learning curve per arm, table and PNG "
+                         "(default 0: none)")
     ap.add_argument("--batch", type=int, default=16,
                     help="batch size of the plans variant every arm uses (nnU-Net picks 35 at 64²; default 16, the "
                          "paper's)")
@@ -222,6 +230,8 @@ def nnunet_env(args, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
         "MPLBACKEND": "Agg",
         "PYTHONPATH": str(REPO),
     }
+    if args.curve_every:
+        env["nnUNet_GSD_SNAPSHOT_EVERY"] = str(args.curve_every)
     for var in ("CUDA_VISIBLE_DEVICES",):
         if var in os.environ:
             env[var] = os.environ[var]
@@ -290,8 +300,9 @@ def dataset_specs(args) -> Dict[int, List[str]]:
     specs = {}
     for name in args.regimes:
         r = REGIMES[name]
-        specs[args.id_base + r.offset] = r.convert
-        clean = [a for a in r.convert]
+        convert = r.convert + (["--subset", str(args.subset)] if r.kvasir and args.subset != 1 else [])
+        specs[args.id_base + r.offset] = convert
+        clean = list(convert)
         i = clean.index("--noise")
         clean[i + 1] = "none"
         if "--noise-at" in clean:
@@ -372,7 +383,7 @@ def area_ratios(args, arm: Arm) -> Optional[Dict[str, float]]:
 def train_predict_evaluate(args, state: State, arm: Arm, logdir: Path) -> None:
     key = arm.run_key(args)
     rec = state.run(key)
-    if rec.get("evaluated"):
+    if rec.get("evaluated") and (not args.curve_every or rec.get("curve")):
         return
     did = dataset_id(args, arm.regime, arm.labels)
     raw = raw_folder(args.work, did)
@@ -406,6 +417,21 @@ def train_predict_evaluate(args, state: State, arm: Arm, logdir: Path) -> None:
         predict_s = round(run(cmd, env, alog), 1)
         state.set(key, predict_s=predict_s, per_case=evaluate(raw, pred, env, alog), evaluated=True)
         log(f"{tag} on {raw.name}: mean Dice {mean_dice(state.run(key)):.2f}")
+    if args.curve_every and not state.run(key).get("curve"):
+        state.set(key, curve=learning_curve(args, arm, raw, env, alog))
+
+
+def learning_curve(args, arm: Arm, raw: Path, env: Dict[str, str], alog: Path) -> Dict[str, float]:
+    """Test Dice % (nnU-Net's foreground mean) of every snapshot, keyed by the epochs trained: the product's
+    ``nnunet_gsd last-k --snapshots`` on the arm's fold."""
+    out = args.work / "curves" / arm_tag(arm) / raw.name
+    run(["nnunet_gsd", "last-k", "-d", str(dataset_id(args, arm.regime, arm.labels)), "-c", "2d", "-tr", arm.trainer,
+         "-p", plans_name(args.batch), "-f", "all", "-i", str(raw / "imagesTs"), "-r", str(raw / "labelsTs"),
+         "-o", str(out), "--snapshots", "--disable_tta", "-np", "1", "-device", args.device], env, alog)
+    checkpoints = json.loads((out / "snapshots.json").read_text())["checkpoints"]
+    curve = {str(epochs_trained(name)): 100 * dice for name, dice in checkpoints.items()}
+    log(f"{arm_tag(arm)} on {raw.name}: curve " + ", ".join(f"{e}: {d:.1f}" for e, d in curve.items()))
+    return curve
 
 
 def evaluate(raw: Path, pred: Path, env: Dict[str, str], alog: Path) -> Dict[str, Dict[str, float]]:
@@ -546,6 +572,44 @@ def controls_lines(args, runs: dict, here: Dict[str, Arm], regime: str) -> tuple
     return ["Controls (paired over the test images): " + "; ".join(text) + ".", ""], found
 
 
+def curve_lines(args, runs: dict, here: Dict[str, Arm]) -> tuple[List[str], Dict[str, Dict[str, float]]]:
+    """The learning curves of a regime's arms (``--curve-every``): test Dice % by epochs trained, and how far each arm
+    fell from its best snapshot by the end — a network that memorises noisy labels peaks, then falls."""
+    curves = {name: runs[a.run_key(args)]["curve"] for name, a in here.items()
+              if runs.get(a.run_key(args), {}).get("curve")}
+    if not curves:
+        return [], {}
+    epochs = sorted({int(e) for c in curves.values() for e in c})
+    lines = [f"Learning curves (test Dice % of the weights kept every {args.curve_every} epochs, nnU-Net's foreground "
+             "mean; peak − final = what the arm lost after its best snapshot):", "",
+             "| arm | " + " | ".join(f"ep {e}" for e in epochs) + " | peak − final |",
+             "|---|" + "---|" * (len(epochs) + 1)]
+    for name, curve in curves.items():
+        values = [curve.get(str(e)) for e in epochs]
+        final = curve[str(max(int(e) for e in curve))]
+        lines.append(f"| {name} | " + " | ".join("" if v is None else f"{v:.1f}" for v in values)
+                     + f" | {max(curve.values()) - final:.1f} |")
+    return lines + [""], curves
+
+
+def plot_curves(curves: Dict[str, Dict[str, Dict[str, float]]], path: Path) -> None:
+    """One panel per regime, one line per arm: test Dice against the nnU-Net epochs trained."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4), squeeze=False)
+    for ax, (regime, arms) in zip(axes[0], curves.items()):
+        for name, curve in arms.items():
+            epochs = sorted(curve, key=int)
+            ax.plot([int(e) for e in epochs], [curve[e] for e in epochs], marker="o", label=name)
+        ax.set(xlabel="nnU-Net epochs trained", ylabel="test Dice % (clean labels)", title=regime)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 # ---------------------------------------------------------------------------------------------- report
 def last(rec: dict, key: str) -> Optional[float]:
     values = (rec.get("log") or {}).get("gsd_" + key)
@@ -647,9 +711,14 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
         lines += more
         more, rj["controls"] = controls_lines(args, runs, here, regime)
         lines += more
+        more, rj["curves"] = curve_lines(args, runs, here)
+        lines += more
         regimes_json[regime] = rj
     stem = args.results
     stem.parent.mkdir(parents=True, exist_ok=True)
+    if any(rj["curves"] for rj in regimes_json.values()):
+        plot_curves({r: rj["curves"] for r, rj in regimes_json.items() if rj["curves"]},
+                    stem.with_name(stem.name + "-curves.png"))
     md = stem.with_suffix(".md")
     text = md.read_text() if md.is_file() else ""
     notes = text[text.index("\n## Notes"):] if "\n## Notes" in text else ""
@@ -658,7 +727,8 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
         regimes_json.setdefault(regime, kept_json[regime])
     md.write_text("\n".join(lines + kept_md) + notes)
     budget = {"iterations": args.iterations, "iterations_per_epoch": args.iterations_per_epoch, "batch": args.batch,
-              "size": args.size, "device": args.device, "seed": args.seed, "tau": args.tau}
+              "size": args.size, "device": args.device, "seed": args.seed, "tau": args.tau, "subset": args.subset,
+              "curve_every": args.curve_every}
     stem.with_suffix(".json").write_text(json.dumps({"regimes": regimes_json, "budget": budget, "command": command,
                                                      "machine": machine(), "date": dt.date.today().isoformat()},
                                                     indent=1))
@@ -703,7 +773,8 @@ def main(argv=None) -> None:
         (args.work / sub).mkdir(parents=True, exist_ok=True)
     state = State(args.work / "state.json")
     budget = {"iterations": args.iterations, "per_epoch": args.iterations_per_epoch, "batch": args.batch,
-              "size": args.size, "seed": args.seed, "device": args.device, "tau": args.tau}
+              "size": args.size, "seed": args.seed, "device": args.device, "tau": args.tau,
+              **({"subset": args.subset} if args.subset != 1 else {})}
     if state.data.get("budget") not in (None, budget):
         raise SystemExit(f"{args.work} holds runs of another budget {state.data['budget']}: pass another --work")
     state.data["budget"] = budget
