@@ -32,14 +32,19 @@ def test_kept_checkpoints_sorted_and_limited(tmp_path: Path):
         last_k.kept_checkpoints(tmp_path, kind="snapshots")
 
 
+def train_tiny(tiny_preprocessed, nnunet_root: Path, trainer: str, epochs: int, **settings: str):
+    """``nnUNetv2_train`` fold 0 for ``epochs`` × 2 iterations with these settings; the env and the fold folder."""
+    env = clean_env(nnunet_root, nnUNet_n_proc_DA="0", nnUNet_GSD_NUM_EPOCHS=str(epochs),
+                    nnUNet_GSD_NUM_ITERATIONS="2", nnUNet_GSD_NUM_VAL_ITERATIONS="1", **settings)
+    run(["nnUNetv2_train", tiny_preprocessed["id"], "2d", "0", "-tr", trainer, "-device", "cpu"], env)
+    return env, nnunet_root / "nnUNet_results" / tiny_preprocessed["name"] / f"{trainer}__nnUNetPlans__2d" / "fold_0"
+
+
 @pytest.mark.e2e
 def test_last_k_protocol_on_a_tiny_run(tiny_preprocessed, nnunet_root: Path, tmp_path: Path):
     """Train 3 epochs keeping the last K = 2, then predict with each kept checkpoint and the final one."""
     trainer = "nnUNetTrainerGSD_tiny"
-    env = clean_env(nnunet_root, nnUNet_n_proc_DA="0", nnUNet_GSD_KEEP_LAST="2", nnUNet_GSD_NUM_EPOCHS="3",
-                    nnUNet_GSD_NUM_ITERATIONS="2", nnUNet_GSD_NUM_VAL_ITERATIONS="1")
-    run(["nnUNetv2_train", tiny_preprocessed["id"], "2d", "0", "-tr", trainer, "-device", "cpu"], env)
-    fold = nnunet_root / "nnUNet_results" / tiny_preprocessed["name"] / f"{trainer}__nnUNetPlans__2d" / "fold_0"
+    env, fold = train_tiny(tiny_preprocessed, nnunet_root, trainer, 3, nnUNet_GSD_KEEP_LAST="2")
     kept = sorted(p.name for p in (fold / "last_k").iterdir())
     assert kept == ["checkpoint_epoch_0001.pth", "checkpoint_epoch_0002.pth"]
     weights_only = torch.load(fold / "last_k" / kept[0], map_location="cpu", weights_only=False)
@@ -73,10 +78,7 @@ def test_last_k_protocol_on_a_tiny_run(tiny_preprocessed, nnunet_root: Path, tmp
 def test_snapshots_of_a_stock_baseline_give_a_learning_curve(tiny_preprocessed, nnunet_root: Path, tmp_path: Path):
     """Stock nnU-Net (nnUNetTrainerBudget) keeps its weights every 2 of 5 epochs; --snapshots scores each one."""
     trainer = "nnUNetTrainerBudget"
-    env = clean_env(nnunet_root, nnUNet_n_proc_DA="0", nnUNet_GSD_SNAPSHOT_EVERY="2", nnUNet_GSD_NUM_EPOCHS="5",
-                    nnUNet_GSD_NUM_ITERATIONS="2", nnUNet_GSD_NUM_VAL_ITERATIONS="1")
-    run(["nnUNetv2_train", tiny_preprocessed["id"], "2d", "0", "-tr", trainer, "-device", "cpu"], env)
-    fold = nnunet_root / "nnUNet_results" / tiny_preprocessed["name"] / f"{trainer}__nnUNetPlans__2d" / "fold_0"
+    env, fold = train_tiny(tiny_preprocessed, nnunet_root, trainer, 5, nnUNet_GSD_SNAPSHOT_EVERY="2")
     # epochs 0..4: after the 2nd and the 4th; no last_k/ (keep_last_k is 0)
     assert sorted(p.name for p in (fold / "snapshots").iterdir()) == ["checkpoint_epoch_0001.pth",
                                                                     "checkpoint_epoch_0003.pth"]
