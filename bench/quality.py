@@ -3,6 +3,9 @@
     .venv/bin/python bench/quality.py --source /data/Kvasir-SEG --background     # the decisive table (CPU, hours)
     .venv/bin/python bench/quality.py --source /data/Kvasir-SEG --regimes heavy_S_R --iterations 300 \\
         --variant conf09:nnUNet_GSD_REFINE_CONFIDENCE=0.9                        # explore a setting, cheaply
+    .venv/bin/python bench/quality.py --source /data/Kvasir-SEG --regimes heavy_S_R --subset 0.285715 \
+        --iterations 2500 --batch 8 --curve-every 5 --work bench/work/memorisation-64 \
+        --results bench/results/memorisation-64             # the memorisation regime: 200 images, 100 passes, curves
 
 Kvasir-SEG (Jha et al., MMM 2020; https://datasets.simula.no/kvasir-seg/) is converted with
 ``nnunet_gsd convert kvasir`` — pass ``--source`` to the unpacked ``Kvasir-SEG/`` folder (``images/``,
