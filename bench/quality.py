@@ -157,6 +157,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                      "masks/) from https://datasets.simula.no/kvasir-seg/ (or run only --regimes multiclass_thin)")
         if not (args.source / "images").is_dir() and not (args.source / "Kvasir-SEG" / "images").is_dir():
             ap.error(f"--source {args.source} holds no images/ folder: point it at the unpacked Kvasir-SEG folder")
+    if not 0 < args.subset <= 1:
+        ap.error(f"--subset {args.subset}: a fraction in (0, 1] of the training images")
+    if args.curve_every < 0:
+        ap.error(f"--curve-every {args.curve_every}: epochs between snapshots, >= 1 (0: no curves)")
     args.variants = [parse_variant(v, ap) for v in args.variant]
     args.work = (args.work or REPO / "bench" / "work" / f"quality-{args.size}").resolve()
     args.results = (args.results or REPO / "bench" / "results" / f"quality-{args.size}").resolve()
