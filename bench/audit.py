@@ -32,13 +32,15 @@ Resumable: every step records itself in ``WORK/state.json`` and a training with 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import datetime as dt
 import json
 import os
 import shutil
 import sys
+import threading
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import numpy as np
 
@@ -70,6 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="cross-validation models to audit with (default: stock)")
     ap.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="folds (default 0-4)")
     ap.add_argument("--iterations", type=int, default=850, help="training iterations per training (default 850)")
+    ap.add_argument("--jobs", type=int, default=2, help="trainings at once, one torch thread each (default 2)")
     ap.add_argument("--iterations-per-epoch", type=int, default=50, help="nnU-Net epoch length (default 50)")
     ap.add_argument("--batch", type=int, default=16, help="batch size of the plans every training uses (default 16)")
     ap.add_argument("--drop", type=float, default=None,
@@ -101,16 +104,27 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # ---------------------------------------------------------------------------------------------- state
 class State:
+    """``state.json``, saved atomically after every step; trainings run in threads (``--jobs``), hence the lock."""
+
     def __init__(self, path: Path):
-        self.path = path
+        self.path, self.lock = path, threading.Lock()
         self.data = json.loads(path.read_text()) if path.is_file() else {"steps": {}}
 
     def get(self, key: str) -> Optional[dict]:
-        return self.data["steps"].get(key)
+        with self.lock:
+            return self.data["steps"].get(key)
 
     def set(self, key: str, value: dict) -> None:
-        self.data["steps"][key] = value
-        write_json_atomic(self.path, self.data)
+        with self.lock:
+            self.data["steps"][key] = value
+            write_json_atomic(self.path, self.data)
+
+
+def in_parallel(jobs: int, tasks: Dict[str, Callable[[], None]]) -> None:
+    """Run the callables of ``tasks`` (name → zero-argument function), ``jobs`` at a time; the first error stops."""
+    with cf.ThreadPoolExecutor(max_workers=jobs) as pool:
+        for fut in cf.as_completed([pool.submit(task) for task in tasks.values()]):
+            fut.result()
 
 
 def nnunet_env(args, **extra: str) -> Dict[str, str]:
@@ -238,12 +252,12 @@ def train(args, did: int, trainer: str, fold: str, logdir: Path, npz: bool) -> f
 
 def cross_validation(args, state: State, logdir: Path) -> None:
     did = args.id_base + 1
-    for model in args.models:
-        for fold in args.folds:
-            key = f"cv:{model}:{fold}"
-            if state.get(key):
-                continue
-            state.set(key, {"train_s": train(args, did, MODELS[model], str(fold), logdir, npz=True)})
+
+    def one(model: str, fold: int) -> None:
+        state.set(f"cv:{model}:{fold}", {"train_s": train(args, did, MODELS[model], str(fold), logdir, npz=True)})
+
+    in_parallel(args.jobs, {f"cv:{m}:{f}": (lambda m=m, f=f: one(m, f)) for m in args.models for f in args.folds
+                            if not state.get(f"cv:{m}:{f}")})
 
 
 # ---------------------------------------------------------------------------------------------- audit metrics
@@ -336,10 +350,8 @@ def retraining(args, state: State, logdir: Path) -> None:
     arms = {"stock_clean": args.id_base, "stock_corrupted": args.id_base + 1,
             "stock_audit_drop": args.id_base + 2, "stock_audit_relabel": args.id_base + 3}
     writes = {"stock_audit_drop": ["--drop", str(args.drop)], "stock_audit_relabel": ["--relabel"]}
-    for arm, did in arms.items():
-        key = f"retrain:{arm}"
-        if state.get(key):
-            continue
+    todo = {arm: did for arm, did in arms.items() if not state.get(f"retrain:{arm}")}
+    for arm, did in todo.items():
         if arm in writes and not list((args.work / "nnUNet_raw").glob(f"Dataset{did:03d}_*")):
             log(f"{arm}: write the audited dataset {did} ({' '.join(writes[arm])})")
             run_command(["nnunet_gsd", "audit", "-d", str(args.id_base + 1), "-c", "2d", "-tr", MODELS[model], "-p",
@@ -352,13 +364,17 @@ def retraining(args, state: State, logdir: Path) -> None:
             timed(["nnUNetv2_plan_and_preprocess", "-d", str(did), "-c", "2d", "-np", "1", "-npfp", "1",
                    "--verify_dataset_integrity"], nnunet_env(args), logdir / f"plan_{did}.log", "planning")
             write_plans_variant(args.work, did, args.batch)
+
+    def one(arm: str, did: int) -> None:
         train_s = train(args, did, STOCK, "all", logdir, npz=False)
         dice = evaluate(args, did, STOCK, logdir)
         audit_record = json.loads((raw_folder(args.work, did) / "dataset.json").read_text()).get("audit", {})
-        state.set(key, {"dataset": raw_folder(args.work, did).name, "train_s": train_s, "test_dice": dice,
-                        "dropped": len(audit_record.get("dropped", [])),
-                        "relabelled": len(audit_record.get("relabelled_pixels", {}))})
+        state.set(f"retrain:{arm}", {"dataset": raw_folder(args.work, did).name, "train_s": train_s,
+                                     "test_dice": dice, "dropped": len(audit_record.get("dropped", [])),
+                                     "relabelled": len(audit_record.get("relabelled_pixels", {}))})
         log(f"{arm}: test Dice {dice:.2f}")
+
+    in_parallel(args.jobs, {arm: (lambda a=arm, d=did: one(a, d)) for arm, did in todo.items()})
 
 
 # ---------------------------------------------------------------------------------------------- report
