@@ -19,8 +19,6 @@ import argparse
 import datetime
 import json
 import os
-import re
-import shlex
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -31,6 +29,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.workdirs import command_line, portable  # noqa: E402
 from nnunet_gsd.errors import UserError  # noqa: E402
 from nnunet_gsd.method.calibration import shift_labels  # noqa: E402
 from nnunet_gsd.tools.boundary_offset import dataset_offsets  # noqa: E402
@@ -86,12 +85,6 @@ def label_dice(root: Path, noisy: str, clean: str, label: int, offset: int, conf
     return {"dice_given": round(float(np.mean(given)), 2), "dice_moved": round(float(np.mean(moved)), 2)}
 
 
-def local_paths(text: str) -> str:
-    """``text`` with every absolute path's folders written as PATH/ (an argument ``/a/b/c`` → ``PATH/c``, and
-    so inside a longer argument), so that no machine's layout reaches a results file."""
-    return re.sub(r"(?<![^\s=:])/[^\s:]*/(?=[^/\s]*)", "PATH/", text)
-
-
 def cell(column: str, value) -> str:
     if value is None:
         return "—"
@@ -114,7 +107,7 @@ def main() -> int:
                         help="how the datasets were built (repeatable; recorded in the header, local paths as PATH/)")
     parser.add_argument("--append", action="store_true", help="merge into the --out survey instead of replacing it")
     args = parser.parse_args()
-    command = shlex.join(["python", *[local_paths(a) for a in sys.argv]])
+    command = command_line("bench/calibration_survey.py", sys.argv[1:])
     survey: Dict[str, List] = {"commands": [], "rows": []}
     json_file, md_file = Path(f"{args.out}.json"), Path(f"{args.out}.md")
     if args.append and json_file.is_file():
@@ -146,7 +139,7 @@ def main() -> int:
         sys.exit(f"calibration_survey: {e}")
     survey["commands"].append({"command": command, "date": datetime.datetime.now().isoformat(timespec="seconds")})
     built = survey.setdefault("built", [])
-    built += [b for b in map(local_paths, args.built) if b not in built]
+    built += [b for b in map(portable, args.built) if b not in built]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     json_file.write_text(json.dumps(survey, indent=1, ensure_ascii=False) + "\n")
     lines = ["# Boundary calibration survey (`nnunet_gsd boundary-offset`)", ""]

@@ -283,7 +283,7 @@ def med(xs: List[float]) -> float:
 def main(argv=None) -> None:
     args = parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
-    command = " ".join([".venv/bin/python", "bench/cost.py"] + list(argv))
+    command = workdirs.command_line("bench/cost.py", argv)
     started = dt.datetime.now()
     load_start = os.getloadavg()
     raw_root, dataset, plans, what = prepare(args)

@@ -31,6 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.workdirs import command_line  # noqa: E402
 from nnunet_gsd.method.refinement import superpixel_majority  # noqa: E402
 from nnunet_gsd.method.superpixels import slic_superpixels  # noqa: E402
 
@@ -117,8 +118,7 @@ def main(argv: List[str] | None = None) -> None:
     ap.add_argument("--cases", type=int, default=150, help="training cases per dataset (default 150)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "image-prior-audit")
     args = ap.parse_args(argv)
-    command = " ".join([".venv/bin/python", "bench/image_prior_audit.py"]
-                       + [a if not Path(a).is_absolute() else f"RAW/{Path(a).name}" for a in sys.argv[1:]])
+    command = command_line("bench/image_prior_audit.py", sys.argv[1:])
     lines = ["# Image-driven label smoothers against the clean labels", "", "Command:", "", f"    {command}", "",
              "Mean over cases of pixel accuracy, Dice and foreground area (% of the clean area) against the clean "
              "labels; `labels` = before smoothing.", "",

@@ -54,7 +54,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
-from bench.workdirs import in_background, log, plans_name, raw_folder, run, write_plans_variant  # noqa: E402
+from bench.workdirs import command_line, in_background, log, plans_name, raw_folder, run, write_plans_variant  # noqa: E402
 from nnunet_gsd.tools.last_k import epochs_trained  # noqa: E402
 STOCK, GSD, FAITHFUL = "nnUNetTrainerBudget", "nnUNetTrainerGSD", "nnUNetTrainerGSDFaithful"
 CE, CALIBRATED = "nnUNetTrainerCELossBudget", "nnUNetTrainerBudgetCalibrated"
@@ -673,7 +673,11 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
                 lines.append(f"| {name} | `{arm.trainer}` | (pending) | | | | | | | | | | | |")
                 continue
             dice = mean_dice(rec)
-            entry = {"dice": dice, "trainer": arm.trainer, "settings": arm.env, "repeat": arm.repeat}
+            # per-case Dice travel with the results so that a later run can be paired with this one even where the
+            # work folder (state.json, predictions) is gone
+            entry = {"dice": dice, "trainer": arm.trainer, "settings": arm.env, "repeat": arm.repeat,
+                     "per_case": {c: {k: round(v, 6) for k, v in m.items()}
+                                  for c, m in sorted(rec["per_case"].items())}}
             labels = sorted({k for m in rec["per_case"].values() for k in m}, key=int)
             if len(labels) > 1:
                 entry["dice_per_class"] = {k: mean_dice(rec, k) for k in labels}
@@ -771,7 +775,7 @@ def kept_regimes(stem: Path, regimes: List[str]) -> tuple[dict, List[str]]:
 def main(argv=None) -> None:
     args = parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
-    command = " ".join([".venv/bin/python", "bench/quality.py"] + [a for a in argv if a != "--background"])
+    command = command_line("bench/quality.py", argv)
     if args.background:
         pid = in_background(str(Path(__file__).resolve()), argv, args.log, cwd=REPO)
         print(f"quality benchmark running: PID {pid}, log {args.log}; results {args.results}.md/.json")

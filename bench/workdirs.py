@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional
 
 from nnunet_gsd.tools.common import run_command
 from nnunet_gsd.utils import write_json_atomic
@@ -70,8 +71,26 @@ def launch(name: str, script: str, argv: Optional[List[str]]) -> int:
     return 0
 
 
+def portable(arg: str) -> str:
+    """``arg`` as a results file records it: a path inside a checkout's ``bench/`` from there on (as run from the
+    repository root, whichever checkout or worktree ran it), any other absolute path as ``PATH/<its last part>``
+    (also inside ``--x=/a/b``), so that no machine's layout reaches a results file."""
+    def one(match: re.Match) -> str:
+        path = match.group(0)
+        if "/bench/" in path:
+            return path[path.index("/bench/") + 1:]
+        return "PATH/" + path.rstrip("/").rsplit("/", 1)[-1]
+    return re.sub(r"(?<![^\s=:])/[^\s:]+", one, arg)
+
+
+def command_line(script: str, argv: Iterable[str]) -> str:
+    """The command a results file records: ``.venv/bin/python SCRIPT ARGV`` with :func:`portable` arguments,
+    without ``--background``."""
+    return " ".join([".venv/bin/python", script, *(portable(a) for a in argv if a != "--background")])
+
+
 def write_markdown(stem: Path, lines: List[str], script: str) -> None:
     """``STEM.md``: ``lines`` and the command that made them; logged beside ``STEM.json``."""
-    lines = [*lines, f"Command: `{' '.join(['.venv/bin/python', script, *sys.argv[1:]])}`", ""]
+    lines = [*lines, f"Command: `{command_line(script, sys.argv[1:])}`", ""]
     stem.with_suffix(".md").write_text("\n".join(lines))
     log(f"written {stem.with_suffix('.json')} and .md")

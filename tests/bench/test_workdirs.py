@@ -1,0 +1,30 @@
+"""bench/workdirs.py: how results files record the command that made them."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.workdirs import command_line, portable  # noqa: E402
+
+
+def test_paths_inside_a_checkouts_bench_become_relative_to_its_root():
+    assert portable("/work/bench_wt/bench/work/quality-64") == "bench/work/quality-64"
+    assert portable("/home/u/nnunet_gsd/bench/results/audit") == "bench/results/audit"
+
+
+def test_other_absolute_paths_keep_only_their_last_part():
+    assert portable("/data/sets/Kvasir-SEG") == "PATH/Kvasir-SEG"
+    assert portable("/data/sets/Kvasir-SEG/") == "PATH/Kvasir-SEG"
+    assert portable("--out=/tmp/x/survey") == "--out=PATH/survey"
+    assert portable("convert kvasir --source /d/K --id 5") == "convert kvasir --source PATH/K --id 5"
+
+
+def test_relative_paths_and_plain_values_are_left_alone():
+    assert portable("bench/work/x") == "bench/work/x"
+    assert portable("0.285715") == "0.285715"
+    assert portable("heavy_S_R") == "heavy_S_R"
+
+
+def test_command_line_drops_background_and_names_the_script():
+    assert (command_line("bench/quality.py", ["--source", "/d/Kvasir-SEG", "--background", "--jobs", "1"])
+            == ".venv/bin/python bench/quality.py --source PATH/Kvasir-SEG --jobs 1")
