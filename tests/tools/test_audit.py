@@ -44,10 +44,36 @@ def test_thresholds_suspected_pixels_and_scores_by_hand():
     corrected = label.copy()
     corrected[2, 2], corrected[0, 0] = 0, 1
     assert (suggested == corrected).all()   # elsewhere the label itself
-    s = audit.case_scores(label, suspected, suggested, [1])
     # class 1: L = 4 labelled pixels, S = {(2,2) labelled 1, (0,0) suggested 1}, |L ∪ S| = 5: 1 - 2/5
-    assert s["per_class"] == {1: pytest.approx(0.6)} and s["score"] == pytest.approx(0.6)
+    assert audit.overlap_quality(label, suspected, suggested, [1]) == {1: pytest.approx(0.6)}
+    s = audit.case_scores(label, probs, suspected, [1])
     assert s["suspected_pixels"] == 2 and s["pixels"] == 16 and s["suspected_fraction"] == pytest.approx(2 / 16)
+
+
+def test_excess_surprisal_by_hand():
+    """Region of class 1: the 4 labelled pixels and (0, 0), predicted 1 (p1 = 0.8). H(0.9) = 0.3250830,
+    H(0.8) = 0.5004024 nats. Three pixels labelled 1 at p 0.9: -log 0.9 - H = 0.1053605 - 0.3250830 = -0.2197225
+    each; (2, 2) labelled 1 at p1 = 0.1: 2.3025851 - 0.3250830 = 1.9775021; (0, 0) labelled 0 at p0 = 0.2:
+    1.6094379 - 0.5004024 = 1.1090355. Mean: (3 × -0.2197225 + 1.9775021 + 1.1090355) / 5 = 0.4854740;
+    quality exp(-0.4854740) = 0.6154054."""
+    label, probs = four_by_four()
+    assert audit.class_surprise(label, probs, [1]) == {1: pytest.approx(0.4854740, abs=1e-6)}
+    suspected, _ = audit.suspect(label, probs, audit.class_thresholds([(label, probs)], 2))
+    s = audit.case_scores(label, probs, suspected, [1])
+    assert s["per_class"] == {1: pytest.approx(0.6154054, abs=1e-6)} and s["score"] == s["per_class"][1]
+    assert s["surprise"] == pytest.approx(0.4854740, abs=1e-6)
+
+
+def test_a_label_as_likely_as_an_unsure_model_expects_is_not_surprising():
+    """Where the model is unsure the surprisal of its argmax label is below the entropy; a label that contradicts
+    a sure model is far above it: uncertainty alone does not make a case look wrong."""
+    label = np.array([[0, 1, 1, 0]], np.int16)
+    unsure = np.array([[[0.6, 0.4, 0.4, 0.6]], [[0.4, 0.6, 0.6, 0.4]]])
+    sure_wrong = np.array([[[0.99, 0.99, 0.01, 0.99]], [[0.01, 0.01, 0.99, 0.01]]])
+    assert audit.class_surprise(label, unsure, [1])[1] < 0
+    assert audit.class_surprise(label, sure_wrong, [1])[1] > 2
+    background_everywhere = np.broadcast_to(np.array([[[1.0]], [[0.0]]]), (2, 1, 4))
+    assert np.isnan(audit.class_surprise(np.zeros((1, 4), np.int16), background_everywhere, [1])[1])
 
 
 def test_multiclass_and_the_ignore_label():
@@ -61,10 +87,16 @@ def test_multiclass_and_the_ignore_label():
     suspected, suggested = audit.suspect(label, probs, t, ignore_label=3)
     assert suspected.tolist() == [[False, False, False, True, False]]   # p_y = t_y (0.8, 0.7) is not suspected
     assert suggested.tolist() == [[0, 1, 2, 1, 3]]
-    s = audit.case_scores(label, suspected, suggested, [1, 2], ignore_label=3)
     # class 1: L = {1}, S = {3} -> 1 - 1/2; class 2: L = {2, 3}, S = {3} -> 1 - 1/2
-    assert s["per_class"] == {1: 0.5, 2: 0.5} and s["score"] == 0.5
+    assert audit.overlap_quality(label, suspected, suggested, [1, 2], ignore_label=3) == {1: 0.5, 2: 0.5}
+    s = audit.case_scores(label, probs, suspected, [1, 2], ignore_label=3)
     assert s["pixels"] == 4 and s["suspected_fraction"] == 0.25
+    # the ignore pixel (p1 = 0.8) is in no region: class 1 = pixels 1 (labelled) and 3 (labelled 2, predicted 1)
+    h = lambda p: -(p * np.log(p)).sum()  # noqa: E731
+    col = probs[:, 0]
+    expected_1 = ((-np.log(0.7) - h(col[:, 1])) + (-np.log(0.1) - h(col[:, 3]))) / 2
+    assert s["surprise"] == pytest.approx(np.mean([expected_1, ((-np.log(0.8) - h(col[:, 2])) +
+                                                                (-np.log(0.1) - h(col[:, 3]))) / 2]))
 
 
 def test_a_clean_label_is_not_suspected_and_an_absent_class_scores_nan():
@@ -75,10 +107,13 @@ def test_a_clean_label_is_not_suspected_and_an_absent_class_scores_nan():
     assert np.isnan(t[2])                       # never labelled: never a confident prediction
     suspected, suggested = audit.suspect(label, probs3, t)
     assert not suspected.any() and (suggested == label).all()
-    s = audit.case_scores(label, suspected, suggested, [1, 2])
-    assert s["per_class"][1] == 1.0 and np.isnan(s["per_class"][2]) and s["score"] == 1.0
-    empty = audit.case_scores(np.zeros((2, 2), np.int16), np.zeros((2, 2), bool), np.zeros((2, 2), np.int16), [1])
-    assert empty["score"] == 1.0 and np.isnan(empty["per_class"][1])
+    overlap = audit.overlap_quality(label, suspected, suggested, [1, 2])
+    assert overlap[1] == 1.0 and np.isnan(overlap[2])
+    s = audit.case_scores(label, probs3, suspected, [1, 2])
+    assert s["per_class"][1] > 1.0 and np.isnan(s["per_class"][2])   # as likely as or more than the model expects
+    empty = audit.case_scores(np.zeros((2, 2), np.int16), np.stack([np.ones((2, 2)), np.zeros((2, 2))]),
+                              np.zeros((2, 2), bool), [1])
+    assert empty["score"] == 1.0 and np.isnan(empty["per_class"][1]) and empty["surprise"] == 0.0
 
 
 def test_rank_is_worst_first_then_most_suspected():
@@ -195,11 +230,14 @@ def test_audit_ranks_the_corrupted_case_first_and_writes_its_outputs(nnunet_env,
     assert main(["audit", "-d", "960", "-c", "2d", "-tr", TRAINER, "--out", str(out), "--top", "3"]) == 0
     rows = read_csv(out / "audit.csv")
     assert [r["case"] for r in rows][0] == "case_0001" and len(rows) == 6
-    # class c1: 16 suspected pixels (per slice) of 36 + 16 labelled; class c2 (if any) is clean: quality 1
-    quality_c1 = 1 - 16 / (36 + 16)
-    assert float(rows[0]["score"]) == pytest.approx(quality_c1 if classes == 1 else (quality_c1 + 1) / 2)
-    assert float(rows[0]["score_c1"]) == pytest.approx(quality_c1)
-    assert all(float(r["score"]) == 1.0 and r["suspected_pixels"] == "0" for r in rows[1:])   # clean: nothing made up
+    # class c1's region: 36 pixels labelled as the model expects (p ≈ 0.9: about -0.2 nats each) and the 16 added
+    # ones at p1 ≈ 0.02 (about +3.8 nats): a mean near 1 nat, quality near exp(-1); class c2 (if any) is clean
+    quality = {c: float(rows[0][f"score_c{c}"]) for c in range(1, classes + 1)}
+    assert 0.2 < quality[1] < 0.5 and all(q > 1.0 for c, q in quality.items() if c > 1)
+    assert float(rows[0]["score"]) == pytest.approx(np.mean(list(quality.values())), abs=1e-5)
+    assert float(rows[0]["surprise_nats"]) > 0.3     # the mean over classes: c2 (if any) lowers it
+    assert all(float(r["score"]) > 1.0 and float(r["surprise_nats"]) < 0 and r["suspected_pixels"] == "0"
+               for r in rows[1:])   # clean: as likely as the model expects, nothing made up
     assert [r["rank"] for r in rows] == [str(i) for i in range(1, 7)]
     report = json.loads((out / "audit.json").read_text())
     assert report["not_scored"] == [] and report["scored_out_of_sample"] == 6 and report["folds"] == [0, 1]
