@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO))
 
 from nnunet_gsd.tools.common import console_env, markdown_table, run_command  # noqa: E402
 from nnunet_gsd.utils import write_json_atomic  # noqa: E402
-from bench.workdirs import launch, log, plans_name, raw_folder, write_markdown, write_plans_variant  # noqa: E402
+from bench.workdirs import command_line, launch, log, plans_name, raw_folder, write_markdown, write_plans_variant  # noqa: E402
 from bench.workdirs import run as timed  # noqa: E402
 
 STOCK, GSD = "nnUNetTrainerBudget", "nnUNetTrainerGSD"
@@ -118,6 +118,13 @@ class State:
         with self.lock:
             self.data["steps"][key] = value
             write_json_atomic(self.path, self.data)
+
+    def add_command(self, command: str) -> None:
+        """Record a run's command line (the results name every run that trained, in order)."""
+        with self.lock:
+            if command not in self.data.setdefault("commands", []):
+                self.data["commands"].append(command)
+                write_json_atomic(self.path, self.data)
 
 
 def in_parallel(jobs: int, tasks: Dict[str, Callable[[], None]]) -> None:
@@ -417,7 +424,7 @@ def report(args, state: State) -> None:
                   markdown_table(["arm", "dataset", "dropped", "relabelled", "test Dice %", "gap recovered"],
                                  [[a, v["dataset"], v["dropped"], v["relabelled"], f(v["test_dice"], True),
                                    f(v["gap_recovered"])] for a, v in arms.items()]), ""]
-    write_markdown(args.results, lines, "bench/audit.py")
+    write_markdown(args.results, lines, state.data.get("commands") or [command_line("bench/audit.py", sys.argv[1:])])
 
 
 def main(argv=None) -> int:
@@ -429,6 +436,7 @@ def main(argv=None) -> int:
     if args.report_only:
         report(args, state)
         return 0
+    state.add_command(command_line("bench/audit.py", sys.argv[1:] if argv is None else argv))
     logdir = args.work / "logs"
     corrupted_dataset(args, state, logdir)
     cross_validation(args, state, logdir)

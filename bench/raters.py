@@ -50,7 +50,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.quality import TRAIN_ONLY, State, machine, nnunet_env  # noqa: E402
-from bench.workdirs import launch, log, plans_name, raw_folder, run, write_markdown, write_plans_variant  # noqa: E402
+from bench.workdirs import command_line, launch, log, plans_name, raw_folder, run, write_markdown, write_plans_variant  # noqa: E402
 from nnunet_gsd.tools.common import markdown_table  # noqa: E402
 from nnunet_gsd.utils import write_json_atomic  # noqa: E402
 
@@ -352,7 +352,7 @@ def report(args, state: State) -> None:
                              [[k, pm(v["mean_dice"]), pm(v["qubiq"]),
                                ", ".join(f"{m} ≥ {t:+.1f}" for m, t in v["targets"].items())]
                               for k, v in dec.items()]), ""]
-    write_markdown(args.results, lines, "bench/raters.py")
+    write_markdown(args.results, lines, state.data.get("commands") or [command_line("bench/raters.py", sys.argv[1:])])
 
 
 def main(argv=None) -> int:
@@ -362,6 +362,10 @@ def main(argv=None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     state = State(args.work / "state.json")
     if not args.report_only:
+        command = command_line("bench/raters.py", sys.argv[1:] if argv is None else argv)
+        if command not in state.data.setdefault("commands", []):
+            state.data["commands"].append(command)
+            state.save()
         logdir = args.work / "logs"
         prepare(args, state, logdir)
         for repeat in range(args.repeats):

@@ -89,8 +89,10 @@ def command_line(script: str, argv: Iterable[str]) -> str:
     return " ".join([".venv/bin/python", script, *(portable(a) for a in argv if a != "--background")])
 
 
-def write_markdown(stem: Path, lines: List[str], script: str) -> None:
-    """``STEM.md``: ``lines`` and the command that made them; logged beside ``STEM.json``."""
-    lines = [*lines, f"Command: `{command_line(script, sys.argv[1:])}`", ""]
+def write_markdown(stem: Path, lines: List[str], commands: List[str]) -> None:
+    """``STEM.md``: ``lines`` and the commands that made them (the runs that trained, not a ``--report-only``
+    rewrite: pass the ones the benchmark's state recorded); logged beside ``STEM.json``."""
+    lines = [*lines, *([f"Command: `{commands[0]}`"] if len(commands) == 1 else
+                       ["Commands:", "", *(f"- `{c}`" for c in commands)]), ""]
     stem.with_suffix(".md").write_text("\n".join(lines))
     log(f"written {stem.with_suffix('.json')} and .md")

@@ -28,3 +28,11 @@ def test_relative_paths_and_plain_values_are_left_alone():
 def test_command_line_drops_background_and_names_the_script():
     assert (command_line("bench/quality.py", ["--source", "/d/Kvasir-SEG", "--background", "--jobs", "1"])
             == ".venv/bin/python bench/quality.py --source PATH/Kvasir-SEG --jobs 1")
+
+
+def test_write_markdown_names_every_run_that_trained(tmp_path):
+    from bench.workdirs import write_markdown
+    write_markdown(tmp_path / "r", ["# R"], ["a --x 1"])
+    assert (tmp_path / "r.md").read_text() == "# R\nCommand: `a --x 1`\n"
+    write_markdown(tmp_path / "r", ["# R"], ["a --x 1", "a --x 2"])
+    assert (tmp_path / "r.md").read_text() == "# R\nCommands:\n\n- `a --x 1`\n- `a --x 2`\n"
