@@ -281,6 +281,14 @@ class State:
             self.changed["runs"].add(key)
         self.save()
 
+    def add_command(self, command: str) -> None:
+        """Record a run's command line (results name every run that trained, in order) and save."""
+        with self.lock:
+            if command in self.data.setdefault("commands", []):
+                return
+            self.data["commands"].append(command)
+        self.save()
+
     def set_dataset(self, did: int, record: dict) -> None:
         with self.lock:
             self.data["datasets"][str(did)] = record

@@ -362,10 +362,7 @@ def main(argv=None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     state = State(args.work / "state.json")
     if not args.report_only:
-        command = command_line("bench/raters.py", sys.argv[1:] if argv is None else argv)
-        if command not in state.data.setdefault("commands", []):
-            state.data["commands"].append(command)
-            state.save()
+        state.add_command(command_line("bench/raters.py", sys.argv[1:] if argv is None else argv))
         logdir = args.work / "logs"
         prepare(args, state, logdir)
         for repeat in range(args.repeats):

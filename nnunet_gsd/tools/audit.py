@@ -142,6 +142,17 @@ def class_thresholds(pairs: Iterable[Tuple[np.ndarray, np.ndarray]], num_classes
     return acc.values()
 
 
+def scorable(label: np.ndarray, num_classes: int,
+             ignore_label: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(label as int64, the pixels a score may use: a class of the model and not the ignore label, the label with
+    the others set to 0 so that it can index the probabilities)."""
+    lab = np.asarray(label).astype(np.int64)
+    valid = (lab >= 0) & (lab < num_classes)
+    if ignore_label is not None:
+        valid &= lab != ignore_label
+    return lab, valid, np.where(valid, lab, 0)
+
+
 def suspect(label: np.ndarray, probabilities: np.ndarray, thresholds: np.ndarray,
             ignore_label: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Suspected pixels and their suggested class (Confident Learning, Northcutt et al. 2021).
@@ -152,9 +163,7 @@ def suspect(label: np.ndarray, probabilities: np.ndarray, thresholds: np.ndarray
     """
     probs = np.asarray(probabilities, dtype=np.float64)
     k = probs.shape[0]
-    lab = np.asarray(label).astype(np.int64)
-    valid = (lab >= 0) & (lab < k) if ignore_label is None else (lab != ignore_label) & (lab >= 0) & (lab < k)
-    safe = np.where(valid, lab, 0)
+    lab, valid, safe = scorable(label, k, ignore_label)
     with np.errstate(invalid="ignore"):
         confident = probs >= thresholds.reshape((k,) + (1,) * lab.ndim)   # NaN threshold: never confident
     own = np.take_along_axis(probs, safe[None], axis=0)[0]
@@ -175,10 +184,7 @@ def class_surprise(label: np.ndarray, probabilities: np.ndarray, foreground: Seq
     c by the argmax (NaN where there are none). See the module docstring (a typicality test, Cover and Thomas
     ch. 3). ``label``: integer map of the spatial shape; ``probabilities``: (classes, *spatial)."""
     probs = np.clip(np.asarray(probabilities, dtype=np.float64), PROBABILITY_FLOOR, 1.0)
-    k = probs.shape[0]
-    lab = np.asarray(label).astype(np.int64)
-    valid = (lab >= 0) & (lab < k) if ignore_label is None else (lab != ignore_label) & (lab >= 0) & (lab < k)
-    safe = np.where(valid, lab, 0)
+    lab, valid, safe = scorable(label, probs.shape[0], ignore_label)
     excess = -np.log(np.take_along_axis(probs, safe[None], axis=0)[0]) + (probs * np.log(probs)).sum(axis=0)
     predicted = np.argmax(probs, axis=0)
     out: Dict[int, float] = {}
