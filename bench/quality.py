@@ -482,7 +482,10 @@ def ensemble_evaluate(args, state: State, arm: Arm, logdir: Path) -> bool:
 
 
 def mean_dice(rec: dict, label: Optional[str] = None) -> float:
-    """Mean over test cases of the mean foreground Dice (NaN cases — empty reference and prediction — skipped)."""
+    """Mean over test cases of the mean foreground Dice (NaN cases — empty reference and prediction — skipped); a
+    kept record from before results carried per-case Dice holds only its means."""
+    if "per_case" not in rec:
+        return rec["dice"] if label is None else rec["dice_per_class"][label]
     per = []
     for metrics in rec["per_case"].values():
         vals = [v for k, v in metrics.items() if label is None or k == label]
@@ -495,6 +498,8 @@ def mean_dice(rec: dict, label: Optional[str] = None) -> float:
 def missed_share(rec: dict) -> float:
     """% of test cases whose prediction misses every reference object (mean foreground Dice exactly 0): detection
     failures, which weigh more in the mean Dice than a boundary off by a pixel."""
+    if "per_case" not in rec:
+        return rec["missed"]
     return 100.0 * float(np.mean([v == 0.0 for v in case_means(rec).values()]))
 
 
@@ -507,8 +512,11 @@ def case_means(rec: dict) -> Dict[str, float]:
     return out
 
 
-def paired(a: dict, b: dict) -> tuple[float, float]:
-    """Mean per-case Dice difference a − b on the same test images and its standard error."""
+def paired(a: dict, b: dict) -> Optional[tuple[float, float]]:
+    """Mean per-case Dice difference a − b on the same test images and its standard error; None where either holds
+    only means (a kept record without per-case Dice)."""
+    if "per_case" not in a or "per_case" not in b:
+        return None
     ca, cb = case_means(a), case_means(b)
     d = np.array([ca[k] - cb[k] for k in ca.keys() & cb.keys()])
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
@@ -520,7 +528,10 @@ def trainings(runs: dict, key: str) -> List[dict]:
 
 
 def averaged(recs: List[dict]) -> dict:
-    """A record whose per-case Dice is the mean over trainings: paired differences of means compare the same images."""
+    """A record whose per-case Dice is the mean over trainings: paired differences of means compare the same images.
+    Empty (unpairable) where a training holds only its mean."""
+    if not all("per_case" in r for r in recs):
+        return {}
     cases = set.intersection(*(set(r["per_case"]) for r in recs))
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a label absent from both reference and prediction: NaN
@@ -545,9 +556,13 @@ def repeats_line(args, runs: dict, here: Dict[str, Arm], regime: str) -> tuple[L
         found[name] = {"trainings": dice, "mean": float(np.mean(dice))}
         text = f"{name} {', '.join(f'{d:.2f}' for d in dice)} (mean {np.mean(dice):.2f})"
         if name not in ("stock_noisy", "stock_clean") and base:
-            d, se = paired(averaged(recs), averaged(base))
-            found[name].update(delta_of_means=d, delta_se=se)
-            text += f": Δ of the means {d:+.2f} ± {se:.2f}"
+            pair = paired(averaged(recs), averaged(base))
+            if pair:
+                found[name].update(delta_of_means=pair[0], delta_se=pair[1])
+                text += f": Δ of the means {pair[0]:+.2f} ± {pair[1]:.2f}"
+            else:
+                found[name].update(delta_of_means=float(np.mean(dice) - base_mean), delta_se=None)
+                text += f": Δ of the means {np.mean(dice) - base_mean:+.2f} (unpaired)"
             if abs(gap) > 1e-9:
                 found[name]["recovered_of_means"] = float((np.mean(dice) - base_mean) / gap)
                 text += f", {100 * found[name]['recovered_of_means']:.0f} % of the gap"
@@ -566,9 +581,11 @@ def controls_lines(args, runs: dict, here: Dict[str, Arm], regime: str) -> tuple
     for gsd in ("gsd_noisy", "gsd_faithful"):
         for control in ("stock_ensemble", "calibrated_ensemble"):
             if {gsd, control} <= done:
-                d, se = paired(rec[gsd], rec[control])
+                pair = paired(rec[gsd], rec[control]) or (rec[gsd].get("controls", {}).get(control)
+                                                          if rec[control].get("measured") else None)
+                d, se = pair or (mean_dice(rec[gsd]) - mean_dice(rec[control]), None)
                 found[f"{gsd}_vs_{control}"] = {"delta": d, "delta_se": se}
-                text.append(f"{gsd} − {control} {d:+.2f} ± {se:.2f}")
+                text.append(f"{gsd} − {control} {d:+.2f} " + (f"± {se:.2f}" if pair else "(means, unpaired)"))
     if regime != "clean" and {"ce_noisy", "ce_clean"} <= done:
         ce_noisy, ce_clean = mean_dice(rec["ce_noisy"]), mean_dice(rec["ce_clean"])
         found["ce_gap"] = {"ce_clean": ce_clean, "ce_noisy": ce_noisy}
@@ -577,9 +594,11 @@ def controls_lines(args, runs: dict, here: Dict[str, Arm], regime: str) -> tuple
             if name in done and abs(ce_clean - ce_noisy) > 1e-9:
                 share = (mean_dice(rec[name]) - ce_noisy) / (ce_clean - ce_noisy)
                 found["ce_gap"][f"{name}_recovered"] = share
-                d, se = paired(rec[name], rec["ce_noisy"])
+                pair = paired(rec[name], rec["ce_noisy"])
+                d, se = pair or (mean_dice(rec[name]) - ce_noisy, None)
                 found["ce_gap"][f"{name}_vs_ce_noisy"] = {"delta": d, "delta_se": se}
-                parts.append(f"{name} {mean_dice(rec[name]):.2f} ({d:+.2f} ± {se:.2f} vs CE noisy, "
+                parts.append(f"{name} {mean_dice(rec[name]):.2f} ({d:+.2f} "
+                             + (f"± {se:.2f}" if pair else "unpaired") + " vs CE noisy, "
                              f"{100 * share:.0f} % of the CE gap)")
         text.append("; ".join(parts))
     if not text:
@@ -631,8 +650,56 @@ def last(rec: dict, key: str) -> Optional[float]:
     return 100 * values[-1] if values else None
 
 
+def listed(command) -> List[str]:
+    """A results file's command: one string, or (a run in several processes) a list of them."""
+    return command if isinstance(command, list) else [command]
+
+
+def results_budget(args) -> dict:
+    """The budget a results file records; runs of one budget may be reported together."""
+    return {"iterations": args.iterations, "iterations_per_epoch": args.iterations_per_epoch, "batch": args.batch,
+            "size": args.size, "device": args.device, "seed": args.seed, "tau": args.tau, "subset": args.subset,
+            "curve_every": args.curve_every}
+
+
+def kept_runs(args, arms: List[Arm], runs: dict) -> Dict[str, dict]:
+    """Runs of the results file already at ``args.results`` that this work folder never started, rebuilt from their
+    entries (per-case Dice, truth diagnostics, curve) when the file has this budget: a work folder holding only new
+    arms then reports beside the earlier ones and pairs with them. A run started here supersedes its kept entry."""
+    path = args.results.with_suffix(".json")
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    same = lambda b: {k: v for k, v in b.items() if k != "curve_every"}  # noqa: E731  (snapshots change no Dice)
+    if same(old.get("budget", {})) != same(results_budget(args)):
+        return {}
+    kept = {}
+    for arm in arms:
+        key, rj = arm.run_key(args), old.get("regimes", {}).get(arm.regime, {})
+        entry = rj.get("arms", {}).get(arm.name)
+        if key in runs or key in kept or not entry:
+            continue
+        kept[key] = {"evaluated": True, "train_s": entry.get("train_s"),
+                     **{k: entry[k] for k in ("per_case", "dice", "dice_per_class", "missed") if k in entry},
+                     "tau_used": entry.get("tau_used"), "area_pred_vs_true": entry.get("area_pred_vs_true"),
+                     "truth": {**{k: entry.get(k) for k in ("selection_precision", "noisy_accuracy",
+                                                            "calibrated_accuracy", "refined_accuracy")},
+                               "disagreement": entry.get("contradicted")},
+                     "measured": (entry.get("measured") or rj.get("measured")
+                                  or {"date": old.get("date"), "command": old.get("command")})}
+        if "delta_se" in entry:   # paired when measured, against the stock_noisy kept beside it
+            kept[key]["delta"] = (entry["delta_vs_stock_noisy"], entry["delta_se"])
+        controls = {c: (v["delta"], v["delta_se"]) for n, v in rj.get("controls", {}).items()
+                    for c in ("stock_ensemble", "calibrated_ensemble") if n == f"{arm.name}_vs_{c}" and v["delta_se"]}
+        if controls:
+            kept[key]["controls"] = controls
+        if rj.get("curves", {}).get(arm.name):
+            kept[key]["curve"] = rj["curves"][arm.name]
+    return kept
+
+
 def report(args, state: State, arms: List[Arm], command: str) -> None:
-    runs = state.data["runs"]
+    runs = {**kept_runs(args, arms, state.data["runs"]), **state.data["runs"]}
     regimes_json, lines = {}, []
     lines += [f"# GSD vs stock nnU-Net under label noise ({args.size}²)", "",
               "Test Dice (clean test labels; stock `nnUNetv2_predict` without TTA + `nnUNetv2_evaluate_folder`), "
@@ -683,33 +750,42 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
             dice = mean_dice(rec)
             # per-case Dice travel with the results so that a later run can be paired with this one even where the
             # work folder (state.json, predictions) is gone
-            entry = {"dice": dice, "trainer": arm.trainer, "settings": arm.env, "repeat": arm.repeat,
-                     "per_case": {c: {k: round(v, 6) for k, v in m.items()}
-                                  for c, m in sorted(rec["per_case"].items())}}
-            labels = sorted({k for m in rec["per_case"].values() for k in m}, key=int)
+            entry = {"dice": dice, "trainer": arm.trainer, "settings": arm.env, "repeat": arm.repeat}
+            if "per_case" in rec:
+                entry["per_case"] = {c: {k: round(v, 6) for k, v in m.items()}
+                                     for c, m in sorted(rec["per_case"].items())}
+            labels = sorted({k for m in rec.get("per_case", {}).values() for k in m} or rec.get("dice_per_class", ()),
+                            key=int)
             if len(labels) > 1:
                 entry["dice_per_class"] = {k: mean_dice(rec, k) for k in labels}
             delta = rec_str = "—"
             if base.get("evaluated") and name != "stock_noisy" and name != "stock_clean":
-                d, se = paired(rec, base)
-                entry["delta_vs_stock_noisy"], entry["delta_se"] = d, se
-                delta = f"{d:+.2f} ± {se:.2f}"
+                pair = paired(rec, base) or (rec.get("delta") if base.get("measured") else None)
+                if pair:
+                    entry["delta_vs_stock_noisy"], entry["delta_se"] = pair
+                    delta = f"{pair[0]:+.2f} ± {pair[1]:.2f}"
+                else:
+                    delta = f"{dice - mean_dice(base):+.2f} (unpaired)"
                 if regime != "clean" and ceil.get("evaluated"):
                     gap = mean_dice(ceil) - mean_dice(base)
                     if abs(gap) > 1e-9:
                         entry["recovered"] = (dice - mean_dice(base)) / gap
                         rec_str = f"{100 * entry['recovered']:.0f} %"
-            truth = {k: last(rec, k) for k in ("selection_precision", "noisy_accuracy", "calibrated_accuracy",
-                                               "refined_accuracy", "disagreement")}
+            truth = rec.get("truth") or {k: last(rec, k) for k in ("selection_precision", "noisy_accuracy",
+                                                                  "calibrated_accuracy", "refined_accuracy",
+                                                                  "disagreement")}
             if truth["noisy_accuracy"] is not None:
                 entry.update({k: truth[k] for k in ("selection_precision", "noisy_accuracy", "calibrated_accuracy",
                                                     "refined_accuracy") if truth[k] is not None})
             if arm.trainer != STOCK:
                 tau = (rec.get("log") or {}).get("gsd_tau")
-                entry["tau_used"] = None if not tau else 100 * tau[-1]
+                entry["tau_used"] = rec.get("tau_used", None if not tau else 100 * tau[-1])
                 entry["contradicted"] = truth["disagreement"]
-            entry["area_pred_vs_true"] = area_ratios(args, arm)
+            entry["area_pred_vs_true"] = rec.get("area_pred_vs_true") or area_ratios(args, arm)
             entry["missed"] = missed_share(rec)
+            entry["train_s"] = rec.get("train_s")
+            if rec.get("measured"):
+                entry["measured"] = rec["measured"]
             area = "—" if not entry["area_pred_vs_true"] else " / ".join(
                 f"{v:.0f}" for v in entry["area_pred_vs_true"].values())
             fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
@@ -717,7 +793,8 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
                          if "dice_per_class" in entry else "")
             what = (f"`{arm.trainer}`" + (f" {arm.env}" if arm.env else "")
                     + (f" repeat {arm.repeat}" if arm.repeat else "")
-                    + (f" × {len(arm.members)}, ensembled" if arm.members else ""))
+                    + (f" × {len(arm.members)}, ensembled" if arm.members else "")
+                    + (f" *kept* ({rec['measured']['date']})" if rec.get("measured") else ""))
             lines.append(f"| {name} | {what} | {dice:.2f}{per_class} | "
                          f"{delta} | {rec_str} | {fmt(truth['selection_precision'])} | {fmt(truth['noisy_accuracy'])} "
                          f"| {fmt(truth['calibrated_accuracy'])} | {fmt(truth['refined_accuracy'])} "
@@ -726,6 +803,13 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
                          f"| {rec.get('train_s')} |")
             rj["arms"][name] = entry
         lines.append("")
+        kept = {c: None for a in here.values() if runs.get(a.run_key(args), {}).get("measured")
+                for c in listed(runs[a.run_key(args)]["measured"]["command"])}
+        if kept:
+            lines += ["Rows marked *kept* were measured by earlier runs of this budget whose work folders are gone "
+                      "(their figures come from the results file, paired where it holds their per-case Dice or the "
+                      "pair was measured together; ensembles of them cannot be predicted again): "
+                      + "; ".join(f"`{c}`" for c in kept) + ".", ""]
         more, rj["repeated_trainings"] = repeats_line(args, runs, here, regime)
         lines += more
         more, rj["controls"] = controls_lines(args, runs, here, regime)
@@ -745,10 +829,8 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
     for regime in kept_json:
         regimes_json.setdefault(regime, kept_json[regime])
     md.write_text("\n".join(lines + kept_md) + notes)
-    budget = {"iterations": args.iterations, "iterations_per_epoch": args.iterations_per_epoch, "batch": args.batch,
-              "size": args.size, "device": args.device, "seed": args.seed, "tau": args.tau, "subset": args.subset,
-              "curve_every": args.curve_every}
-    stem.with_suffix(".json").write_text(json.dumps({"regimes": regimes_json, "budget": budget, "command": command,
+    stem.with_suffix(".json").write_text(json.dumps({"regimes": regimes_json, "budget": results_budget(args),
+                                                     "command": command,
                                                      "machine": machine(), "date": dt.date.today().isoformat()},
                                                     indent=1))
 
