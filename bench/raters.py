@@ -20,9 +20,10 @@ truth the raters were drawn from is kept beside the benchmark (``WORK/truth/``) 
 
 **Arms** at equal iterations (nnU-Net's loop, fold ``all``, batch ``--batch``): stock nnU-Net
 (``nnUNetTrainerBudget``) on one rater per image, on the majority vote and on STAPLE; stock with rater
-sampling (``nnUNetTrainerRaterSampling``) and with soft labels (``nnUNetTrainerSoftRaters``); GSD
-(``nnUNetTrainerGSD``, defaults) on one rater per image (the paper), with rater sampling and with soft labels
-(``nnUNet_GSD_RATERS=sample|soft``). Every arm is predicted with ``nnUNetv2_predict --save_probabilities``
+sampling (``nnUNetTrainerRaterSampling``) and with soft labels (``nnUNetTrainerSoftRaters``: soft CE + soft
+Dice; ``nnUNetTrainerSoftRatersCE``: soft CE alone); GSD (``nnUNetTrainerGSD``, defaults) on one rater
+per image (the paper), with rater sampling and with soft labels (``nnUNet_GSD_RATERS=sample|soft``).
+Every arm is predicted with ``nnUNetv2_predict --save_probabilities``
 (no TTA) and scored by ``nnunet_gsd evaluate-raters``: Dice against each test rater and their mean, the
 majority and STAPLE consensus, QUBIQ score and soft Dice; and Dice against the hidden truth.
 
@@ -61,6 +62,7 @@ LABELS = {"sample": 0, "majority": 1, "staple": 2}
 ARMS: Dict[str, tuple] = {
     "stock_sample": ("sample", STOCK, {}),
     "stock_soft": ("sample", "nnUNetTrainerSoftRaters", {}),
+    "stock_soft_ce": ("sample", "nnUNetTrainerSoftRatersCE", {}),
     "stock_rater_sampling": ("sample", "nnUNetTrainerRaterSampling", {}),
     "gsd_sample": ("sample", GSD, {}),
     "gsd_soft": ("sample", GSD, {"nnUNet_GSD_RATERS": "soft"}),
@@ -279,15 +281,15 @@ def paired(runs: dict, a: str, b: str, metric: str) -> Optional[Dict[str, float]
     return {"diff": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))), "cases": len(common)}
 
 
-def better(runs: dict, first: str, second: str) -> Optional[str]:
-    """The all-rater arm with the higher mean Dice over raters (the issue's 'better of sampling and soft')."""
-    done = [a for a in (first, second) if case_values(runs, a, "mean")]
+def better(runs: dict, *candidates: str) -> Optional[str]:
+    """The all-rater arm with the highest mean Dice over raters (the issue's 'better of sampling and soft')."""
+    done = [a for a in candidates if case_values(runs, a, "mean")]
     return max(done, key=lambda a: np.mean(list(case_values(runs, a, "mean").values()))) if done else None
 
 
 def decision(runs: dict) -> Dict[str, dict]:
     out = {}
-    best = {"stock": better(runs, "stock_soft", "stock_rater_sampling"),
+    best = {"stock": better(runs, "stock_soft", "stock_soft_ce", "stock_rater_sampling"),
             "gsd": better(runs, "gsd_soft", "gsd_rater_sampling")}
     for model, arm in best.items():
         if arm:
@@ -316,7 +318,10 @@ def report(args, state: State) -> None:
         arms[arm] = {"trainer": recs[0]["trainer"], "env": recs[0]["env"], "labels": recs[0]["labels"],
                      "trainings": len(recs), **means, "mean_per_training": per_training,
                      "per_rater": {r: float(np.mean([x["per_rater"][r] for x in recs])) for r in recs[0]["per_rater"]},
-                     "train_s": float(np.mean([r["train_s"] for r in recs]))}
+                     "train_s": float(np.mean([r["train_s"] for r in recs])),
+                     # averaged over the trainings; lets a later run pair with this arm once its work folder is gone
+                     "per_case": {m: {c: round(v, 4) for c, v in sorted(case_values(runs, arm, m).items())}
+                                  for m in METRICS}}
         a = arms[arm]
 
         def f(v):

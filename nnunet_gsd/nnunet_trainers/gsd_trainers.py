@@ -7,4 +7,4 @@ from nnunet_gsd.training.variants import (  # noqa: F401
     nnUNetTrainerJoCoRGDALRKT, nnUNetTrainerJoCoRGDASGLR, nnUNetTrainerNoDeepSupervisionBudget,
     nnUNetTrainerCELossBudget, nnUNetTrainerBudget, nnUNetTrainerBudgetCalibrated, nnUNetTrainerCalibrated,
     nnUNetTrainerGSDFaithful,
-    nnUNetTrainerRaterSampling, nnUNetTrainerSoftRaters)
+    nnUNetTrainerRaterSampling, nnUNetTrainerSoftRaters, nnUNetTrainerSoftRatersCE)

@@ -320,6 +320,9 @@ class RaterTrainerMixin:
     """
 
     rater_mode: str = "off"
+    #: weight of the soft Dice term beside soft CE (nnU-Net's 1). Soft CE alone is minimised by the rater fraction
+    #: itself; Dice rewards pushing a probability past 0.5 toward 1, so it sharpens the soft target it is given.
+    soft_dice_weight: float = 1.0
 
     def _check_dataset(self, plans: dict, configuration: str, dataset_json: dict) -> None:
         super()._check_dataset(plans, configuration, dataset_json)
@@ -355,7 +358,7 @@ class RaterTrainerMixin:
         if not self._soft:
             return loss
         soft = SoftRaterLoss({"batch_dice": self.configuration_manager.batch_dice, "smooth": 1e-5, "do_bg": False,
-                              "ddp": self.is_ddp})
+                              "ddp": self.is_ddp}, weight_dice=self.soft_dice_weight)
         if self._do_i_compile():
             soft.dc = torch.compile(soft.dc)
         if hasattr(loss, "loss"):  # DeepSupervisionWrapper

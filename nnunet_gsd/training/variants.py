@@ -138,6 +138,12 @@ class nnUNetTrainerSoftRaters(RaterTrainerMixin, nnUNetTrainerBudget):
     rater_mode = "soft"
 
 
+class nnUNetTrainerSoftRatersCE(nnUNetTrainerSoftRaters):
+    """:class:`nnUNetTrainerSoftRaters` with soft CE alone (no soft Dice): its optimum is the fraction of raters,
+    so the predicted probabilities keep the raters' disagreement (what the QUBIQ score and soft Dice measure)."""
+    soft_dice_weight = 0.0
+
+
 class nnUNetTrainerNoDeepSupervisionBudget(SettingsMixin, nnUNetTrainerNoDeepSupervision):
     """nnU-Net's nnUNetTrainerNoDeepSupervision (Dice + CE, one network) with the budget environment
     variables, so benchmark baselines train exactly as long as the GSD arms."""

@@ -333,6 +333,33 @@ def test_stock_soft_trainer_learns_area_averaged_fractions_at_every_output(raw_r
     torch.testing.assert_close(loss(output, pyramid), nnunet(output, hard))
 
 
+
+def test_soft_ce_trainer_is_nnunets_ce_alone_where_raters_agree(raw_root: Path):
+    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+    from nnunet_gsd.training.variants import nnUNetTrainerSoftRatersCE
+    for rater in ("A1", "A2"):
+        (raw_root / f"labelsTr_{rater}").mkdir()
+    (raw_root.parent.parent / "nnUNet_preprocessed" / NAME / "x").mkdir()
+    (raw_root.parent.parent / "nnUNet_preprocessed" / NAME / "x" / "case.b2nd").touch()
+    trainer = nnUNetTrainerSoftRatersCE(three_stage_plans(), "2d", 0, DATASET_JSON, torch.device("cpu"))
+    trainer.initialize()
+    loss = trainer.loss
+    assert loss.loss.weight_dice == 0 and loss.loss.weight_ce == 1
+    a = np.zeros((16, 16), np.int16)
+    a[4:12, 4:12] = 1
+    target = torch.from_numpy(np.stack([a, a]))[None].repeat(2, 1, 1, 1)   # A1, A2 agree
+    pyramid = soft_target_pyramid(rater_fraction_map(target, 2), [(16, 16), (8, 8), (4, 4)])
+    hard = DownsampleSegForDSTransform([[1, 1], [0.5, 0.5], [0.25, 0.25]])(segmentation=target[0, :1])
+    hard = [h[None].repeat(2, 1, 1, 1).long() for h in hard["segmentation"]]
+    output = [torch.randn(2, 2, k, k) for k in (16, 8, 4)]
+    nnunet = DeepSupervisionWrapper(DC_and_CE_loss(DICE, {}, weight_ce=1, weight_dice=0), loss.weight_factors)
+    torch.testing.assert_close(loss(output, pyramid), nnunet(output, hard))
+    # a pixel the two raters split and a network unsure of it: CE = log 2, the least any prediction can reach
+    half = torch.full((1, 2, 1, 1), 0.5)
+    torch.testing.assert_close(loss.loss(torch.zeros(1, 2, 1, 1), half), torch.tensor(np.log(2.0), dtype=torch.float32))
+
+
 # ------------------------------------------------------------------ GSD on soft labels
 def schedule(keep: float = 1.0, refinement: str = "none", selection: str = "per_class") -> StepSchedule:
     s = step_schedule(GSDSettings.from_values(tau=1 - keep, ramp_fraction=0.01), 5, 10, 2.0, 0, 0)
