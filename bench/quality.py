@@ -237,7 +237,7 @@ def nnunet_env(args, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
         "MPLBACKEND": "Agg",
         "PYTHONPATH": str(REPO),
     }
-    if args.curve_every:
+    if getattr(args, "curve_every", 0):   # bench/raters.py shares this environment and takes no snapshots
         env["nnUNet_GSD_SNAPSHOT_EVERY"] = str(args.curve_every)
     for var in ("CUDA_VISIBLE_DEVICES",):
         if var in os.environ:

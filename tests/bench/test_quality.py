@@ -57,3 +57,11 @@ def test_a_run_started_here_supersedes_its_kept_entry_and_other_budgets_are_not_
     started = {arms["stock_noisy"].run_key(args): {"started": True}}
     assert quality.kept_runs(args, list(arms.values()), started) == {}
     assert quality.kept_runs(args_for(tmp_path, iterations=850), list(arms.values()), {}) == {}
+
+
+def test_the_raters_benchmark_shares_the_training_environment(tmp_path):
+    from bench import raters
+    args = raters.parse_args(["--work", str(tmp_path / "work"), "--results", str(tmp_path / "res")])
+    env = quality.nnunet_env(args, {"nnUNet_n_proc_DA": "1"})
+    assert env["nnUNet_raw"] == str(args.work / "nnUNet_raw") and env["nnUNet_n_proc_DA"] == "1"
+    assert "nnUNet_GSD_SNAPSHOT_EVERY" not in env
