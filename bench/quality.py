@@ -578,7 +578,9 @@ def controls_lines(args, runs: dict, here: Dict[str, Arm], regime: str) -> tuple
     rec = {n: runs.get(a.run_key(args), {}) for n, a in here.items()}
     done = {n for n, r in rec.items() if r.get("evaluated")}
     found, text = {}, []
-    for gsd in ("gsd_noisy", "gsd_faithful"):
+    # every GSD training and variant: repeats are paired one by one where the first training is a kept mean
+    gsd_arms = [n for n, a in here.items() if a.trainer not in (STOCK, CE, CALIBRATED) and not a.members]
+    for gsd in gsd_arms:
         for control in ("stock_ensemble", "calibrated_ensemble"):
             if {gsd, control} <= done:
                 pair = paired(rec[gsd], rec[control]) or (rec[gsd].get("controls", {}).get(control)
