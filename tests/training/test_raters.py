@@ -292,17 +292,22 @@ def three_stage_plans() -> dict:
     return dict(plans, continue_training=False)
 
 
+def two_rater_trainer(raw_root: Path, trainer_class):
+    """An initialised ``trainer_class`` on the test dataset with two rater folders (A1, A2)."""
+    for rater in ("A1", "A2"):
+        (raw_root / f"labelsTr_{rater}").mkdir()
+    (raw_root.parent.parent / "nnUNet_preprocessed" / NAME / "x").mkdir()
+    (raw_root.parent.parent / "nnUNet_preprocessed" / NAME / "x" / "case.b2nd").touch()
+    trainer = trainer_class(three_stage_plans(), "2d", 0, DATASET_JSON, torch.device("cpu"))
+    trainer.initialize()
+    return trainer
+
 def test_stock_soft_trainer_learns_area_averaged_fractions_at_every_output(raw_root: Path):
     from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
     from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
     from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
     from nnunet_gsd.training.variants import nnUNetTrainerSoftRaters
-    for rater in ("A1", "A2"):
-        (raw_root / f"labelsTr_{rater}").mkdir()
-    (raw_root.parent.parent / "nnUNet_preprocessed" / NAME / "x").mkdir()
-    (raw_root.parent.parent / "nnUNet_preprocessed" / NAME / "x" / "case.b2nd").touch()
-    trainer = nnUNetTrainerSoftRaters(three_stage_plans(), "2d", 0, DATASET_JSON, torch.device("cpu"))
-    trainer.initialize()
+    trainer = two_rater_trainer(raw_root, nnUNetTrainerSoftRaters)
     assert isinstance(trainer.loss, DeepSupervisionWrapper) and isinstance(trainer.loss.loss, SoftRaterLoss)
     # the training pipeline leaves the targets at full resolution (the validation pipeline does not)
     tr = trainer.get_training_transforms((16, 16), (0, 0), trainer._get_deep_supervision_scales(), (0, 1), False)
@@ -338,12 +343,7 @@ def test_soft_ce_trainer_is_nnunets_ce_alone_where_raters_agree(raw_root: Path):
     from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
     from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
     from nnunet_gsd.training.variants import nnUNetTrainerSoftRatersCE
-    for rater in ("A1", "A2"):
-        (raw_root / f"labelsTr_{rater}").mkdir()
-    (raw_root.parent.parent / "nnUNet_preprocessed" / NAME / "x").mkdir()
-    (raw_root.parent.parent / "nnUNet_preprocessed" / NAME / "x" / "case.b2nd").touch()
-    trainer = nnUNetTrainerSoftRatersCE(three_stage_plans(), "2d", 0, DATASET_JSON, torch.device("cpu"))
-    trainer.initialize()
+    trainer = two_rater_trainer(raw_root, nnUNetTrainerSoftRatersCE)
     loss = trainer.loss
     assert loss.loss.weight_dice == 0 and loss.loss.weight_ce == 1
     a = np.zeros((16, 16), np.int16)
