@@ -265,6 +265,9 @@ class State:
             disk = self._read()
             for section, changed in self.changed.items():
                 self.data[section].update({k: v for k, v in disk[section].items() if k not in changed})
+            theirs = disk.get("commands", [])
+            if theirs or self.data.get("commands"):
+                self.data["commands"] = theirs + [c for c in self.data.get("commands", []) if c not in theirs]
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.data, indent=1))
             os.replace(tmp, self.path)
@@ -284,9 +287,11 @@ class State:
     def add_command(self, command: str) -> None:
         """Record a run's command line (results name every run that trained, in order) and save."""
         with self.lock:
-            if command in self.data.setdefault("commands", []):
+            # a state from before the list holds its last run's command alone
+            commands = self.data.setdefault("commands", listed(self.data.pop("command", [])))
+            if command in commands:
                 return
-            self.data["commands"].append(command)
+            commands.append(command)
         self.save()
 
     def set_dataset(self, did: int, record: dict) -> None:
@@ -700,13 +705,17 @@ def kept_runs(args, arms: List[Arm], runs: dict) -> Dict[str, dict]:
     return kept
 
 
-def report(args, state: State, arms: List[Arm], command: str) -> None:
+def report(args, state: State, arms: List[Arm]) -> None:
     runs = {**kept_runs(args, arms, state.data["runs"]), **state.data["runs"]}
+    # every run that trained in this work folder, in order (a state from before the list had one "command")
+    commands = state.data.get("commands") or listed(state.data.get("command", ""))
     regimes_json, lines = {}, []
     lines += [f"# GSD vs stock nnU-Net under label noise ({args.size}²)", "",
               "Test Dice (clean test labels; stock `nnUNetv2_predict` without TTA + `nnUNetv2_evaluate_folder`), "
               "every arm trained for the same iterations on the same plans.", "",
-              "Command (from the repository root):", "", f"    {command}", "",
+              ("Command (from the repository root):" if len(commands) == 1 else
+               "Commands (from the repository root; one work folder, one state):"), "",
+              *(f"    {c}" for c in commands), "",
               f"- Machine: {machine()}; date {dt.date.today().isoformat()}",
               f"- Budget: {args.iterations} iterations ({args.iterations // args.iterations_per_epoch} epochs × "
               f"{args.iterations_per_epoch}) × batch {args.batch} (plans `{plans_name(args.batch)}` = nnU-Net's 2d "
@@ -832,7 +841,7 @@ def report(args, state: State, arms: List[Arm], command: str) -> None:
         regimes_json.setdefault(regime, kept_json[regime])
     md.write_text("\n".join(lines + kept_md) + notes)
     stem.with_suffix(".json").write_text(json.dumps({"regimes": regimes_json, "budget": results_budget(args),
-                                                     "command": command,
+                                                     "command": commands[0] if len(commands) == 1 else commands,
                                                      "machine": machine(), "date": dt.date.today().isoformat()},
                                                     indent=1))
 
@@ -854,10 +863,13 @@ def kept_regimes(stem: Path, regimes: List[str]) -> tuple[dict, List[str]]:
     for section in text.split("\n## ")[1:]:
         name = section.split(maxsplit=1)[0]
         if name in kept:
-            note = (f"_Kept from an earlier run ({kept[name]['measured']['date']}; its command: "
-                    f"`{kept[name]['measured']['command']}`)._")
+            note = (f"_Kept from an earlier run ({kept[name]['measured']['date']}; its commands: "
+                    + "; ".join(f"`{c}`" for c in listed(kept[name]['measured']['command'])) + ")._")
             body = section.rstrip("\n").split("\n")
-            if not any(line.startswith("_Kept from an earlier run") for line in body):
+            old_note = [i for i, line in enumerate(body) if line.startswith("_Kept from an earlier run")]
+            if old_note:
+                body[old_note[0]] = note
+            else:
                 body[1:1] = ["", note]
             sections += ["## " + "\n".join(body), ""]
     return kept, sections
@@ -883,9 +895,9 @@ def main(argv=None) -> None:
     state.data["budget"] = budget
     arms = arms_of(args)
     if args.report_only:
-        report(args, state, arms, state.data.get("command", command))
+        report(args, state, arms)
         return
-    state.data["command"] = command
+    state.add_command(command)
     logdir = args.log.parent / f"quality-{args.size}"
     prepare(args, state, logdir)
     if args.tau == "hidden":
@@ -917,10 +929,10 @@ def main(argv=None) -> None:
             except RuntimeError as e:
                 log(f"FAILED {futures[fut].name} ({futures[fut].regime}): {e}")
             ready_ensembles()
-            report(args, state, arms, command)
+            report(args, state, arms)
     for arm in ensembles.values():
         log(f"{arm.name} ({arm.regime}) not predicted: a member is not evaluated (see --only)")
-    report(args, state, arms, command)
+    report(args, state, arms)
     log(f"done: {args.results}.md")
 
 
