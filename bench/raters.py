@@ -319,7 +319,8 @@ def report(args, state: State) -> None:
                      "trainings": len(recs), **means, "mean_per_training": per_training,
                      "per_rater": {r: float(np.mean([x["per_rater"][r] for x in recs])) for r in recs[0]["per_rater"]},
                      "train_s": float(np.mean([r["train_s"] for r in recs])),
-                     # averaged over the trainings; lets a later run pair with this arm once its work folder is gone
+                     # averaged over the trainings: the arm's per-case values outlive its work folder (nothing here
+                     # reads them back yet; quality.py's kept_runs does so for its results)
                      "per_case": {m: {c: round(v, 4) for c, v in sorted(case_values(runs, arm, m).items())}
                                   for m in METRICS}}
         a = arms[arm]

@@ -139,8 +139,9 @@ class nnUNetTrainerSoftRaters(RaterTrainerMixin, nnUNetTrainerBudget):
 
 
 class nnUNetTrainerSoftRatersCE(nnUNetTrainerSoftRaters):
-    """:class:`nnUNetTrainerSoftRaters` with soft CE alone (no soft Dice): its optimum is the fraction of raters,
-    so the predicted probabilities keep the raters' disagreement (what the QUBIQ score and soft Dice measure)."""
+    """:class:`nnUNetTrainerSoftRaters` with soft CE alone (no soft Dice): its optimum is the fraction of raters.
+    Measured worse than Dice + CE (it under-segments; docs/benchmarks.md, Multi-rater training): a comparison,
+    not a recommendation."""
     soft_dice_weight = 0.0
 
 

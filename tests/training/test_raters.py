@@ -302,6 +302,7 @@ def two_rater_trainer(raw_root: Path, trainer_class):
     trainer.initialize()
     return trainer
 
+
 def test_stock_soft_trainer_learns_area_averaged_fractions_at_every_output(raw_root: Path):
     from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
     from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
@@ -336,7 +337,6 @@ def test_stock_soft_trainer_learns_area_averaged_fractions_at_every_output(raw_r
                                                    dice_class=MemoryEfficientSoftDiceLoss), loss.weight_factors)
     output = [o.detach() for o in output]
     torch.testing.assert_close(loss(output, pyramid), nnunet(output, hard))
-
 
 
 def test_soft_ce_trainer_is_nnunets_ce_alone_where_raters_agree(raw_root: Path):
