@@ -38,7 +38,6 @@ import json
 import os
 import shutil
 import sys
-import threading
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
@@ -49,7 +48,7 @@ sys.path.insert(0, str(REPO))
 
 from nnunet_gsd.tools.common import console_env, markdown_table, run_command  # noqa: E402
 from nnunet_gsd.utils import write_json_atomic  # noqa: E402
-from bench.workdirs import command_line, launch, log, plans_name, raw_folder, write_markdown, write_plans_variant  # noqa: E402
+from bench.workdirs import State, command_line, launch, log, plans_name, raw_folder, write_markdown, write_plans_variant  # noqa: E402
 from bench.workdirs import run as timed  # noqa: E402
 
 STOCK, GSD = "nnUNetTrainerBudget", "nnUNetTrainerGSD"
@@ -103,30 +102,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------------------------------- state
-class State:
-    """``state.json``, saved atomically after every step; trainings run in threads (``--jobs``), hence the lock."""
-
-    def __init__(self, path: Path):
-        self.path, self.lock = path, threading.Lock()
-        self.data = json.loads(path.read_text()) if path.is_file() else {"steps": {}}
-
-    def get(self, key: str) -> Optional[dict]:
-        with self.lock:
-            return self.data["steps"].get(key)
-
-    def set(self, key: str, value: dict) -> None:
-        with self.lock:
-            self.data["steps"][key] = value
-            write_json_atomic(self.path, self.data)
-
-    def add_command(self, command: str) -> None:
-        """Record a run's command line (the results name every run that trained, in order)."""
-        with self.lock:
-            if command not in self.data.setdefault("commands", []):
-                self.data["commands"].append(command)
-                write_json_atomic(self.path, self.data)
-
-
 def in_parallel(jobs: int, tasks: Dict[str, Callable[[], None]]) -> None:
     """Run the callables of ``tasks`` (name → zero-argument function), ``jobs`` at a time; the first error stops."""
     with cf.ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -191,7 +166,7 @@ def corrupted_dataset(args, state: State, logdir: Path) -> None:
     from nnunet_gsd.dataset_conversion.noise import dice as noise_dice
     clean_id, noisy_id = args.id_base, args.id_base + 1
     key = f"datasets:{'synthetic' if args.synthetic else 'kvasir'}:{args.size}:{args.seed}:{args.corrupt_fraction}"
-    if state.get(key):
+    if state.run(key):
         return
     env = nnunet_env(args)
     for did in (clean_id, noisy_id):
@@ -238,7 +213,7 @@ def corrupted_dataset(args, state: State, logdir: Path) -> None:
         timed(["nnUNetv2_plan_and_preprocess", "-d", str(did), "-c", "2d", "-np", "1", "-npfp", "1",
                "--verify_dataset_integrity"], env, logdir / f"plan_{did}.log", "planning")
         write_plans_variant(args.work, did, args.batch)
-    state.set(key, {"clean": clean.name, "corrupted": target.name, "cases": len(cases), "corrupted_cases": corruptions})
+    state.set(key, clean=clean.name, corrupted=target.name, cases=len(cases), corrupted_cases=corruptions)
 
 
 
@@ -261,10 +236,10 @@ def cross_validation(args, state: State, logdir: Path) -> None:
     did = args.id_base + 1
 
     def one(model: str, fold: int) -> None:
-        state.set(f"cv:{model}:{fold}", {"train_s": train(args, did, MODELS[model], str(fold), logdir, npz=True)})
+        state.set(f"cv:{model}:{fold}", train_s=train(args, did, MODELS[model], str(fold), logdir, npz=True))
 
     in_parallel(args.jobs, {f"cv:{m}:{f}": (lambda m=m, f=f: one(m, f)) for m in args.models for f in args.folds
-                            if not state.get(f"cv:{m}:{f}")})
+                            if not state.run(f"cv:{m}:{f}")})
 
 
 # ---------------------------------------------------------------------------------------------- audit metrics
@@ -314,7 +289,7 @@ def audit_metrics(report: dict, corrupted: Dict[str, dict], raw: Path, audit_dir
 def audits(args, state: State, logdir: Path) -> None:
     did = args.id_base + 1
     raw = raw_folder(args.work, did)
-    corrupted = state.get(next(k for k in state.data["steps"] if k.startswith("datasets:")))["corrupted_cases"]
+    corrupted = state.run(next(k for k in state.data["runs"] if k.startswith("datasets:")))["corrupted_cases"]
     scorers = ["ours"]
     try:
         import cleanlab.segmentation  # noqa: F401
@@ -324,7 +299,7 @@ def audits(args, state: State, logdir: Path) -> None:
     for model in args.models:
         for scorer in scorers:
             key = f"audit:{model}:{scorer}"
-            if state.get(key):
+            if state.run(key):
                 continue
             out = args.work / "audits" / f"{model}_{scorer}"
             log(f"audit {model} models with {scorer}")
@@ -333,7 +308,7 @@ def audits(args, state: State, logdir: Path) -> None:
                              "-device", args.device, "-np", "1", "--disable_tta"], nnunet_env(args),
                             logdir / f"audit_{model}_{scorer}.log", f"audit {model} {scorer}")
             report = json.loads((out / "audit.json").read_text())
-            state.set(key, {"audit_s": seconds, **audit_metrics(report, corrupted, raw, out)})
+            state.set(key, audit_s=seconds, **audit_metrics(report, corrupted, raw, out))
 
 
 # ---------------------------------------------------------------------------------------------- retraining
@@ -357,7 +332,7 @@ def retraining(args, state: State, logdir: Path) -> None:
     arms = {"stock_clean": args.id_base, "stock_corrupted": args.id_base + 1,
             "stock_audit_drop": args.id_base + 2, "stock_audit_relabel": args.id_base + 3}
     writes = {"stock_audit_drop": ["--drop", str(args.drop)], "stock_audit_relabel": ["--relabel"]}
-    todo = {arm: did for arm, did in arms.items() if not state.get(f"retrain:{arm}")}
+    todo = {arm: did for arm, did in arms.items() if not state.run(f"retrain:{arm}")}
     for arm, did in todo.items():
         if arm in writes and not list((args.work / "nnUNet_raw").glob(f"Dataset{did:03d}_*")):
             log(f"{arm}: write the audited dataset {did} ({' '.join(writes[arm])})")
@@ -376,9 +351,9 @@ def retraining(args, state: State, logdir: Path) -> None:
         train_s = train(args, did, STOCK, "all", logdir, npz=False)
         dice = evaluate(args, did, STOCK, logdir)
         audit_record = json.loads((raw_folder(args.work, did) / "dataset.json").read_text()).get("audit", {})
-        state.set(f"retrain:{arm}", {"dataset": raw_folder(args.work, did).name, "train_s": train_s,
-                                     "test_dice": dice, "dropped": len(audit_record.get("dropped", [])),
-                                     "relabelled": len(audit_record.get("relabelled_pixels", {}))})
+        state.set(f"retrain:{arm}", dataset=raw_folder(args.work, did).name, train_s=train_s, test_dice=dice,
+                  dropped=len(audit_record.get("dropped", [])),
+                  relabelled=len(audit_record.get("relabelled_pixels", {})))
         log(f"{arm}: test Dice {dice:.2f}")
 
     in_parallel(args.jobs, {arm: (lambda a=arm, d=did: one(a, d)) for arm, did in todo.items()})
@@ -386,7 +361,7 @@ def retraining(args, state: State, logdir: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- report
 def report(args, state: State) -> None:
-    steps = state.data["steps"]
+    steps = state.data["runs"]
     data = next((v for k, v in steps.items() if k.startswith("datasets:")), None)
     audit_rows = {k.split(":", 1)[1]: v for k, v in steps.items() if k.startswith("audit:")}
     arms = {k.split(":", 1)[1]: v for k, v in steps.items() if k.startswith("retrain:")}

@@ -37,13 +37,11 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import datetime as dt
-import fcntl
 import json
 import os
 import platform
 import shutil
 import sys
-import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +52,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
-from bench.workdirs import command_line, in_background, log, plans_name, raw_folder, run, write_plans_variant  # noqa: E402
+from bench.workdirs import (State, command_line, in_background, listed, log, plans_name, raw_folder,  # noqa: E402
+                            run, write_plans_variant)
 from nnunet_gsd.tools.last_k import epochs_trained  # noqa: E402
 STOCK, GSD, FAITHFUL = "nnUNetTrainerBudget", "nnUNetTrainerGSD", "nnUNetTrainerGSDFaithful"
 CE, CALIBRATED = "nnUNetTrainerCELossBudget", "nnUNetTrainerBudgetCalibrated"
@@ -243,62 +242,6 @@ def nnunet_env(args, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
         if var in os.environ:
             env[var] = os.environ[var]
     return {**env, **(extra or {})}
-
-
-class State:
-    """``state.json``, saved atomically after every change. Arms run in threads of one process, and benchmark
-    processes may share a work folder: a save merges under a file lock, writing the records this process changed
-    and taking every other record from disk, so no process undoes another's results."""
-
-    def __init__(self, path: Path):
-        self.path, self.lock = path, threading.Lock()
-        self.data = self._read()
-        self.changed: dict[str, set] = {"runs": set(), "datasets": set()}
-
-    def _read(self) -> dict:
-        data = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        return {"runs": {}, "datasets": {}, **data}
-
-    def save(self) -> None:
-        with self.lock, open(self.path.with_suffix(".lock"), "w") as lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-            disk = self._read()
-            for section, changed in self.changed.items():
-                self.data[section].update({k: v for k, v in disk[section].items() if k not in changed})
-            theirs = disk.get("commands", [])
-            if theirs or self.data.get("commands"):
-                self.data["commands"] = theirs + [c for c in self.data.get("commands", []) if c not in theirs]
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.data, indent=1))
-            os.replace(tmp, self.path)
-
-    def run(self, key: str) -> dict:
-        """A run's record (read-only: change it with :meth:`set`)."""
-        with self.lock:
-            return self.data["runs"].get(key, {})
-
-    def set(self, key: str, **values) -> None:
-        """Change a run's record and save."""
-        with self.lock:
-            self.data["runs"].setdefault(key, {}).update(values)
-            self.changed["runs"].add(key)
-        self.save()
-
-    def add_command(self, command: str) -> None:
-        """Record a run's command line (results name every run that trained, in order) and save."""
-        with self.lock:
-            # a state from before the list holds its last run's command alone
-            commands = self.data.setdefault("commands", listed(self.data.pop("command", [])))
-            if command in commands:
-                return
-            commands.append(command)
-        self.save()
-
-    def set_dataset(self, did: int, record: dict) -> None:
-        with self.lock:
-            self.data["datasets"][str(did)] = record
-            self.changed["datasets"].add(str(did))
-        self.save()
 
 
 def machine() -> str:
@@ -655,11 +598,6 @@ def plot_curves(curves: Dict[str, Dict[str, Dict[str, float]]], path: Path) -> N
 def last(rec: dict, key: str) -> Optional[float]:
     values = (rec.get("log") or {}).get("gsd_" + key)
     return 100 * values[-1] if values else None
-
-
-def listed(command) -> List[str]:
-    """A results file's command: one string, or (a run in several processes) a list of them."""
-    return command if isinstance(command, list) else [command]
 
 
 def results_budget(args) -> dict:

@@ -50,8 +50,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.quality import TRAIN_ONLY, State, machine, nnunet_env  # noqa: E402
-from bench.workdirs import command_line, launch, log, plans_name, raw_folder, run, write_markdown, write_plans_variant  # noqa: E402
+from bench.quality import TRAIN_ONLY, machine, nnunet_env  # noqa: E402
+from bench.workdirs import (State, command_line, launch, log, plans_name, raw_folder, run,  # noqa: E402
+                            write_markdown, write_plans_variant)
 from nnunet_gsd.tools.common import markdown_table  # noqa: E402
 from nnunet_gsd.utils import write_json_atomic  # noqa: E402
 

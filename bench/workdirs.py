@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
@@ -96,3 +98,63 @@ def write_markdown(stem: Path, lines: List[str], commands: List[str]) -> None:
                        ["Commands:", "", *(f"- `{c}`" for c in commands)]), ""]
     stem.with_suffix(".md").write_text("\n".join(lines))
     log(f"written {stem.with_suffix('.json')} and .md")
+
+
+class State:
+    """``state.json``, saved atomically after every change. Arms run in threads of one process, and benchmark
+    processes may share a work folder: a save merges under a file lock, writing the records this process changed
+    and taking every other record from disk, so no process undoes another's results."""
+
+    def __init__(self, path: Path):
+        self.path, self.lock = path, threading.Lock()
+        self.data = self._read()
+        self.changed: dict[str, set] = {"runs": set(), "datasets": set()}
+
+    def _read(self) -> dict:
+        data = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        data.setdefault("runs", {}).update(data.pop("steps", {}))  # bench/audit.py's states before it shared this
+        return {"datasets": {}, **data}
+
+    def save(self) -> None:
+        with self.lock, open(self.path.with_suffix(".lock"), "w") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            disk = self._read()
+            for section, changed in self.changed.items():
+                self.data[section].update({k: v for k, v in disk[section].items() if k not in changed})
+            theirs = disk.get("commands", [])
+            if theirs or self.data.get("commands"):
+                self.data["commands"] = theirs + [c for c in self.data.get("commands", []) if c not in theirs]
+            write_json_atomic(self.path, self.data, indent=1)
+
+    def run(self, key: str) -> dict:
+        """A run's record (read-only: change it with :meth:`set`)."""
+        with self.lock:
+            return self.data["runs"].get(key, {})
+
+    def set(self, key: str, **values) -> None:
+        """Change a run's record and save."""
+        with self.lock:
+            self.data["runs"].setdefault(key, {}).update(values)
+            self.changed["runs"].add(key)
+        self.save()
+
+    def add_command(self, command: str) -> None:
+        """Record a run's command line (results name every run that trained, in order) and save."""
+        with self.lock:
+            # a state from before the list holds its last run's command alone
+            commands = self.data.setdefault("commands", listed(self.data.pop("command", [])))
+            if command in commands:
+                return
+            commands.append(command)
+        self.save()
+
+    def set_dataset(self, did: int, record: dict) -> None:
+        with self.lock:
+            self.data["datasets"][str(did)] = record
+            self.changed["datasets"].add(str(did))
+        self.save()
+
+
+def listed(command) -> List[str]:
+    """A state's or results file's command: one string, or (a run in several processes) a list of them."""
+    return command if isinstance(command, list) else [command]

@@ -65,13 +65,3 @@ def test_the_raters_benchmark_shares_the_training_environment(tmp_path):
     env = quality.nnunet_env(args, {"nnUNet_n_proc_DA": "1"})
     assert env["nnUNet_raw"] == str(args.work / "nnUNet_raw") and env["nnUNet_n_proc_DA"] == "1"
     assert "nnUNet_GSD_SNAPSHOT_EVERY" not in env
-
-
-def test_processes_sharing_a_state_keep_each_others_commands(tmp_path):
-    path = tmp_path / "state.json"
-    path.write_text(json.dumps({"runs": {}, "datasets": {}, "command": "the run before the list"}))
-    first, second = quality.State(path), quality.State(path)
-    first.add_command("run A")
-    second.add_command("run B")
-    second.add_command("run A")
-    assert json.loads(path.read_text())["commands"] == ["the run before the list", "run A", "run B"]

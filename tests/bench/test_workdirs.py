@@ -1,10 +1,11 @@
-"""bench/workdirs.py: how results files record the command that made them."""
+"""bench/workdirs.py: how results files record the command that made them; the state benchmarks resume from."""
+import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.workdirs import command_line, portable  # noqa: E402
+from bench.workdirs import State, command_line, portable  # noqa: E402
 
 
 def test_paths_inside_a_checkouts_bench_become_relative_to_its_root():
@@ -36,3 +37,31 @@ def test_write_markdown_names_every_run_that_trained(tmp_path):
     assert (tmp_path / "r.md").read_text() == "# R\nCommand: `a --x 1`\n"
     write_markdown(tmp_path / "r", ["# R"], ["a --x 1", "a --x 2"])
     assert (tmp_path / "r.md").read_text() == "# R\nCommands:\n\n- `a --x 1`\n- `a --x 2`\n"
+
+
+def test_processes_sharing_a_state_keep_each_others_commands(tmp_path):
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"runs": {}, "datasets": {}, "command": "the run before the list"}))
+    first, second = State(path), State(path)
+    first.add_command("run A")
+    second.add_command("run B")
+    second.add_command("run A")
+    assert json.loads(path.read_text())["commands"] == ["the run before the list", "run A", "run B"]
+
+
+def test_processes_sharing_a_state_keep_each_others_records(tmp_path):
+    path = tmp_path / "state.json"
+    first, second = State(path), State(path)
+    first.set("arm A", trained=True)
+    second.set("arm B", trained=True)
+    first.set("arm A", evaluated=True)
+    second.set_dataset(612, {"convert": "key"})
+    assert json.loads(path.read_text()) == {"runs": {"arm A": {"trained": True, "evaluated": True},
+                                                     "arm B": {"trained": True}},
+                                            "datasets": {"612": {"convert": "key"}}}
+
+
+def test_a_state_from_before_the_shared_class_keeps_its_steps(tmp_path):
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"steps": {"cv:stock:0": {"train_s": 12.5}}}))
+    assert State(path).run("cv:stock:0") == {"train_s": 12.5}
