@@ -48,7 +48,8 @@ sys.path.insert(0, str(REPO))
 
 from nnunet_gsd.tools.common import console_env, markdown_table, run_command  # noqa: E402
 from nnunet_gsd.utils import write_json_atomic  # noqa: E402
-from bench.workdirs import State, command_line, launch, log, plans_name, raw_folder, write_markdown, write_plans_variant  # noqa: E402
+from bench.workdirs import (State, add_run_arguments, command_line, launch, log, open_state,  # noqa: E402
+                            plans_name, raw_folder, write_markdown, write_plans_variant)
 from bench.workdirs import run as timed  # noqa: E402
 
 STOCK, GSD = "nnUNetTrainerBudget", "nnUNetTrainerGSD"
@@ -81,11 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-retrain", action="store_true", help="stop after the audits")
     ap.add_argument("--id-base", type=int, default=640, help="dataset ids ID..ID+3 (default 640)")
     ap.add_argument("--seed", type=int, default=0, help="seed of split, corruption and choice (default 0)")
-    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    ap.add_argument("--work", type=Path, default=None, help="nnU-Net folders and state (default bench/work/audit-SIZE)")
-    ap.add_argument("--results", type=Path, default=None, help="results stem (default bench/results/audit)")
-    ap.add_argument("--background", action="store_true", help="detach (log in bench/logs/), return at once")
-    ap.add_argument("--report-only", action="store_true", help="rewrite the results from the state and exit")
+    add_run_arguments(ap, "audit-SIZE", "audit")
     args = ap.parse_args(argv)
     if args.source is None and not args.synthetic and not args.report_only:
         ap.error("pass --source (the unpacked Kvasir-SEG folder: images/, masks/) or --synthetic")
@@ -399,19 +396,17 @@ def report(args, state: State) -> None:
                   markdown_table(["arm", "dataset", "dropped", "relabelled", "test Dice %", "gap recovered"],
                                  [[a, v["dataset"], v["dropped"], v["relabelled"], f(v["test_dice"], True),
                                    f(v["gap_recovered"])] for a, v in arms.items()]), ""]
-    write_markdown(args.results, lines, state.data.get("commands") or [command_line("bench/audit.py", sys.argv[1:])])
+    write_markdown(args.results, lines, state.commands or [command_line("bench/audit.py", sys.argv[1:])])
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.background:
         return launch("audit", __file__, argv)
-    args.work.mkdir(parents=True, exist_ok=True)
-    state = State(args.work / "state.json")
+    state = open_state(args.work, "bench/audit.py", argv, args.report_only)
     if args.report_only:
         report(args, state)
         return 0
-    state.add_command(command_line("bench/audit.py", sys.argv[1:] if argv is None else argv))
     logdir = args.work / "logs"
     corrupted_dataset(args, state, logdir)
     cross_validation(args, state, logdir)

@@ -52,8 +52,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
-from bench.workdirs import (State, command_line, in_background, listed, log, plans_name, raw_folder,  # noqa: E402
-                            run, write_plans_variant)
+from bench.workdirs import (State, add_run_arguments, command_line, in_background, listed, log,  # noqa: E402
+                            plans_name, raw_folder, run, write_plans_variant)
 from nnunet_gsd.tools.last_k import epochs_trained  # noqa: E402
 STOCK, GSD, FAITHFUL = "nnUNetTrainerBudget", "nnUNetTrainerGSD", "nnUNetTrainerGSDFaithful"
 CE, CALIBRATED = "nnUNetTrainerCELossBudget", "nnUNetTrainerBudgetCalibrated"
@@ -142,13 +142,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--jobs", type=int, default=2, help="arms trained at once, one torch thread each (default 2)")
     ap.add_argument("--id-base", type=int, default=610, help="nnU-Net dataset ids ID..ID+5 (default 610)")
     ap.add_argument("--seed", type=int, default=0, help="seed of split, noise and training (default 0)")
-    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    ap.add_argument("--work", type=Path, default=None,
-                    help="nnU-Net folders and state (default bench/work/quality-SIZE)")
-    ap.add_argument("--results", type=Path, default=None, help="results stem (default bench/results/quality-SIZE)")
-    ap.add_argument("--background", action="store_true",
-                    help="detach (log in bench/logs/), return once the child runs")
-    ap.add_argument("--report-only", action="store_true", help="rewrite the results from the state and exit")
+    add_run_arguments(ap, "quality-SIZE", "quality-SIZE")
     args = ap.parse_args(argv)
     if any(REGIMES[r].kvasir for r in args.regimes) and not args.report_only:
         if args.source is None:
@@ -645,8 +639,7 @@ def kept_runs(args, arms: List[Arm], runs: dict) -> Dict[str, dict]:
 
 def report(args, state: State, arms: List[Arm]) -> None:
     runs = {**kept_runs(args, arms, state.data["runs"]), **state.data["runs"]}
-    # every run that trained in this work folder, in order (a state from before the list had one "command")
-    commands = state.data.get("commands") or listed(state.data.get("command", ""))
+    commands = state.commands
     regimes_json, lines = {}, []
     lines += [f"# GSD vs stock nnU-Net under label noise ({args.size}²)", "",
               "Test Dice (clean test labels; stock `nnUNetv2_predict` without TTA + `nnUNetv2_evaluate_folder`), "

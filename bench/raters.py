@@ -51,8 +51,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.quality import TRAIN_ONLY, machine, nnunet_env  # noqa: E402
-from bench.workdirs import (State, command_line, launch, log, plans_name, raw_folder, run,  # noqa: E402
-                            write_markdown, write_plans_variant)
+from bench.workdirs import (State, add_run_arguments, command_line, launch, log, open_state,  # noqa: E402
+                            plans_name, raw_folder, run, write_markdown, write_plans_variant)
 from nnunet_gsd.tools.common import markdown_table  # noqa: E402
 from nnunet_gsd.utils import write_json_atomic  # noqa: E402
 
@@ -181,11 +181,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), help="arms (default: all)")
     ap.add_argument("--id-base", type=int, default=660, help="dataset ids ID..ID+2 (default 660)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the generated set, split and rater draw (default 0)")
-    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    ap.add_argument("--work", type=Path, default=None, help="nnU-Net folders, state (default bench/work/raters-SIZE)")
-    ap.add_argument("--results", type=Path, default=None, help="results stem (default bench/results/raters)")
-    ap.add_argument("--background", action="store_true", help="detach (log in bench/logs/), return at once")
-    ap.add_argument("--report-only", action="store_true", help="rewrite the results from the state and exit")
+    add_run_arguments(ap, "raters-SIZE", "raters")
     args = ap.parse_args(argv)
     if args.cases < 10 or args.iterations < 1 or args.repeats < 1:
         ap.error("--cases ≥ 10, --iterations ≥ 1 and --repeats ≥ 1")
@@ -359,17 +355,15 @@ def report(args, state: State) -> None:
                              [[k, pm(v["mean_dice"]), pm(v["qubiq"]),
                                ", ".join(f"{m} ≥ {t:+.1f}" for m, t in v["targets"].items())]
                               for k, v in dec.items()]), ""]
-    write_markdown(args.results, lines, state.data.get("commands") or [command_line("bench/raters.py", sys.argv[1:])])
+    write_markdown(args.results, lines, state.commands or [command_line("bench/raters.py", sys.argv[1:])])
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.background:
         return launch("raters", __file__, argv)
-    args.work.mkdir(parents=True, exist_ok=True)
-    state = State(args.work / "state.json")
+    state = open_state(args.work, "bench/raters.py", argv, args.report_only)
     if not args.report_only:
-        state.add_command(command_line("bench/raters.py", sys.argv[1:] if argv is None else argv))
         logdir = args.work / "logs"
         prepare(args, state, logdir)
         for repeat in range(args.repeats):

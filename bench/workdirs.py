@@ -1,6 +1,7 @@
 """The nnU-Net folders of a benchmark's work directory, shared by the bench scripts (not a test)."""
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import fcntl
 import json
@@ -63,6 +64,16 @@ def in_background(script: str, argv: List[str], log_file: Path, cwd: Optional[Pa
     if proc.poll() is not None:
         raise SystemExit(f"the background run ended at once (exit {proc.returncode}); see {log_file}")
     return proc.pid
+
+
+def add_run_arguments(ap: argparse.ArgumentParser, work: str, results: str) -> None:
+    """The options every resumable benchmark takes: device, work folder, results stem, background, report only
+    (``work`` and ``results``: the defaults' names, for the help)."""
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--work", type=Path, default=None, help=f"nnU-Net folders and state (default bench/work/{work})")
+    ap.add_argument("--results", type=Path, default=None, help=f"results stem (default bench/results/{results})")
+    ap.add_argument("--background", action="store_true", help="detach (log in bench/logs/), return at once")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the results from the state and exit")
 
 
 def launch(name: str, script: str, argv: Optional[List[str]]) -> int:
@@ -148,6 +159,11 @@ class State:
             commands.append(command)
         self.save()
 
+    @property
+    def commands(self) -> List[str]:
+        """The command lines of every run that trained here, in order (a state from before the list: its last)."""
+        return self.data.get("commands") or listed(self.data.get("command", []))
+
     def set_dataset(self, did: int, record: dict) -> None:
         with self.lock:
             self.data["datasets"][str(did)] = record
@@ -158,3 +174,12 @@ class State:
 def listed(command) -> List[str]:
     """A state's or results file's command: one string, or (a run in several processes) a list of them."""
     return command if isinstance(command, list) else [command]
+
+
+def open_state(work: Path, script: str, argv: Optional[List[str]], report_only: bool) -> State:
+    """``WORK/state.json`` (the folder made); a run that trains (not ``--report-only``) records its command line."""
+    work.mkdir(parents=True, exist_ok=True)
+    state = State(work / "state.json")
+    if not report_only:
+        state.add_command(command_line(script, sys.argv[1:] if argv is None else argv))
+    return state

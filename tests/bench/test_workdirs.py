@@ -63,5 +63,7 @@ def test_processes_sharing_a_state_keep_each_others_records(tmp_path):
 
 def test_a_state_from_before_the_shared_class_keeps_its_steps(tmp_path):
     path = tmp_path / "state.json"
-    path.write_text(json.dumps({"steps": {"cv:stock:0": {"train_s": 12.5}}}))
-    assert State(path).run("cv:stock:0") == {"train_s": 12.5}
+    path.write_text(json.dumps({"steps": {"cv:stock:0": {"train_s": 12.5}}, "command": "its one run"}))
+    state = State(path)
+    assert state.run("cv:stock:0") == {"train_s": 12.5}
+    assert state.commands == ["its one run"]
