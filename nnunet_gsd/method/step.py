@@ -36,7 +36,8 @@ __all__ = ["StepSchedule", "SelectionHalf", "MixedBatch", "StepFigures", "select
            "transfer_losses", "select_clean", "distance_weights", "clean_set_dice", "refine",
            "split_scales", "deep_supervision_weights", "deep_supervision_loss", "step_figures"]
 
-#: ``dice(logits, target[:, None], loss_mask=None)`` → negative soft Dice (nnU-Net's MemoryEfficientSoftDiceLoss)
+#: ``dice(logits, target[:, None], loss_mask=None)`` → negative soft Dice (nnU-Net's MemoryEfficientSoftDiceLoss; the
+#: semimetric one of :mod:`nnunet_gsd.method.soft_labels` where targets are soft rater labels)
 DiceFn = Callable[..., Tensor]
 
 

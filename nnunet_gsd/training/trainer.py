@@ -28,6 +28,7 @@ from nnunet_gsd.errors import UserError
 from nnunet_gsd.method.calibration import shift_labels
 from nnunet_gsd.method.gda import default_threshold
 from nnunet_gsd.method.selection import retention_rate
+from nnunet_gsd.method.soft_labels import SemimetricSoftDiceLoss
 from nnunet_gsd.method.step import (StepFigures, StepSchedule, deep_supervision_loss, selection_half, split_scales,
                                     step_figures, transfer_inputs, transfer_losses)
 from nnunet_gsd.method.superpixels import decode_ids
@@ -111,9 +112,10 @@ class nnUNetTrainerGSD(SettingsMixin, nnUNetTrainer):
         if self._do_i_compile():
             # nnU-Net compiles self.network, which is the DualNetwork: both networks are compiled
             self.print_to_log_file("GSD: torch.compile covers both networks (one DualNetwork module)")
-        self._dice = MemoryEfficientSoftDiceLoss(apply_nonlin=softmax_helper_dim1,
-                                                 batch_dice=self.configuration_manager.batch_dice,
-                                                 do_bg=False, smooth=1e-5, ddp=self.is_ddp)
+        # soft rater targets need the semimetric Dice (nnU-Net's sharpens them); on hard labels the two are equal
+        dice_class = SemimetricSoftDiceLoss if self._raters.mode == "soft" else MemoryEfficientSoftDiceLoss
+        self._dice = dice_class(apply_nonlin=softmax_helper_dim1, batch_dice=self.configuration_manager.batch_dice,
+                                do_bg=False, smooth=1e-5, ddp=self.is_ddp)
 
     # ------------------------------------------------------------------ data
     @property
