@@ -33,7 +33,11 @@ GSD; GSD's better all-rater arm minus stock's. Targets: ≥ +1 Dice (mean over r
 over the paper's protocol; GSD with all raters ≥ stock with all raters − 0.5.
 
 Resumable: ``WORK/state.json`` records every finished step; an arm interrupted in training is retrained.
-Writes ``RESULTS.json`` and ``.md`` (default ``bench/results/raters``) after every arm.
+Writes ``RESULTS.json`` and ``.md`` (default ``bench/results/raters``) after every arm. ``--keep FILE[:ARM,…]``
+pools the trainings an earlier results file measured (all its arms, or those named) with this work folder's:
+its per-case values are that arm's means over its trainings, so they count once per training — more
+trainings per arm without keeping old work folders (on the same generated set: same ``--cases``, ``--size``,
+``--seed``).
 """
 from __future__ import annotations
 
@@ -52,7 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.quality import TRAIN_ONLY, machine, nnunet_env  # noqa: E402
 from bench.workdirs import (State, add_run_arguments, command_line, launch, log, open_state,  # noqa: E402
-                            plans_name, raw_folder, run, write_markdown, write_plans_variant)
+                            plans_name, portable, raw_folder, run, write_markdown, write_plans_variant)
 from nnunet_gsd.tools.common import markdown_table  # noqa: E402
 from nnunet_gsd.utils import write_json_atomic  # noqa: E402
 
@@ -61,7 +65,7 @@ STOCK, GSD = "nnUNetTrainerBudget", "nnUNetTrainerGSD"
 LABELS = {"sample": 0, "majority": 1, "staple": 2}
 #: arm → (training labels, trainer, environment); the order is the order of training (the decision's arms first)
 ARMS: Dict[str, tuple] = {
-    "stock_sample": ("sample", STOCK, {}),
+    "stock_one_rater": ("sample", STOCK, {}),
     "stock_soft": ("sample", "nnUNetTrainerSoftRaters", {}),
     "stock_soft_ce": ("sample", "nnUNetTrainerSoftRatersCE", {}),
     "stock_rater_sampling": ("sample", "nnUNetTrainerRaterSampling", {}),
@@ -71,6 +75,9 @@ ARMS: Dict[str, tuple] = {
     "stock_majority": ("majority", STOCK, {}),
     "stock_staple": ("staple", STOCK, {}),
 }
+#: the one-rater arm of each model (the paper's sample protocol), and an arm's name in results before it was renamed
+ONE_RATER = {"stock": "stock_one_rater", "gsd": "gsd_sample"}
+FORMER_NAMES = {"stock_sample": "stock_one_rater"}
 RATER_KINDS = ("tight", "loose", "coarse", "misses small objects", "unsteady")
 METRICS = ("mean", "majority", "staple", "qubiq_score", "soft_dice", "truth")
 
@@ -181,6 +188,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), help="arms (default: all)")
     ap.add_argument("--id-base", type=int, default=660, help="dataset ids ID..ID+2 (default 660)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the generated set, split and rater draw (default 0)")
+    ap.add_argument("--keep", nargs="+", default=[], metavar="FILE[:ARM,…]",
+                    help="earlier results JSON whose trainings (all arms, or those named) are pooled with this run's")
     add_run_arguments(ap, "raters-SIZE", "raters")
     args = ap.parse_args(argv)
     if args.cases < 10 or args.iterations < 1 or args.repeats < 1:
@@ -257,6 +266,34 @@ def train_predict_evaluate(args, state: State, arm: str, repeat: int, logdir: Pa
 
 
 # ---------------------------------------------------------------------------------------------- report
+def kept_trainings(specs: List[str], settings: Dict[str, object]) -> Dict[str, dict]:
+    """The trainings of earlier results files (``FILE`` or ``FILE:ARM,ARM``) as state records, one per training
+    of each arm, each carrying the arm's per-case means (so that pooling weighs them by their trainings); a file
+    measured on another generated set (``cases``, ``size``, ``seed``) or naming an unknown arm stops with one line."""
+    out = {}
+    for spec in specs:
+        path, _, names = spec.partition(":")
+        result = json.loads(Path(path).read_text())
+        other = {k: result["settings"].get(k) for k in ("cases", "size", "seed")
+                 if result["settings"].get(k) != settings[k]}
+        if other:
+            raise SystemExit(f"--keep {path}: measured with {other}, this run uses "
+                             f"{ {k: settings[k] for k in other} }; keep files of the same generated set")
+        wanted = names.split(",") if names else list(result["arms"])
+        unknown = [a for a in wanted if a not in result["arms"]]
+        if unknown:
+            raise SystemExit(f"--keep {spec}: no arm {', '.join(unknown)} in {path} (it has {', '.join(result['arms'])})")
+        for name in wanted:
+            a, arm = result["arms"][name], FORMER_NAMES.get(name, name)
+            per_case = {c: {m: a["per_case"][m].get(c) for m in METRICS} for c in a["per_case"]["mean"]}
+            for i, training_mean in enumerate(a["mean_per_training"]):
+                out[f"{arm}|kept={path}#{i}"] = {
+                    "arm": arm, "trainer": a["trainer"], "env": a["env"], "labels": a["labels"], "evaluated": True,
+                    "train_s": a["train_s"], "per_case": per_case, "per_rater": a["per_rater"],
+                    "training_mean": training_mean, "kept_from": f"{portable(path)} ({result['date']})"}
+    return out
+
+
 def case_values(runs: dict, arm: str, metric: str) -> Dict[str, float]:
     """Per test case ``metric`` of ``arm``, averaged over its evaluated repeats (NaN cases left out)."""
     recs = [r for r in runs.values() if r.get("arm") == arm and r.get("evaluated")]
@@ -290,10 +327,10 @@ def decision(runs: dict) -> Dict[str, dict]:
             "gsd": better(runs, "gsd_soft", "gsd_rater_sampling")}
     for model, arm in best.items():
         if arm:
-            out[f"{model}: {arm} − {model}_sample"] = {
+            out[f"{model}: {arm} − {ONE_RATER[model]}"] = {
                 "better_all_rater_arm": arm,
-                "mean_dice": paired(runs, arm, f"{model}_sample", "mean"),
-                "qubiq": paired(runs, arm, f"{model}_sample", "qubiq_score"),
+                "mean_dice": paired(runs, arm, ONE_RATER[model], "mean"),
+                "qubiq": paired(runs, arm, ONE_RATER[model], "qubiq_score"),
                 "targets": {"mean_dice": 1.0, "qubiq": 2.0}}
     if best["stock"] and best["gsd"]:
         out[f"gsd vs stock, all raters: {best['gsd']} − {best['stock']}"] = {
@@ -303,7 +340,7 @@ def decision(runs: dict) -> Dict[str, dict]:
 
 
 def report(args, state: State) -> None:
-    runs = state.data["runs"]
+    runs = {**kept_trainings(args.keep, vars(args)), **state.data["runs"]}
     rows, arms = [], {}
     for arm in ARMS:
         recs = [r for r in runs.values() if r.get("arm") == arm and r.get("evaluated")]
@@ -311,13 +348,14 @@ def report(args, state: State) -> None:
             continue
         means = {m: float(np.mean(list(case_values(runs, arm, m).values()))) if case_values(runs, arm, m) else None
                  for m in METRICS}
-        per_training = [float(np.nanmean([v["mean"] for v in r["per_case"].values()])) for r in recs]
+        per_training = [r.get("training_mean", float(np.nanmean([v["mean"] for v in r["per_case"].values()])))
+                        for r in recs]
         arms[arm] = {"trainer": recs[0]["trainer"], "env": recs[0]["env"], "labels": recs[0]["labels"],
                      "trainings": len(recs), **means, "mean_per_training": per_training,
                      "per_rater": {r: float(np.mean([x["per_rater"][r] for x in recs])) for r in recs[0]["per_rater"]},
                      "train_s": float(np.mean([r["train_s"] for r in recs])),
-                     # averaged over the trainings: the arm's per-case values outlive its work folder (nothing here
-                     # reads them back yet; quality.py's kept_runs does so for its results)
+                     # averaged over the trainings: the arm's per-case values outlive its work folder (--keep
+                     # pools them with later trainings)
                      "per_case": {m: {c: round(v, 4) for c, v in sorted(case_values(runs, arm, m).items())}
                                   for m in METRICS}}
         a = arms[arm]
@@ -331,7 +369,8 @@ def report(args, state: State) -> None:
     dec = decision(runs)
     dataset = state.data["datasets"].get("set", {})
     result = {"benchmark": "bench/raters.py", "date": dt.date.today().isoformat(), "machine": machine(),
-              "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+              "settings": {k: ([portable(x) for x in v] if k == "keep" else str(v) if isinstance(v, Path) else v)
+                           for k, v in vars(args).items()
                            if k not in ("work", "results", "background", "report_only")},
               "raters": dict(zip([f"A{k + 1}" for k in range(len(RATER_KINDS))], RATER_KINDS)),
               "rater_dice_vs_truth": dataset.get("rater_dice_vs_truth"), "arms": arms, "decision": dec}
@@ -355,6 +394,10 @@ def report(args, state: State) -> None:
                              [[k, pm(v["mean_dice"]), pm(v["qubiq"]),
                                ", ".join(f"{m} ≥ {t:+.1f}" for m, t in v["targets"].items())]
                               for k, v in dec.items()]), ""]
+    kept = sorted({r["kept_from"] for r in runs.values() if r.get("kept_from")})
+    if kept:
+        lines += ["Trainings pooled from earlier results (`--keep`; their commands are in those files): "
+                  + "; ".join(f"`{k}`" for k in kept) + ".", ""]
     write_markdown(args.results, lines, state.commands or [command_line("bench/raters.py", sys.argv[1:])])
 
 
