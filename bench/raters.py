@@ -282,7 +282,8 @@ def kept_trainings(specs: List[str], settings: Dict[str, object]) -> Dict[str, d
         wanted = names.split(",") if names else list(result["arms"])
         unknown = [a for a in wanted if a not in result["arms"]]
         if unknown:
-            raise SystemExit(f"--keep {spec}: no arm {', '.join(unknown)} in {path} (it has {', '.join(result['arms'])})")
+            raise SystemExit(f"--keep {spec}: no arm {', '.join(unknown)} in {path} "
+                             f"(it has {', '.join(result['arms'])})")
         for name in wanted:
             a, arm = result["arms"][name], FORMER_NAMES.get(name, name)
             per_case = {c: {m: a["per_case"][m].get(c) for m in METRICS} for c in a["per_case"]["mean"]}
