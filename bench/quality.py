@@ -761,15 +761,16 @@ def report(args, state: State, arms: List[Arm]) -> None:
         regimes_json[regime] = rj
     stem = args.results
     stem.parent.mkdir(parents=True, exist_ok=True)
-    if any(rj["curves"] for rj in regimes_json.values()):
-        plot_curves({r: rj["curves"] for r, rj in regimes_json.items() if rj["curves"]},
-                    stem.with_name(stem.name + "-curves.png"))
     md = stem.with_suffix(".md")
     text = md.read_text() if md.is_file() else ""
     notes = text[text.index("\n## Notes"):] if "\n## Notes" in text else ""
     kept_json, kept_md = kept_regimes(stem, args.regimes)
     for regime in kept_json:
         regimes_json.setdefault(regime, kept_json[regime])
+    # after the kept regimes join: a run of one regime redraws the others' curves beside its own
+    if any(rj.get("curves") for rj in regimes_json.values()):
+        plot_curves({r: rj["curves"] for r, rj in regimes_json.items() if rj.get("curves")},
+                    stem.with_name(stem.name + "-curves.png"))
     md.write_text("\n".join(lines + kept_md) + notes)
     stem.with_suffix(".json").write_text(json.dumps({"regimes": regimes_json, "budget": results_budget(args),
                                                      "command": commands[0] if len(commands) == 1 else commands,

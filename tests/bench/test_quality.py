@@ -6,6 +6,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench import quality  # noqa: E402
+from bench.workdirs import open_state  # noqa: E402
 
 
 def args_for(tmp_path: Path, iterations: int = 2500):
@@ -65,3 +66,17 @@ def test_the_raters_benchmark_shares_the_training_environment(tmp_path):
     env = quality.nnunet_env(args, {"nnUNet_n_proc_DA": "1"})
     assert env["nnUNet_raw"] == str(args.work / "nnUNet_raw") and env["nnUNet_n_proc_DA"] == "1"
     assert "nnUNet_GSD_SNAPSHOT_EVERY" not in env
+
+
+def test_a_run_of_one_regime_redraws_the_kept_regimes_curves(tmp_path, monkeypatch):
+    args = args_for(tmp_path)
+    curve = {"5": {"1": 50.0}, "10": {"1": 55.0}}
+    (tmp_path / "res.json").write_text(json.dumps({
+        "regimes": {"clean": {"arms": {}, "curves": {"stock_clean": curve}, "measured": {
+            "date": "2026-12-02", "command": "run A"}}},
+        "budget": quality.results_budget(args), "command": "run A", "date": "2026-12-02"}))
+    drawn = {}
+    monkeypatch.setattr(quality, "plot_curves", lambda curves, path: drawn.update(curves=curves, path=path))
+    quality.report(args, open_state(args.work, "bench/quality.py", [], True), quality.arms_of(args))
+    assert drawn["curves"] == {"clean": {"stock_clean": curve}}
+    assert drawn["path"] == tmp_path / "res-curves.png"
