@@ -19,7 +19,8 @@ Kvasir-SEG (Jha et al., MMM 2020; https://datasets.simula.no/kvasir-seg/) at 64�
    Per scorer and model: ``case_auroc`` (corrupted vs clean cases, from the case score), ``precision_at_k``
    (k = the number of corrupted cases scored), ``pixel_auroc`` (the binary suspicion map against the true
    error map over every scored pixel; with a binary score this is the mean of pixel sensitivity and
-   specificity), pixel precision/recall and the share of each corruption kind found in the top k.
+   specificity), ``pixel_auroc_graded`` (the audit's graded map ``error_percent/``, 1 − p(label), likewise),
+   pixel precision/recall and the share of each corruption kind found in the top k.
 4. **Retraining.** Stock nnU-Net on fold ``all`` of: the clean labels, the corrupted labels, and the
    audited datasets (``--retrain-from MODEL:SCORER``, default stock:ours) with the worst ``--drop``
    (default: the corruption fraction) dropped, and with suspected pixels relabelled. Test Dice (stock
@@ -258,13 +259,14 @@ def audit_metrics(report: dict, corrupted: Dict[str, dict], raw: Path, audit_dir
     # lower score = worse for both scorers; equal scores: more suspected pixels = worse (the audit's own order)
     badness = np.array([-c["score"] + 1e-6 * c["suspected_fraction"] for c in cases])
     top = [c["case"] for c in cases[:k]]
-    truth_px, suspect_px = [], []
+    truth_px, suspect_px, graded_px = [], [], []
     for c in cases:
         noisy = np.asarray(Image.open(raw / "labelsTr" / f"{c['case']}{ending}"))
         clean = np.asarray(Image.open(raw / "labelsTr_clean" / f"{c['case']}{ending}"))
         suspicion = np.asarray(Image.open(audit_dir / "suspicion" / f"{c['case']}{ending}")) > 0
         truth_px.append((noisy != clean).reshape(-1))
         suspect_px.append(suspicion.reshape(-1))
+        graded_px.append(np.asarray(Image.open(audit_dir / "error_percent" / f"{c['case']}{ending}")).reshape(-1))
     truth = np.concatenate(truth_px)
     sus = np.concatenate(suspect_px)
     kinds = {}
@@ -277,6 +279,7 @@ def audit_metrics(report: dict, corrupted: Dict[str, dict], raw: Path, audit_dir
         "case_auroc": auroc(is_bad, badness),
         "precision_at_k": (sum(c in corrupted for c in top) / k) if k else None,
         "pixel_auroc": auroc(truth, sus.astype(float)),
+        "pixel_auroc_graded": auroc(truth, np.concatenate(graded_px).astype(float)),
         "pixel_precision": float((truth & sus).sum() / sus.sum()) if sus.any() else None,
         "pixel_recall": float((truth & sus).sum() / truth.sum()) if truth.any() else None,
         "per_kind": kinds,
@@ -386,11 +389,13 @@ def report(args, state: State) -> None:
              f"training, batch {args.batch}, {args.device}. Targets: case AUROC ≥ 0.9, precision@k ≥ 0.8, "
              f"≥ 50 % of the gap recovered.", "", "## Finding the corrupted labels", ""]
     rows = [[name.replace(":", " / "), v["scored_cases"], v["corrupted_scored"], f(v["case_auroc"]),
-             f(v["precision_at_k"]), f(v["pixel_auroc"]), f(v["pixel_precision"]), f(v["pixel_recall"]),
+             f(v["precision_at_k"]), f(v["pixel_auroc"]), f(v.get("pixel_auroc_graded")), f(v["pixel_precision"]),
+             f(v["pixel_recall"]),
              ", ".join(f"{kk} {f(kv['found_in_top_k'])}" for kk, kv in v["per_kind"].items())]
             for name, v in sorted(audit_rows.items())]
     lines += [markdown_table(["model / scorer", "scored", "corrupted", "case AUROC", "precision@k", "pixel AUROC",
-                              "pixel precision", "pixel recall", "found in top k, per kind"], rows), ""]
+                              "pixel AUROC graded", "pixel precision", "pixel recall", "found in top k, per kind"],
+                             rows), ""]
     if arms:
         lines += ["## Retraining stock nnU-Net (fold all, clean test labels)", "",
                   markdown_table(["arm", "dataset", "dropped", "relabelled", "test Dice %", "gap recovered"],

@@ -46,7 +46,9 @@ pixels, thresholds over all pixels of all cases; suggested class: the argmax).
 
 Output (default ``$nnUNet_results/D/TRAINER__PLANS__C/audit/``, ``audit_cleanlab/`` for cleanlab):
 ``audit.csv`` (worst first), ``audit.json`` (settings, thresholds, every case, the unscored ones),
-``suspicion/CASE<file_ending>`` (1 = suspected, in the labels' format), ``corrected/CASE<file_ending>``
+``suspicion/CASE<file_ending>`` (1 = suspected, in the labels' format), ``error_percent/CASE<file_ending>``
+(per pixel 100 · (1 − p(label)), whole percent: how likely the label is wrong, to threshold as you choose),
+``corrected/CASE<file_ending>``
 (the label with its suspected pixels replaced by the suggested class) and ``worst.png`` (image, label,
 prediction, suspected pixels of the ``--top`` worst cases; 3D: the slice with most suspected pixels).
 
@@ -173,6 +175,16 @@ def suspect(label: np.ndarray, probabilities: np.ndarray, thresholds: np.ndarray
         suspected = valid & other.any(axis=0) & (own < own_threshold)
     suggested = np.where(suspected, np.argmax(np.where(other, probs, -np.inf), axis=0), lab)
     return suspected, suggested.astype(label.dtype if np.issubdtype(label.dtype, np.integer) else np.int64)
+
+
+def label_error_probability(label: np.ndarray, probabilities: np.ndarray,
+                            ignore_label: Optional[int] = None) -> np.ndarray:
+    """Per pixel, the out-of-sample model's probability that the label is wrong, 1 − p(y) (0 for the ignore
+    label): the graded form of the suspected pixels, for a user who sets their own threshold (on Kvasir-SEG it
+    finds the wrong pixels better than the binary map, ``bench/results/audit.md``)."""
+    probs = np.asarray(probabilities, dtype=np.float64)
+    lab, valid, safe = scorable(label, probs.shape[0], ignore_label)
+    return np.where(valid, 1.0 - np.take_along_axis(probs, safe[None], axis=0)[0], 0.0)
 
 
 PROBABILITY_FLOOR = 1e-6   # −log of it bounds one pixel's surprisal: 13.8 nats
@@ -620,7 +632,7 @@ def main(args: argparse.Namespace) -> int:
         label = np.rint(seg[0]).astype(np.int16 if num_classes < 32000 else np.int32)
         return label, props, load_probabilities(plan.sources[case].probabilities, label.shape, num_classes)
 
-    for folder in ("suspicion", "corrected"):
+    for folder in ("suspicion", "corrected", "error_percent"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     rows: List[dict] = []
     thresholds = None
@@ -649,6 +661,9 @@ def main(args: argparse.Namespace) -> int:
         rw.write_seg(sus.astype(np.uint8), str(out / "suspicion" / f"{case}{ending}"), props)
         rw.write_seg(sug.astype(np.uint8 if sug.max() < 255 else np.uint16),
                      str(out / "corrected" / f"{case}{ending}"), props)
+        # whole percent: an integer image in the labels' format, which every label viewer opens
+        rw.write_seg(np.rint(100 * label_error_probability(label, probs, ignore)).astype(np.uint8),
+                     str(out / "error_percent" / f"{case}{ending}"), props)
         rows.append({"case": case, "fold": plan.sources[case].fold, "source": plan.sources[case].origin, **result})
     ranked = rank(rows)
 
@@ -692,7 +707,7 @@ def main(args: argparse.Namespace) -> int:
         per = ", ".join(f"{class_names[c]} {v:.3f}" for c, v in r["per_class"].items())
         print(f"  {i}. {r['case']} (fold {r['fold']}): score {r['score']:.4f}, {100 * r['suspected_fraction']:.2f}% "
               f"suspected ({per})")
-    print(f"written: {out / 'audit.csv'}, {out / 'audit.json'}, {out / 'suspicion'}/"
+    print(f"written: {out / 'audit.csv'}, {out / 'audit.json'}, {out / 'suspicion'}/, {out / 'error_percent'}/"
           + (f", {out / 'worst.png'}" if args.top and ranked else ""))
 
     if target is not None:

@@ -64,6 +64,15 @@ def test_excess_surprisal_by_hand():
     assert s["surprise"] == pytest.approx(0.4854740, abs=1e-6)
 
 
+def test_label_error_probability_by_hand():
+    label = np.array([[0, 1], [2, 255]])
+    probs = np.array([[[0.7, 0.1], [0.2, 0.3]],
+                      [[0.2, 0.6], [0.3, 0.3]],
+                      [[0.1, 0.3], [0.5, 0.4]]])
+    # 1 − p(y): 1 − 0.7, 1 − 0.6, 1 − 0.5; the ignore label 255 is never wrong
+    assert np.allclose(audit.label_error_probability(label, probs, ignore_label=255), [[0.3, 0.4], [0.5, 0.0]])
+
+
 def test_a_label_as_likely_as_an_unsure_model_expects_is_not_surprising():
     """Where the model is unsure the surprisal of its argmax label is below the entropy; a label that contradicts
     a sure model is far above it: uncertainty alone does not make a case look wrong."""
@@ -248,6 +257,9 @@ def test_audit_ranks_the_corrupted_case_first_and_writes_its_outputs(nnunet_env,
                                                    str(out / "suspicion" / f"case_0001{fake['ending']}"))()
     suspicion, props = rw.read_seg(str(out / "suspicion" / f"case_0001{fake['ending']}"))
     assert int(suspicion.sum()) == 16 * (1 if dim == 2 else 4) and suspicion[0][..., 12:, 12:].all()
+    # the added object: p(c1) = 0.02 / (0.99 + 0.02 [+ 0.02 for c2]) ≈ 0.02, so 98 % likely wrong
+    graded = rw.read_seg(str(out / "error_percent" / f"case_0001{fake['ending']}"))[0][0]
+    assert (graded[..., 12:, 12:] == 98).all() and graded.max() == 98
     corrected = rw.read_seg(str(out / "corrected" / f"case_0001{fake['ending']}"))[0][0]
     assert (corrected == fake["truths"]["case_0001"]).all()                  # the object removed again
     if dim == 3:
@@ -466,6 +478,7 @@ def test_bench_metrics_on_the_fake_audit(nnunet_env):
     assert m["scored_cases"] == 6 and m["corrupted_scored"] == 1
     assert m["case_auroc"] == 1.0 and m["precision_at_k"] == 1.0
     assert m["pixel_auroc"] == 1.0 and m["pixel_precision"] == 1.0 and m["pixel_recall"] == 1.0
+    assert m["pixel_auroc_graded"] == 1.0
     assert m["per_kind"] == {"added_object": {"cases": 1, "found_in_top_k": 1.0}}
 
 
