@@ -360,6 +360,8 @@ def report(args, state: State) -> None:
                      "per_case": {m: {c: round(v, 4) for c, v in sorted(case_values(runs, arm, m).items())}
                                   for m in METRICS}}
         a = arms[arm]
+        # the names issue 23 gives the results file's readers
+        a["dice_mean_over_raters"], a["dice_per_rater"] = a["mean"], a["per_rater"]
 
         def f(v):
             return "–" if v is None else f"{v:.2f}"
