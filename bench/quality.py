@@ -647,7 +647,27 @@ def kept_runs(args, arms: List[Arm], runs: dict) -> Dict[str, dict]:
     return kept
 
 
+def earlier_arms(args, arms: List[Arm]) -> List[Arm]:
+    """The arms of the results file at ``args.results`` that this run does not list (variants of earlier runs, arms
+    an option leaves out), rebuilt from their entries' trainer, settings and repeat so that the report keeps them;
+    ensembles are left to the runs that list their members."""
+    path = args.results.with_suffix(".json")
+    if not path.is_file():
+        return []
+    listed_here = {(a.regime, a.name) for a in arms}
+    out = []
+    for regime in args.regimes:
+        for name, entry in json.loads(path.read_text()).get("regimes", {}).get(regime, {}).get("arms", {}).items():
+            if (regime, name) in listed_here or name.endswith("_ensemble") or "trainer" not in entry:
+                continue
+            labels = "clean" if name.endswith("_clean") and regime != "clean" else "noisy"
+            out.append(Arm(name, regime, entry["trainer"], labels, dict(entry.get("settings") or {}),
+                           int(entry.get("repeat") or 0)))
+    return out
+
+
 def report(args, state: State, arms: List[Arm]) -> None:
+    arms = arms + earlier_arms(args, arms)   # a run with other variants must not drop the earlier ones' rows
     runs = {**kept_runs(args, arms, state.data["runs"]), **state.data["runs"]}
     commands = state.commands
     regimes_json, lines = {}, []
@@ -733,7 +753,9 @@ def report(args, state: State, arms: List[Arm]) -> None:
                 tau = (rec.get("log") or {}).get("gsd_tau")
                 entry["tau_used"] = rec.get("tau_used", None if not tau else 100 * tau[-1])
                 entry["contradicted"] = truth["disagreement"]
-            entry["area_pred_vs_true"] = rec.get("area_pred_vs_true") or area_ratios(args, arm)
+            # a kept arm's predictions went with its work folder
+            entry["area_pred_vs_true"] = rec.get("area_pred_vs_true") or (None if rec.get("measured")
+                                                                          else area_ratios(args, arm))
             entry["missed"] = missed_share(rec)
             entry["train_s"] = rec.get("train_s")
             if rec.get("measured"):

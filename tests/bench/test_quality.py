@@ -80,3 +80,24 @@ def test_a_run_of_one_regime_redraws_the_kept_regimes_curves(tmp_path, monkeypat
     quality.report(args, open_state(args.work, "bench/quality.py", [], True), quality.arms_of(args))
     assert drawn["curves"] == {"clean": {"stock_clean": curve}}
     assert drawn["path"] == tmp_path / "res-curves.png"
+
+
+def test_a_run_with_other_variants_keeps_the_earlier_variants_rows(tmp_path):
+    args = args_for(tmp_path)
+    curve = {"5": 60.0, "10": 62.5}
+    write_results(tmp_path, args, {
+        "stock_noisy": {"dice": 47.7, "missed": 13.3, "trainer": "nnUNetTrainerBudget", "settings": {}, "repeat": 0,
+                        "per_case": {"a": {"1": 40.0}, "b": {"1": 60.0}}},
+        "gsd_tau_given": {"dice": 71.7, "missed": 0.0, "trainer": "nnUNetTrainerGSD",
+                          "settings": {"nnUNet_GSD_TAU": "0.06"}, "repeat": 0,
+                          "per_case": {"a": {"1": 70.0}, "b": {"1": 73.4}}}})
+    results = json.loads((tmp_path / "res.json").read_text())
+    results["regimes"]["heavy_S_R"]["curves"] = {"gsd_tau_given": curve}
+    (tmp_path / "res.json").write_text(json.dumps(results))
+    quality.report(args, open_state(args.work, "bench/quality.py", [], True), quality.arms_of(args))
+    kept = json.loads((tmp_path / "res.json").read_text())["regimes"]["heavy_S_R"]
+    assert kept["arms"]["gsd_tau_given"]["dice"] == 71.7
+    # paired with the stock_noisy kept beside it: differences 30 and 13.4
+    assert abs(kept["arms"]["gsd_tau_given"]["delta_vs_stock_noisy"] - 21.7) < 1e-9
+    assert kept["curves"]["gsd_tau_given"] == curve
+    assert "| gsd_tau_given |" in (tmp_path / "res.md").read_text()
