@@ -90,10 +90,10 @@ run() {
     [ -x "$venv/bin/python" ] || "$base" -m venv --system-site-packages --without-pip "$venv"
     # the base may itself be a virtual environment, whose packages --system-site-packages does not reach (its pip
     # included: the new environment runs the base's pip, which installs into the new one)
-    "$base" -c "import site, sys; print('\n'.join(site.getsitepackages() + [p for p in sys.path if p.endswith('-packages')]))" \
-        > "$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/gsd_gpu_base.pth"
     local site
     site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    "$base" -c "import site, sys; print('\n'.join(site.getsitepackages() + [p for p in sys.path if p.endswith('-packages')]))" \
+        > "$site/gsd_gpu_base.pth"
     if ! "$venv/bin/python" -c "import nnunetv2" 2>/dev/null; then
         ls "$GPU"/wheels/*.whl >/dev/null 2>&1 || { echo "bench/gpu_quality.sh run: nnU-Net is missing and $GPU/wheels/ holds no wheels: bench/gpu_quality.sh pack" >&2; exit 2; }
         "$venv/bin/python" -m pip install -q --no-index --no-deps --no-compile "$GPU"/wheels/*.whl

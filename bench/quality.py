@@ -655,9 +655,10 @@ def earlier_arms(args, arms: List[Arm]) -> List[Arm]:
     if not path.is_file():
         return []
     listed_here = {(a.regime, a.name) for a in arms}
+    regimes = json.loads(path.read_text()).get("regimes", {})
     out = []
     for regime in args.regimes:
-        for name, entry in json.loads(path.read_text()).get("regimes", {}).get(regime, {}).get("arms", {}).items():
+        for name, entry in regimes.get(regime, {}).get("arms", {}).items():
             if (regime, name) in listed_here or name.endswith("_ensemble") or "trainer" not in entry:
                 continue
             labels = "clean" if name.endswith("_clean") and regime != "clean" else "noisy"

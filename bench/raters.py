@@ -273,6 +273,8 @@ def kept_trainings(specs: List[str], settings: Dict[str, object]) -> Dict[str, d
     out = {}
     for spec in specs:
         path, _, names = spec.partition(":")
+        if not Path(path).is_file():
+            raise SystemExit(f"--keep {spec}: no file {path}; give a results JSON that bench/raters.py wrote")
         result = json.loads(Path(path).read_text())
         other = {k: result["settings"].get(k) for k in ("cases", "size", "seed")
                  if result["settings"].get(k) != settings[k]}
@@ -284,6 +286,10 @@ def kept_trainings(specs: List[str], settings: Dict[str, object]) -> Dict[str, d
         if unknown:
             raise SystemExit(f"--keep {spec}: no arm {', '.join(unknown)} in {path} "
                              f"(it has {', '.join(result['arms'])})")
+        without = [a for a in wanted if "per_case" not in result["arms"][a]]
+        if without:
+            raise SystemExit(f"--keep {spec}: {path} holds no per-case values for {', '.join(without)} (written "
+                             f"before results kept them): those trainings cannot be pooled; leave them out")
         for name in wanted:
             a, arm = result["arms"][name], FORMER_NAMES.get(name, name)
             per_case = {c: {m: a["per_case"][m].get(c) for m in METRICS} for c in a["per_case"]["mean"]}

@@ -181,7 +181,7 @@ def label_error_probability(label: np.ndarray, probabilities: np.ndarray,
                             ignore_label: Optional[int] = None) -> np.ndarray:
     """Per pixel, the out-of-sample model's probability that the label is wrong, 1 − p(y) (0 for the ignore
     label): the graded form of the suspected pixels, for a user who sets their own threshold (on Kvasir-SEG it
-    finds the wrong pixels better than the binary map, ``bench/results/audit.md``)."""
+    finds the wrong pixels better than the binary map, ``bench/results/audit-r2.md``)."""
     probs = np.asarray(probabilities, dtype=np.float64)
     lab, valid, safe = scorable(label, probs.shape[0], ignore_label)
     return np.where(valid, 1.0 - np.take_along_axis(probs, safe[None], axis=0)[0], 0.0)

@@ -17,6 +17,7 @@ def test_the_standin_imports_and_any_use_names_the_fix():
     with pytest.raises(ImportError, match="SimpleITK.ReadImage: this is bench/gpu_quality.sh's stand-in.*"
                                           "--with-simpleitk"):
         standin.ReadImage("x.nii.gz")
+    assert not hasattr(standin, "__wrapped__")   # dunder probes (hasattr, the import machinery) see a plain module
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -70,7 +70,7 @@ def test_the_raters_benchmark_shares_the_training_environment(tmp_path):
 
 def test_a_run_of_one_regime_redraws_the_kept_regimes_curves(tmp_path, monkeypatch):
     args = args_for(tmp_path)
-    curve = {"5": {"1": 50.0}, "10": {"1": 55.0}}
+    curve = {"5": 50.0, "10": 55.0}
     (tmp_path / "res.json").write_text(json.dumps({
         "regimes": {"clean": {"arms": {}, "curves": {"stock_clean": curve}, "measured": {
             "date": "2026-12-02", "command": "run A"}}},

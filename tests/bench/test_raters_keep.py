@@ -40,3 +40,8 @@ def test_keep_names_arms_and_refuses_another_set(tmp_path):
         raters.kept_trainings([path + ":stock_soft"], {"cases": 300, "size": 64, "seed": 0})
     with pytest.raises(SystemExit, match="seed"):
         raters.kept_trainings([path], {"cases": 300, "size": 64, "seed": 1})
+    with pytest.raises(SystemExit, match="no file"):
+        raters.kept_trainings([str(tmp_path / "missing.json")], {"cases": 300, "size": 64, "seed": 0})
+    old = _result(tmp_path / "old.json", {"stock_sample": {"mean_per_training": [80.0]}})
+    with pytest.raises(SystemExit, match="no per-case values for stock_sample"):
+        raters.kept_trainings([old], {"cases": 300, "size": 64, "seed": 0})

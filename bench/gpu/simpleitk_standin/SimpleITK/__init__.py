@@ -8,6 +8,8 @@ the packed folder holds no SimpleITK wheel. Any use of it fails at once, naming 
 
 
 def __getattr__(name: str):
+    if name.startswith("__"):     # hasattr() and the import machinery probe these; they must see a plain module
+        raise AttributeError(name)
     raise ImportError(f"SimpleITK.{name}: this is bench/gpu_quality.sh's stand-in, not SimpleITK; the step that "
                       f"needs it reads or writes medical image formats: pack with --with-simpleitk "
                       f"(bench/gpu_quality.sh pack) or install SimpleITK")
